@@ -1,0 +1,238 @@
+"""The contract between ``models/`` and ``pipeline/``: two plain, serializable records.
+
+A :class:`TrialSpec` says everything that determines a trial's numbers; a
+:class:`TrialResult` is what training it produced. Both round-trip through JSON
+(``to_dict``/``from_dict``), so the pipeline can move them between processes and
+store them without knowing anything about tensors. This module must not import
+torch, Ray, Optuna or MLflow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """Everything that determines one trial's result. Validated by ``models.check_spec``."""
+
+    task: str = "adding"
+    """Task name from ``models.TASKS`` (adding, copy, charlm)."""
+    seq_len: int = 30
+    """Sequence length: the whole sequence for adding and charlm, the blank delay T for copy."""
+    hidden: int = 64
+    """Hidden units of the recurrent cell."""
+    cell: str = "rnn_tanh"
+    """Cell name from ``models.CELLS`` (rnn_tanh, rnn_relu, lstm, gru)."""
+    init: str = "xavier"
+    """Init scheme from ``models.INIT_SCHEMES``, applied to Wxh, Whh and Why."""
+    init_recurrent: str | None = None
+    """Optional scheme for the recurrent matrix Whh alone (None = same as ``init``)."""
+    scale: float = 1.0
+    """Multiplier applied to every matrix the scheme draws (the gain)."""
+    optimizer: str = "adam"
+    """Optimizer name from ``models.OPTIMIZERS`` (sgd, adam, rmsprop)."""
+    lr: float = 1e-3
+    """Learning rate."""
+    clip: float | None = None
+    """Gradient-norm clipping threshold (None = no clipping)."""
+    batch_size: int = 32
+    """Sequences per training batch."""
+    batches_per_epoch: int = 50
+    """Training batches in one epoch."""
+    max_epochs: int = 30
+    """Epoch budget; a trial that has not converged by then is censored."""
+    target_loss: float | None = None
+    """Validation loss that counts as converged (None = the task's default target)."""
+    divergence_factor: float = 10.0
+    """A validation loss above this factor times the initial loss counts as divergence."""
+    val_size: int = 256
+    """Sequences in the fixed validation set."""
+    seed: int = 0
+    """Seed for the weights."""
+    data_seed: int = 0
+    """Seed for the data stream (training batches and validation set)."""
+    corpus: str | None = None
+    """Text file for the charlm task (None = the corpus built from Python's own docs)."""
+    stop_on_converge: bool = True
+    """Stop training once the target is reached (the epoch count is what is measured)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the spec as a plain JSON-able dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrialSpec:
+        """Build a spec from a dict, refusing keys that are not fields."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            names, allowed = ", ".join(unknown), ", ".join(sorted(known))
+            raise ValueError(f"unknown TrialSpec field(s) {names}; known: {allowed}")
+        return cls(**data)
+
+    def key(self, claim: str = "") -> str:
+        """Identity key: a hash of the spec and the claim it is run against."""
+        payload = json.dumps({"spec": self.to_dict(), "claim": claim}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def shape_key(self) -> tuple[Any, ...]:
+        """Trials with equal shape keys can be trained together in one pack."""
+        return (
+            self.task,
+            self.cell,
+            self.hidden,
+            self.seq_len,
+            self.batch_size,
+            self.batches_per_epoch,
+            self.val_size,
+            self.optimizer,
+            self.data_seed,
+            self.corpus,
+        )
+
+
+@dataclass
+class EpochRecord:
+    """Metrics after one training epoch."""
+
+    epoch: int
+    """1-based epoch number."""
+    train_loss: float
+    """Mean training loss over the epoch's batches."""
+    val_loss: float
+    """Loss on the fixed validation set after the epoch."""
+    grad_norm: float
+    """Mean gradient norm over the epoch's batches, before clipping."""
+    hidden_var: float
+    """Variance of the hidden state over the validation set's steps."""
+    hidden_sat: float
+    """Share of hidden units with abs(h) > 0.99 on the validation set."""
+
+
+@dataclass
+class InitDiagnostics:
+    """Measurements at initialization, on a probe batch, before any training (claims C1-C3)."""
+
+    spectral_radius: float
+    """Largest absolute eigenvalue of Whh (for gated cells, the largest over the gate blocks)."""
+    hidden_var: list[float]
+    """Variance of the hidden state at each time step."""
+    hidden_sat: list[float]
+    """Share of hidden units with abs(h) > 0.99 at each time step."""
+    grad_norm: list[float]
+    """Norm of dL/dh_t at each time step t."""
+    initial_loss: float
+    """Validation loss before training (on the whole validation set)."""
+
+
+@dataclass
+class TrialResult:
+    """What training one TrialSpec produced. Divergence is data, not an error."""
+
+    spec: TrialSpec
+    converged_epoch: int | None
+    """First epoch whose validation loss reached the target; None = censored at the budget."""
+    diverged_epoch: int | None
+    """Epoch at which the loss became non-finite or exploded; None = did not diverge."""
+    target_loss: float
+    """The target actually used (the spec's or the task's default)."""
+    baseline_loss: float
+    """The task's memoryless baseline loss."""
+    history: list[EpochRecord]
+    diagnostics: InitDiagnostics
+    wall_seconds: float = 0.0
+    device: str = "cpu"
+    node: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def converged(self) -> bool:
+        return self.converged_epoch is not None
+
+    @property
+    def diverged(self) -> bool:
+        return self.diverged_epoch is not None
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history)
+
+    @property
+    def best_val_loss(self) -> float:
+        finite = [r.val_loss for r in self.history if math.isfinite(r.val_loss)]
+        return min(finite) if finite else math.nan
+
+    def numbers(self) -> dict[str, Any]:
+        """The result without the fields that legitimately vary between runs."""
+        d = self.to_dict()
+        for k in ("wall_seconds", "device", "node", "extra"):
+            d.pop(k)
+        return d
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the result as a plain JSON-able dict (non-finite floats kept as floats)."""
+        return {
+            "spec": self.spec.to_dict(),
+            "converged_epoch": self.converged_epoch,
+            "diverged_epoch": self.diverged_epoch,
+            "target_loss": self.target_loss,
+            "baseline_loss": self.baseline_loss,
+            "history": [asdict(r) for r in self.history],
+            "diagnostics": asdict(self.diagnostics),
+            "wall_seconds": self.wall_seconds,
+            "device": self.device,
+            "node": self.node,
+            "extra": dict(self.extra),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrialResult:
+        return cls(
+            spec=TrialSpec.from_dict(data["spec"]),
+            converged_epoch=data["converged_epoch"],
+            diverged_epoch=data["diverged_epoch"],
+            target_loss=data["target_loss"],
+            baseline_loss=data["baseline_loss"],
+            history=[EpochRecord(**r) for r in data["history"]],
+            diagnostics=InitDiagnostics(**data["diagnostics"]),
+            wall_seconds=data.get("wall_seconds", 0.0),
+            device=data.get("device", "cpu"),
+            node=data.get("node", ""),
+            extra=dict(data.get("extra", {})),
+        )
+
+    def to_json(self) -> str:
+        """JSON text; NaN and infinity are written as the strings "NaN", "Infinity"."""
+        return json.dumps(_encode_floats(self.to_dict()))
+
+    @classmethod
+    def from_json(cls, text: str) -> TrialResult:
+        return cls.from_dict(_decode_floats(json.loads(text)))
+
+
+_NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def _encode_floats(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "NaN" if math.isnan(obj) else ("Infinity" if obj > 0 else "-Infinity")
+    if isinstance(obj, dict):
+        return {k: _encode_floats(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_encode_floats(v) for v in obj]
+    return obj
+
+
+def _decode_floats(obj: Any) -> Any:
+    if isinstance(obj, str) and obj in _NONFINITE:
+        return _NONFINITE[obj]
+    if isinstance(obj, dict):
+        return {k: _decode_floats(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_decode_floats(v) for v in obj]
+    return obj

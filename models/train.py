@@ -1,0 +1,284 @@
+"""Training with convergence and divergence detection, and the init diagnostics.
+
+``train_pack(specs)`` trains K trials that share a shape (``TrialSpec.shape_key``) as one
+packed model and returns one :class:`TrialResult` per spec; ``train_trial(spec)`` is a
+pack of one. A member's result depends only on its own spec:
+
+- weights come from ``spec.seed`` (see ``models.cells.init_weights``);
+- the data stream comes from ``spec.data_seed``, and every member of a pack sees the same
+  batches (common random numbers), whether it trains alone or with others;
+- per-member learning rate, optimizer state and clipping (``models.optim``);
+- a member stops (is frozen) when it converges, diverges or reaches its epoch budget, and
+  a frozen member's parameters never change again.
+
+Divergence is data: a non-finite loss or gradient, or a validation loss above
+``divergence_factor`` times the initial one, is recorded with its epoch and ends that
+member's training. It never raises. This module knows nothing of Ray, Optuna or MLflow.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from models.cells import CELLS, PackedRNN, init_weights
+from models.init import INIT_SCHEMES
+from models.optim import OPTIMIZERS, clip_member_grads, get_optimizer, member_grad_norms
+from models.spec import EpochRecord, InitDiagnostics, TrialResult, TrialSpec
+from models.tasks import TASKS, Task, get_task
+
+SATURATION = 0.99
+"""A hidden unit with abs(h) above this counts as saturated."""
+PROBE_SIZE = 64
+"""Sequences in the probe batch used for the init diagnostics."""
+STALL_IMPROVEMENT = 0.01
+"""An exploded loss that improves by less than this share in an epoch counts as diverged."""
+_VAL_SEED_OFFSET = 1_000_003
+"""The validation set is drawn from data_seed + this, apart from the training stream."""
+
+
+def check_spec(spec: TrialSpec) -> None:
+    """Raise ValueError naming the field and what is allowed if ``spec`` is invalid."""
+    for name, registry in (
+        ("task", TASKS),
+        ("cell", CELLS),
+        ("init", INIT_SCHEMES),
+        ("optimizer", OPTIMIZERS),
+    ):
+        value = getattr(spec, name)
+        if value not in registry:
+            known = ", ".join(sorted(registry))
+            raise ValueError(f"{name}: unknown value {value!r}; known: {known}")
+    if spec.init_recurrent is not None and spec.init_recurrent not in INIT_SCHEMES:
+        known = ", ".join(sorted(INIT_SCHEMES))
+        raise ValueError(f"init_recurrent: unknown value {spec.init_recurrent!r}; known: {known}")
+    for name in ("seq_len", "hidden", "batch_size", "batches_per_epoch", "max_epochs", "val_size"):
+        value = getattr(spec, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: must be a positive integer, got {value!r}")
+    for name in ("seed", "data_seed"):
+        value = getattr(spec, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name}: must be a non-negative integer, got {value!r}")
+    positive = ["lr", "divergence_factor"]
+    positive += [n for n in ("clip", "target_loss") if getattr(spec, n) is not None]
+    for name in positive:
+        value = getattr(spec, name)
+        if not _is_number(value) or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"{name}: must be a positive finite number, got {value!r}")
+    if not _is_number(spec.scale) or not math.isfinite(spec.scale):
+        raise ValueError(f"scale: must be a finite number, got {spec.scale!r}")
+    if spec.corpus is not None and spec.task != "charlm":
+        raise ValueError(f"corpus: only the charlm task reads a corpus, not {spec.task!r}")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def train_trial(spec: TrialSpec, device: str | torch.device = "cpu") -> TrialResult:
+    """Train one trial alone (a pack of one)."""
+    return train_pack([spec], device)[0]
+
+
+def train_pack(
+    specs: Sequence[TrialSpec], device: str | torch.device = "cpu"
+) -> list[TrialResult]:
+    """Train trials that share a shape as one packed model.
+
+    Args:
+        specs: one or more TrialSpecs with equal ``shape_key()``.
+        device: where to train ("cpu", "cuda", "cuda:1", ...). Weights and data are
+            always generated on the CPU first, so the same spec gives the same start
+            on every device.
+
+    Returns:
+        One TrialResult per spec, in order.
+
+    Raises:
+        ValueError: a spec is invalid, or the specs do not share a shape.
+    """
+    if not specs:
+        raise ValueError("train_pack needs at least one spec")
+    for spec in specs:
+        check_spec(spec)
+    shapes = {s.shape_key() for s in specs}
+    if len(shapes) > 1:
+        raise ValueError(f"specs in a pack must share a shape; got {len(shapes)} shapes")
+    started = time.perf_counter()
+    device = torch.device(device)
+    first = specs[0]
+    task = get_task(first.task, first.seq_len, first.corpus)
+    k = len(specs)
+
+    model = PackedRNN(k, first.cell, task.input_dim, first.hidden, task.output_dim)
+    init_weights(model, specs)
+    model.to(device)
+    params = list(model.parameters())
+
+    val_gen = torch.Generator().manual_seed(first.data_seed + _VAL_SEED_OFFSET)
+    x_val, y_val = (t.to(device) for t in task.sample(val_gen, first.val_size, split="val"))
+    diagnostics = init_diagnostics(model, task, x_val[:PROBE_SIZE], y_val[:PROBE_SIZE])
+    with torch.no_grad():
+        initial = task.loss(model(x_val)[0], y_val).double().cpu()
+    for d, loss0 in zip(diagnostics, initial.tolist(), strict=True):
+        d.initial_loss = loss0
+
+    lr = torch.tensor([s.lr for s in specs], dtype=torch.float32, device=device)
+    clip = torch.tensor([s.clip if s.clip is not None else math.inf for s in specs], device=device)
+    targets = [s.target_loss if s.target_loss is not None else task.default_target for s in specs]
+    optimizer = get_optimizer(first.optimizer)(params, lr)
+
+    active = torch.ones(k, dtype=torch.bool, device=device)
+    converged: list[int | None] = [None] * k
+    diverged: list[int | None] = [None] * k
+    history: list[list[EpochRecord]] = [[] for _ in range(k)]
+    data_gen = torch.Generator().manual_seed(first.data_seed)
+    budget = max(s.max_epochs for s in specs)
+
+    for epoch in range(1, budget + 1):
+        was_active = active.clone()
+        loss_sum = torch.zeros(k, dtype=torch.float64, device=device)
+        norm_sum = torch.zeros(k, dtype=torch.float64, device=device)
+        for _ in range(first.batches_per_epoch):
+            x, y = (t.to(device) for t in task.sample(data_gen, first.batch_size))
+            outputs, _ = model(x)
+            losses = task.loss(outputs, y)
+            model.zero_grad(set_to_none=False)
+            torch.where(active, losses, torch.zeros_like(losses)).sum().backward()
+            norms = member_grad_norms(params)
+            bad = active & ~(torch.isfinite(losses) & torch.isfinite(norms))
+            if bool(bad.any()):
+                for i in bad.nonzero().flatten().tolist():
+                    diverged[i] = epoch
+                active &= ~bad
+            loss_sum += losses.detach().double()
+            norm_sum += norms.double()
+            clip_member_grads(params, norms, clip)
+            optimizer.step(active)
+
+        with torch.no_grad():
+            out_val, hs_val = model(x_val)
+            val_loss = task.loss(out_val, y_val).double().cpu()
+            h_val = torch.stack(hs_val, dim=2).reshape(k, -1)
+            h_var = h_val.double().var(dim=1).cpu()
+            h_sat = (h_val.abs() > SATURATION).double().mean(dim=1).cpu()
+        n_batches = first.batches_per_epoch
+        train_loss, grad_norm = (loss_sum / n_batches).cpu(), (norm_sum / n_batches).cpu()
+
+        for i, spec in enumerate(specs):
+            if not was_active[i]:
+                continue
+            v = float(val_loss[i])
+            history[i].append(
+                EpochRecord(
+                    epoch=epoch,
+                    train_loss=float(train_loss[i]),
+                    val_loss=v,
+                    grad_norm=float(grad_norm[i]),
+                    hidden_var=float(h_var[i]),
+                    hidden_sat=float(h_sat[i]),
+                )
+            )
+            previous = history[i][-2].val_loss if len(history[i]) > 1 else float(initial[i])
+            if diverged[i] is None and _diverged(v, float(initial[i]), previous, task, spec):
+                diverged[i] = epoch
+            if diverged[i] is not None:
+                active[i] = False
+                continue
+            if v <= targets[i] and converged[i] is None:
+                converged[i] = epoch
+                if spec.stop_on_converge:
+                    active[i] = False
+            if epoch >= spec.max_epochs:
+                active[i] = False
+        if not bool(active.any()):
+            break
+
+    wall = time.perf_counter() - started
+    return [
+        TrialResult(
+            spec=spec,
+            converged_epoch=converged[i],
+            diverged_epoch=diverged[i],
+            target_loss=float(targets[i]),
+            baseline_loss=float(task.baseline_loss),
+            history=history[i],
+            diagnostics=diagnostics[i],
+            wall_seconds=wall,
+            device=str(device),
+            node=platform.node(),
+            extra={"pack_size": k},
+        )
+        for i, spec in enumerate(specs)
+    ]
+
+
+def _diverged(
+    val_loss: float, initial: float, previous: float, task: Task, spec: TrialSpec
+) -> bool:
+    """The divergence rule, applied to the validation loss after each epoch.
+
+    Diverged when the loss is non-finite; when it rose above ``divergence_factor`` times
+    the initial loss (it blew up during training); or when it sits above
+    ``divergence_factor`` times the task's memoryless baseline and the epoch improved it
+    by less than ``STALL_IMPROVEMENT`` (it exploded and training is not bringing it back).
+    Non-finite training losses and gradients are caught per batch.
+    """
+    factor = spec.divergence_factor
+    if not math.isfinite(val_loss) or val_loss > factor * initial:
+        return True
+    stalled = val_loss > (1 - STALL_IMPROVEMENT) * previous
+    return val_loss > factor * task.baseline_loss and stalled
+
+
+def init_diagnostics(model: PackedRNN, task: Task, x: Tensor, y: Tensor) -> list[InitDiagnostics]:
+    """Measure every member at initialization on a probe batch (claims C1-C3).
+
+    Per time step t: variance of h_t over the batch and units, the share of saturated
+    units (abs(h_t) > 0.99), and the norm of dL/dh_t (how much of the loss's gradient
+    reaches step t). Also the spectral radius of the recurrent matrix (the largest over
+    the gate blocks for LSTM and GRU) and the loss before training. Leaves no gradients
+    behind.
+    """
+    k = model.members
+    outputs, hs = model(x)
+    for h in hs:
+        h.retain_grad()
+    losses = task.loss(outputs, y)
+    # Each member's loss depends only on its own slice, so one backward gives all of them.
+    torch.where(torch.isfinite(losses), losses, torch.zeros_like(losses)).sum().backward()
+    with torch.no_grad():
+        hstack = torch.stack([h.detach() for h in hs], dim=1).reshape(k, len(hs), -1).double()
+        variances = hstack.var(dim=2).cpu()
+        saturation = (hstack.abs() > SATURATION).double().mean(dim=2).cpu()
+        grads = [
+            h.grad.reshape(k, -1).double().norm(dim=1)
+            if h.grad is not None
+            else torch.zeros(k, dtype=torch.float64)
+            for h in hs
+        ]
+        grad_norms = torch.stack(grads, dim=1).cpu()
+        grad_norms[~torch.isfinite(losses).cpu()] = math.nan
+    model.zero_grad(set_to_none=True)
+    result = []
+    for i in range(k):
+        radius = max(
+            float(torch.linalg.eigvals(block.cpu().double()).abs().max())
+            for block in model.recurrent_blocks(i)
+        )
+        result.append(
+            InitDiagnostics(
+                spectral_radius=radius,
+                hidden_var=variances[i].tolist(),
+                hidden_sat=saturation[i].tolist(),
+                grad_norm=grad_norms[i].tolist(),
+                initial_loss=float(losses[i].detach()),
+            )
+        )
+    return result

@@ -1,0 +1,120 @@
+"""`initstudy trial`: one trial from the command line, run as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CLI = [sys.executable, "-m", "pipeline.cli"]
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, timeout=300, cwd=cwd, check=False
+    )
+
+
+def trial_json(*args: str) -> dict:
+    proc = run_cli(
+        "trial", "--task", "adding", "--seq-len", "10", "--hidden", "64", *args, "--json"
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_xavier_converges_within_the_default_budget() -> None:
+    result = trial_json("--init", "xavier")
+    assert result["converged_epoch"] is not None
+    assert result["converged_epoch"] <= result["spec"]["max_epochs"]
+    assert result["diverged_epoch"] is None
+    assert result["history"][-1]["val_loss"] <= result["target_loss"]
+
+
+def test_uniform01_is_censored_or_diverged_not_an_error() -> None:
+    result = trial_json("--init", "uniform01")
+    assert result["converged_epoch"] is None
+    assert result["diagnostics"]["spectral_radius"] > 20  # about H/2 = 32
+
+
+def test_absurd_scale_diverges_with_exit_code_zero() -> None:
+    result = trial_json("--init", "xavier", "--scale", "1e6")
+    assert result["diverged_epoch"] == 1
+    assert result["converged_epoch"] is None
+
+
+def test_readable_summary() -> None:
+    proc = run_cli("trial", "--seq-len", "5", "--hidden", "8", "--max-epochs", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "spectral radius" in proc.stdout
+    assert "epochs run" in proc.stdout
+
+
+def test_help_documents_every_option() -> None:
+    proc = run_cli("trial", "--help")
+    assert proc.returncode == 0
+    for option in (
+        "--task",
+        "--seq-len",
+        "--hidden",
+        "--cell",
+        "--init",
+        "--init-recurrent",
+        "--scale",
+        "--optimizer",
+        "--lr",
+        "--clip",
+        "--batch-size",
+        "--max-epochs",
+        "--target",
+        "--seed",
+        "--data-seed",
+        "--corpus",
+        "--device",
+        "--json",
+    ):
+        assert option in proc.stdout, option
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--init", "bogus"], ["--init", "xavier", "uniform01"]),
+        (["--init-recurrent", "bogus"], ["--init-recurrent", "orthogonal"]),
+        (["--task", "bogus"], ["--task", "adding", "charlm", "copy"]),
+        (["--cell", "bogus"], ["--cell", "lstm", "rnn_tanh"]),
+        (["--optimizer", "bogus"], ["--optimizer", "adam", "sgd"]),
+        (["--hidden", "0"], ["--hidden", "positive"]),
+        (["--seq-len", "-2"], ["--seq-len", "positive"]),
+        (["--batch-size", "0"], ["--batch-size", "positive"]),
+        (["--lr", "-1"], ["--lr", "positive"]),
+        (["--device", "tpu"], ["--device", "cpu", "cuda"]),
+        (["--task", "charlm", "--corpus", "/nonexistent/corpus.txt"], ["corpus", "not"]),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_exit_2(
+    args: list[str], expected: list[str], tmp_path: Path
+) -> None:
+    proc = run_cli("trial", *args, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    for word in expected:
+        assert word in lines[0], (word, lines[0])
+    assert proc.stdout == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("content", "word"),
+    [(b"", "empty"), (b"\xff\xfe\xfa\xfb" * 200, "UTF-8"), (b"ab\x00cd" * 200, "binary")],
+)
+def test_bad_corpus_files_are_refused(content: bytes, word: str, tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_bytes(content)
+    proc = run_cli("trial", "--task", "charlm", "--seq-len", "5", "--corpus", str(corpus))
+    assert proc.returncode == 2
+    assert word in proc.stderr

@@ -1,0 +1,235 @@
+"""Training, packing, divergence and diagnostics of models/ (pure PyTorch, no Ray)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from models import (
+    CELLS,
+    OPTIMIZERS,
+    PackedRNN,
+    TrialResult,
+    TrialSpec,
+    check_spec,
+    get_optimizer,
+    init_weights,
+    train_pack,
+    train_trial,
+)
+from models.optim import clip_member_grads, member_grad_norms
+
+TINY = TrialSpec(
+    task="adding",
+    seq_len=6,
+    hidden=16,
+    batch_size=16,
+    batches_per_epoch=5,
+    max_epochs=3,
+    val_size=64,
+    lr=0.01,
+)
+
+
+def test_same_spec_gives_identical_results() -> None:
+    a, b = train_trial(TINY), train_trial(TINY)
+    assert a.numbers() == b.numbers()
+    assert len(a.history) == 3
+
+
+def test_different_seeds_give_different_results() -> None:
+    a = train_trial(TINY)
+    b = train_trial(dataclasses.replace(TINY, seed=1))
+    assert a.history[-1].val_loss != b.history[-1].val_loss
+
+
+def test_result_round_trips_through_json() -> None:
+    spec = dataclasses.replace(TINY, scale=1e6, max_epochs=2)
+    result = train_trial(spec)
+    again = TrialResult.from_json(result.to_json())
+    assert again.to_json() == result.to_json()
+    assert again.spec == spec
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_every_cell_learns(cell: str) -> None:
+    spec = dataclasses.replace(TINY, cell=cell, max_epochs=4, batches_per_epoch=10)
+    result = train_trial(spec)
+    assert result.diverged_epoch is None
+    assert result.history[-1].val_loss < 0.7 * result.diagnostics.initial_loss
+
+
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
+def test_every_optimizer_learns(optimizer: str) -> None:
+    lr = {"sgd": 0.1, "adam": 0.01, "rmsprop": 0.003}[optimizer]
+    spec = dataclasses.replace(TINY, optimizer=optimizer, lr=lr, max_epochs=4)
+    result = train_trial(spec)
+    assert result.history[-1].val_loss < result.diagnostics.initial_loss
+
+
+def test_absurd_scale_is_a_diverged_result_not_an_error() -> None:
+    result = train_trial(dataclasses.replace(TINY, scale=1e6))
+    assert result.diverged_epoch == 1
+    assert result.converged_epoch is None
+    assert len(result.history) == 1
+
+
+def test_non_finite_loss_is_diverged_with_its_epoch() -> None:
+    spec = dataclasses.replace(TINY, optimizer="sgd", lr=1e9, scale=3.0, cell="rnn_relu")
+    result = train_trial(spec)
+    assert result.diverged_epoch is not None
+    assert result.diverged_epoch <= spec.max_epochs
+    assert result.converged_epoch is None
+
+
+def test_convergence_stops_training_at_the_target() -> None:
+    spec = dataclasses.replace(TINY, target_loss=10.0)  # reached after the first epoch
+    result = train_trial(spec)
+    assert result.converged_epoch == 1
+    assert len(result.history) == 1
+    keep_going = train_trial(dataclasses.replace(spec, stop_on_converge=False))
+    assert keep_going.converged_epoch == 1
+    assert len(keep_going.history) == spec.max_epochs
+
+
+def test_pack_members_match_solo_training() -> None:
+    """A member's result equals the same spec trained alone (tolerance: rtol 1e-4)."""
+    specs = [
+        dataclasses.replace(TINY, init="xavier", seed=0),
+        dataclasses.replace(TINY, init="uniform01", seed=1, lr=0.003),
+        dataclasses.replace(TINY, init="orthogonal", seed=2, clip=0.5),
+        dataclasses.replace(TINY, init="xavier", seed=3, scale=1e6),  # diverges at epoch 1
+    ]
+    packed = train_pack(specs)
+    assert packed[3].diverged_epoch == 1
+    for spec, member in zip(specs, packed, strict=True):
+        solo = train_trial(spec)
+        assert member.converged_epoch == solo.converged_epoch
+        assert member.diverged_epoch == solo.diverged_epoch
+        assert len(member.history) == len(solo.history)
+        for m, s in zip(member.history, solo.history, strict=True):
+            assert m.val_loss == pytest.approx(s.val_loss, rel=1e-4)
+            assert m.train_loss == pytest.approx(s.train_loss, rel=1e-4)
+        assert member.diagnostics.spectral_radius == pytest.approx(
+            solo.diagnostics.spectral_radius, rel=1e-6
+        )
+
+
+def test_pack_refuses_mixed_shapes() -> None:
+    with pytest.raises(ValueError, match="share a shape"):
+        train_pack([TINY, dataclasses.replace(TINY, hidden=8)])
+
+
+def test_diagnostics_follow_the_theory() -> None:
+    """C1-C3 inputs: xavier's Whh has spectral radius near 1, uniform01's near H/2."""
+    h = 64
+    base = dataclasses.replace(TINY, hidden=h, seq_len=20, max_epochs=1, batches_per_epoch=1)
+    xavier = train_trial(base).diagnostics
+    uniform = train_trial(dataclasses.replace(base, init="uniform01")).diagnostics
+    assert len(xavier.hidden_var) == len(xavier.hidden_sat) == len(xavier.grad_norm) == 20
+    assert 0.8 < xavier.spectral_radius < 1.3
+    assert uniform.spectral_radius == pytest.approx(h / 2, rel=0.1)
+    assert uniform.hidden_sat[-1] > 0.9 > xavier.hidden_sat[-1]
+    assert all(math.isfinite(g) for g in xavier.grad_norm)
+    # The adding task's loss reads the last step, so the gradient is largest there.
+    assert xavier.grad_norm[-1] > xavier.grad_norm[0]
+
+
+def test_recurrent_override_applies_to_whh_alone() -> None:
+    spec = dataclasses.replace(TINY, init="uniform01", init_recurrent="orthogonal")
+    model = PackedRNN(1, "rnn_tanh", 2, spec.hidden, 1)
+    init_weights(model, [spec])
+    whh = model.Whh[0].detach()
+    torch.testing.assert_close(whh.T @ whh, torch.eye(spec.hidden), atol=1e-5, rtol=0)
+    assert bool((model.Wxh >= 0).all()) and bool((model.Why >= 0).all())
+
+
+def test_member_weights_do_not_depend_on_pack_mates() -> None:
+    a = dataclasses.replace(TINY, init="he_normal", seed=5)
+    b = dataclasses.replace(TINY, init="uniform01", seed=9)
+    solo, pair = PackedRNN(1, "lstm", 2, 16, 1), PackedRNN(2, "lstm", 2, 16, 1)
+    init_weights(solo, [a])
+    init_weights(pair, [b, a])
+    for name, p in solo.named_parameters():
+        assert torch.equal(p[0], dict(pair.named_parameters())[name][1]), name
+
+
+@pytest.mark.parametrize(
+    ("name", "torch_cls"),
+    [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam), ("rmsprop", torch.optim.RMSprop)],
+)
+def test_packed_optimizer_matches_torch(name: str, torch_cls: type) -> None:
+    gen = torch.Generator().manual_seed(0)
+    start = torch.randn(2, 5, 3, generator=gen)
+    packed_p = start.clone().requires_grad_()
+    ref = [start[i].clone().requires_grad_() for i in range(2)]
+    lrs = [0.01, 0.05]
+    packed = get_optimizer(name)([packed_p], torch.tensor(lrs))
+    refs = [torch_cls([p], lr=lr) for p, lr in zip(ref, lrs, strict=True)]
+    for _ in range(5):
+        target = torch.randn(5, 3, generator=gen)
+        packed_p.grad = None
+        ((packed_p - target) ** 2).sum().backward()
+        packed.step(torch.tensor([True, True]))
+        for p, opt in zip(ref, refs, strict=True):
+            opt.zero_grad()
+            ((p - target) ** 2).sum().backward()
+            opt.step()
+    for i in range(2):
+        torch.testing.assert_close(packed_p[i].detach(), ref[i].detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_optimizer_leaves_inactive_members_untouched() -> None:
+    p = torch.ones(2, 3, requires_grad=True)
+    p.grad = torch.full((2, 3), float("nan"))
+    get_optimizer("adam")([p], torch.tensor([0.1, 0.1])).step(torch.tensor([False, True]))
+    assert torch.equal(p[0].detach(), torch.ones(3))
+    assert bool(torch.isnan(p[1]).all())
+
+
+def test_per_member_clipping_matches_torch() -> None:
+    gen = torch.Generator().manual_seed(1)
+    grads = [torch.randn(3, 4, 4, generator=gen) * 5, torch.randn(3, 4, generator=gen)]
+    params = [torch.zeros_like(g, requires_grad=True) for g in grads]
+    for p, g in zip(params, grads, strict=True):
+        p.grad = g.clone()
+    norms = member_grad_norms(params)
+    clip_member_grads(params, norms, torch.tensor([1.0, math.inf, 100.0]))
+    for k, max_norm in enumerate([1.0, math.inf, 100.0]):
+        ref = [torch.zeros_like(g[k], requires_grad=True) for g in grads]
+        for r, g in zip(ref, grads, strict=True):
+            r.grad = g[k].clone()
+        ref_norm = torch.nn.utils.clip_grad_norm_(ref, max_norm)
+        assert float(norms[k]) == pytest.approx(float(ref_norm), rel=1e-5)
+        for p, r in zip(params, ref, strict=True):
+            assert p.grad is not None and r.grad is not None
+            torch.testing.assert_close(p.grad[k], r.grad)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"task": "bogus"}, "task"),
+        ({"cell": "bogus"}, "cell"),
+        ({"init": "bogus"}, "init"),
+        ({"init_recurrent": "bogus"}, "init_recurrent"),
+        ({"optimizer": "adagrad"}, "optimizer"),
+        ({"hidden": 0}, "hidden"),
+        ({"seq_len": -3}, "seq_len"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"max_epochs": 0}, "max_epochs"),
+        ({"lr": 0.0}, "lr"),
+        ({"lr": math.nan}, "lr"),
+        ({"clip": -1.0}, "clip"),
+        ({"scale": math.inf}, "scale"),
+        ({"seed": -1}, "seed"),
+        ({"corpus": "x.txt"}, "corpus"),
+    ],
+)
+def test_check_spec_names_the_field(change: dict[str, object], field: str) -> None:
+    spec = dataclasses.replace(TINY, **change)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=rf"^{field}: "):
+        check_spec(spec)
