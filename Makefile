@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: setup
-	$(BIN)/initstudy trial --task adding --seq-len 10 --hidden 64 --init xavier
+	$(BIN)/initstudy run studies/smoke.yaml
 
 lint: setup
 	$(BIN)/ruff check .

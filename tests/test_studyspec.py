@@ -89,7 +89,7 @@ def test_shipped_specs_load(path: Path) -> None:
 def test_shipped_set_is_complete() -> None:
     assert {p.stem for p in SHIPPED} >= {"smoke", "headline", "scale_sweep", "hidden_sweep"}
     smoke = load_study_spec(STUDIES / "smoke.yaml")
-    assert smoke.n_trials_planned == 4
+    assert smoke.n_trials_planned == 6
     assert load_study_spec(STUDIES / "headline.yaml").n_trials_planned == 90
     assert smoke.claim_hash() == load_study_spec(STUDIES / "headline.yaml").claim_hash()
 

@@ -1,0 +1,199 @@
+"""End-to-end studies through the real CLI: a real Ray runtime, Optuna SQLite storage and
+MLflow SQLite store, each test in its own run folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from pipeline import storage as st
+from pipeline.studyspec import load_study_spec
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "studies" / "smoke.yaml"
+CLI = [sys.executable, "-m", "pipeline.cli"]
+
+
+def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, check=False
+    )
+
+
+def optuna_trials(run_dir: Path, study: str) -> list[optuna.trial.FrozenTrial]:
+    storage = optuna.storages.RDBStorage(f"sqlite:///{run_dir / 'optuna.db'}")
+    return optuna.load_study(study_name=study, storage=storage).get_trials()
+
+
+def mlflow_trial_runs(run_dir: Path, study: str) -> list[dict]:
+    """Child runs as seen by mlflow.search_runs from a separate process."""
+    code = f"""
+import json, mlflow
+mlflow.set_tracking_uri("sqlite:///{run_dir / "mlflow.db"}")
+df = mlflow.search_runs(experiment_names=["{study}"],
+                        filter_string="tags.`initstudy.kind` = 'trial'")
+rows = []
+for _, r in df.iterrows():
+    rows.append({{"key": r["tags.initstudy.trial_key"], "status": r["status"],
+                 "init": r["params.init"], "seed": r["params.seed"],
+                 "val_loss": r["metrics.val_loss"], "converged": r["metrics.converged"]}})
+print(json.dumps(rows))
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def assert_exactly_once(run_dir: Path, study: str, planned: int) -> None:
+    trials = optuna_trials(run_dir, study)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == planned
+    keys = [t.user_attrs[st.KEY] for t in complete]
+    assert len(set(keys)) == planned
+    assert all(t.user_attrs.get(st.RESULT) for t in complete)
+    runs = mlflow_trial_runs(run_dir, study)
+    assert len(runs) == planned
+    assert sorted(r["key"] for r in runs) == sorted(keys)
+    assert {r["status"] for r in runs} == {"FINISHED"}
+
+
+def test_smoke_study_end_to_end_and_rerun(tmp_path: Path) -> None:
+    spec = load_study_spec(SMOKE)
+    proc = cli("run", str(SMOKE), "--run-dir", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert f"{spec.n_trials_planned}/{spec.n_trials_planned} trials complete" in proc.stdout
+    assert_exactly_once(tmp_path, "smoke", spec.n_trials_planned)
+    runs = mlflow_trial_runs(tmp_path, "smoke")
+    assert {r["init"] for r in runs} == {"xavier", "uniform01"}
+    assert all(r["val_loss"] > 0 for r in runs)
+    grid = {(p["init"], str(p["seed"])) for p in spec.grid_points()}
+    assert {(r["init"], r["seed"]) for r in runs} == grid
+
+    again = cli("run", str(SMOKE), "--run-dir", str(tmp_path))
+    assert again.returncode == 0, again.stderr
+    assert "0 trained and 0 logged" in again.stdout
+    assert_exactly_once(tmp_path, "smoke", spec.n_trials_planned)
+
+    status = cli("status", "smoke", "--run-dir", str(tmp_path))
+    assert status.returncode == 0
+    assert "complete" in status.stdout and str(spec.n_trials_planned) in status.stdout
+
+
+def test_changed_spec_is_refused_unless_renamed(tmp_path: Path) -> None:
+    small = tmp_path / "tiny.yaml"
+    small.write_text(
+        "name: tiny\nsampler: grid\ntrial: {task: adding, hidden: 8, batches_per_epoch: 2,"
+        " max_epochs: 1, val_size: 16, batch_size: 8}\nspace: {init: [xavier], seq_len: [4]}\n"
+    )
+    assert cli("run", str(small), "--run-dir", str(tmp_path / "r")).returncode == 0
+    small.write_text(small.read_text().replace("max_epochs: 1", "max_epochs: 2"))
+    refused = cli("run", str(small), "--run-dir", str(tmp_path / "r"))
+    assert refused.returncode == 2
+    assert "different spec" in refused.stderr and "--study-name" in refused.stderr
+    renamed = cli("run", str(small), "--run-dir", str(tmp_path / "r"), "--study-name", "tiny2")
+    assert renamed.returncode == 0, renamed.stderr
+    assert len(optuna_trials(tmp_path / "r", "tiny2")) == 1
+
+
+SLOW_SPEC = """
+name: slowish
+sampler: grid
+trial: {task: adding, hidden: 32, batches_per_epoch: 40, max_epochs: 6, target_loss: 1.0e-9,
+        val_size: 64}
+space: {init: [xavier, uniform01, orthogonal], seq_len: [12], seed: [0, 1, 2]}
+"""
+
+
+def _complete_count(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=5) as con:
+            row = con.execute("SELECT count(*) FROM trials WHERE state = 'COMPLETE'").fetchone()
+            return int(row[0])
+    except sqlite3.OperationalError:
+        return 0
+
+
+def test_driver_killed_mid_study_resumes_exactly_once(tmp_path: Path) -> None:
+    spec_file = tmp_path / "slowish.yaml"
+    spec_file.write_text(SLOW_SPEC)
+    run_dir = tmp_path / "run"
+    driver = subprocess.Popen(
+        [*CLI, "run", str(spec_file), "--run-dir", str(run_dir), "--pack-size", "1"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 180
+    try:
+        while _complete_count(run_dir / "optuna.db") < 2:
+            assert driver.poll() is None, "driver ended before it could be killed"
+            assert time.monotonic() < deadline, "no trial completed in time"
+            time.sleep(0.2)
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+        os.killpg(driver.pid, signal.SIGKILL)  # the embedded Ray processes die with it
+    done_before = _complete_count(run_dir / "optuna.db")
+    assert 2 <= done_before < 9
+
+    resumed = cli("run", str(spec_file), "--run-dir", str(run_dir))
+    assert resumed.returncode == 0, resumed.stderr
+    assert_exactly_once(run_dir, "slowish", 9)
+    trials = optuna_trials(run_dir, "slowish")
+    assert len(trials) == 9  # stale trials were rerun in place, none added
+
+
+def test_validate_every_shipped_spec() -> None:
+    for path in sorted((ROOT / "studies").glob("*.yaml")):
+        proc = cli("validate", str(path))
+        assert proc.returncode == 0, proc.stderr
+        planned = load_study_spec(path).n_trials_planned
+        assert f"trials: {planned}" in proc.stdout
+
+
+def test_bad_spec_creates_nothing(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nsampler: grid\nspace: {init: [xavier, bogus]}\n")
+    run_dir = tmp_path / "runs"
+    for command in (["validate", str(bad)], ["run", str(bad), "--run-dir", str(run_dir)]):
+        proc = cli(*command)
+        assert proc.returncode == 2
+        assert "space.init" in proc.stderr and "xavier" in proc.stderr
+    assert not run_dir.exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--workers", "0"], "--workers"),
+        (["--pack-size", "0"], "--pack-size"),
+        (["--cpus-per-trial", "0"], "--cpus-per-trial"),
+        (["--storage", "mongodb://x"], "--storage"),
+        (["--tracking-uri", "ftp://x"], "--tracking-uri"),
+        (["--study-name", "../escape"], "--study-name"),
+    ],
+)
+def test_bad_run_flags_exit_2_before_anything_starts(
+    flags: list[str], expected: str, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "runs"
+    proc = cli("run", str(SMOKE), "--run-dir", str(run_dir), *flags)
+    assert proc.returncode == 2
+    assert expected in proc.stderr
+    assert not run_dir.exists()
