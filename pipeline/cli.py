@@ -7,6 +7,7 @@ started or written.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
@@ -16,7 +17,10 @@ from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from models.spec import TrialResult
+    from pipeline.results import StudyTables
     from pipeline.studyspec import StudySpec
 
 app = typer.Typer(
@@ -350,6 +354,270 @@ def status(
     console.print(table)
 
 
+def _stores(run_dir: Path, storage: str | None, tracking_uri: str | None) -> tuple[str, str]:
+    """The Optuna storage URL and MLflow tracking URI for reading a study."""
+    from pipeline import storage as st
+
+    _check_url("--storage", storage, _STORAGE_SCHEMES)
+    _check_url("--tracking-uri", tracking_uri, _TRACKING_SCHEMES)
+    if storage is None and not (run_dir / "optuna.db").exists():
+        fail(f"no study storage in {str(run_dir)!r} (no optuna.db); give --run-dir or --storage")
+    url = storage or st.default_storage_url(run_dir)
+    tracking = tracking_uri or f"sqlite:///{(run_dir / 'mlflow.db').resolve()}"
+    return url, tracking
+
+
+def _tables(study: str, storage_url: str) -> StudyTables:
+    from pipeline.results import load_tables
+    from pipeline.storage import StudyError
+
+    try:
+        return load_tables(study, storage_url)
+    except StudyError as exc:
+        fail(str(exc))
+
+
+@app.command()
+def check(
+    study: Annotated[str, typer.Argument(help="Study name.")],
+    run_dir: RunDir = Path("runs"),
+    storage: Storage = None,
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Reconcile Optuna and MLflow: one run per trial, no orphans, every grid point once."""
+    from pipeline.check import check_study
+    from pipeline.storage import StudyError
+    from pipeline.tracking import TrackingError
+
+    url, tracking = _stores(run_dir, storage, tracking_uri)
+    try:
+        report = check_study(study, url, tracking)
+    except StudyError as exc:
+        fail(str(exc))
+    except TrackingError as exc:
+        fail(str(exc), code=1)
+    grid = f", {report.grid_points} grid points" if report.grid_points is not None else ""
+    console.print(
+        f"study {study!r}: {report.trials} complete trials, {report.runs} MLflow runs{grid}"
+    )
+    for line in report.problems:
+        console.print(f"[red]problem:[/] {line}", highlight=False)
+    if not report.ok:
+        raise typer.Exit(1)
+    console.print("[green]consistent[/]: every trial has exactly one run")
+
+
+@app.command()
+def sync(
+    study: Annotated[str, typer.Argument(help="Study name.")],
+    run_dir: RunDir = Path("runs"),
+    storage: Storage = None,
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Back-fill MLflow with complete trials it is missing (after an outage)."""
+    import yaml
+
+    from pipeline import storage as st
+    from pipeline.driver import Driver, RunOptions
+    from pipeline.progress import Reporter
+    from pipeline.studyspec import parse_study_spec
+
+    url, _ = _stores(run_dir, storage, tracking_uri)
+    try:
+        found = st.load_existing_study(st.make_storage(url), study)
+    except st.StudyError as exc:
+        fail(str(exc))
+    text = found.user_attrs.get(st.SPEC_TEXT, "")
+    spec = parse_study_spec(yaml.safe_load(text), source=f"study {study}")
+    options = RunOptions(
+        run_dir=run_dir, storage=storage, tracking_uri=tracking_uri, study_name=study
+    )
+    try:
+        outcome = Driver(spec, text, options, Reporter()).sync()
+    except st.StudyBusy as exc:
+        fail(str(exc), code=EXIT_BUSY)
+    if outcome.tracking_error:
+        fail(f"MLflow is still unreachable: {outcome.tracking_error}", code=1)
+    console.print(f"study {study!r}: {outcome.logged} runs back-filled")
+
+
+_FORMATS = ("table", "csv", "parquet", "json")
+_TABLES = ("trials", "epochs", "steps")
+_SUMMARY_COLUMNS = (
+    "trial_number",
+    "init",
+    "init_recurrent",
+    "cell",
+    "scale",
+    "seq_len",
+    "hidden",
+    "seed",
+    "converged_epoch",
+    "diverged_epoch",
+    "best_val_loss",
+    "spectral_radius",
+    "device_type",
+)
+
+
+def _emit(frame: pd.DataFrame, fmt: str, out: Path | None, columns: tuple[str, ...] = ()) -> None:
+    """Write a DataFrame as a terminal table, CSV, Parquet or JSON (to --out or stdout)."""
+    import pandas as pd
+
+    if fmt not in _FORMATS:
+        fail(f"--format: unknown value {fmt!r}; allowed: {', '.join(_FORMATS)}")
+    if fmt == "parquet" and out is None:
+        fail("--format parquet: needs --out FILE (Parquet is binary)")
+    if fmt == "table":
+        shown = frame[[c for c in columns if c in frame.columns]] if columns else frame
+        table = Table(show_lines=False)
+        for col in shown.columns:
+            table.add_column(
+                str(col), justify="right" if shown[col].dtype.kind in "iuf" else "left"
+            )
+        for row in shown.itertuples(index=False):
+            table.add_row(*("" if v is None or v is pd.NA else _fmt(v) for v in row))
+        console.print(table)
+        if out is None:
+            return
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if fmt == "parquet":
+            frame.to_parquet(out, index=False)
+        elif fmt == "json":
+            frame.to_json(out, orient="records", indent=1)
+        else:
+            frame.to_csv(out, index=False)
+        console.print(f"wrote {len(frame)} rows to {out}")
+    elif fmt == "csv":
+        sys.stdout.write(frame.to_csv(index=False))
+    elif fmt == "json":
+        sys.stdout.write(frame.to_json(orient="records", indent=1) + "\n")
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    text = str(value)
+    return "" if text in ("<NA>", "nan") else text
+
+
+@app.command()
+def results(
+    study: Annotated[str, typer.Argument(help="Study name.")],
+    fmt: Annotated[str, typer.Option("--format", help="table, csv, parquet or json.")] = "table",
+    out: Annotated[Path | None, typer.Option(help="Write to this file.")] = None,
+    table: Annotated[str, typer.Option(help="trials, epochs or steps.")] = "trials",
+    run_dir: RunDir = Path("runs"),
+    storage: Storage = None,
+) -> None:
+    """A study's results: one row per trial (or per trial-epoch, or per time step)."""
+    if table not in _TABLES:
+        fail(f"--table: unknown value {table!r}; allowed: {', '.join(_TABLES)}")
+    if fmt not in _FORMATS:
+        fail(f"--format: unknown value {fmt!r}; allowed: {', '.join(_FORMATS)}")
+    url, _ = _stores(run_dir, storage, None)
+    tables = _tables(study, url)
+    frame = getattr(tables, table)
+    _emit(frame, fmt, out, _SUMMARY_COLUMNS if table == "trials" else ())
+
+
+@app.command()
+def query(
+    study: Annotated[str, typer.Argument(help="Study name.")],
+    sql: Annotated[str, typer.Argument(help="DuckDB SQL over tables trials, epochs, steps.")],
+    fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+    out: Annotated[Path | None, typer.Option(help="Write to this file.")] = None,
+    run_dir: RunDir = Path("runs"),
+    storage: Storage = None,
+) -> None:
+    """Run read-only DuckDB SQL over a study's results tables."""
+    from pipeline.results import QueryError
+    from pipeline.results import query as run_query
+
+    if fmt not in ("table", "csv", "json"):
+        fail(f"--format: unknown value {fmt!r}; allowed: table, csv, json")
+    url, _ = _stores(run_dir, storage, None)
+    tables = _tables(study, url)
+    try:
+        frame = run_query(tables, sql)
+    except QueryError as exc:
+        fail(f"query: {exc}", code=1)
+    _emit(frame, fmt, out)
+
+
+@app.command()
+def report(
+    study: Annotated[str, typer.Argument(help="Study name.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default: RUN_DIR/reports/STUDY).")
+    ] = None,
+    run_dir: RunDir = Path("runs"),
+    storage: Storage = None,
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Write report.md, report.html and figures; log them to the study's MLflow run."""
+    url, tracking = _stores(run_dir, storage, tracking_uri)
+    tables = _tables(study, url)
+    folder = out or run_dir / "reports" / study
+    files = _write_report(tables, folder, tracking)
+    console.print(f"wrote {files['markdown']} and {files['html']} ({len(files) - 2} figures)")
+
+
+def _write_report(tables: StudyTables, folder: Path, tracking: str) -> dict[str, Path]:
+    """Write the report and attach it to the study's parent MLflow run (if reachable)."""
+    from pipeline.report import verdict_table, write_report
+    from pipeline.tracking import Tracker, TrackingError
+    from pipeline.verdicts import judge
+
+    verdicts = judge(tables)
+    files = write_report(tables, folder, verdicts)
+    console.print(verdict_table(verdicts))
+    try:
+        tracker = Tracker(tracking)
+        tracker.open_study(tables.study, tables.spec_text, params={}, tags={})
+        tracker.log_parent_artifact(str(folder), "report")
+        tracker.close_study()
+    except TrackingError as exc:
+        err_console.print(f"[yellow]warning:[/] report not logged to MLflow: {exc}")
+    return files
+
+
+@app.command()
+def ui(
+    study: Annotated[str, typer.Argument(help="Study name.")],
+    run_dir: RunDir = Path("runs"),
+    tracking_uri: TrackingUri = None,
+    host: Annotated[str, typer.Option(help="Interface to bind (loopback by default).")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int | None, typer.Option(help="Port (default: a free one).")] = None,
+) -> None:
+    """Start the MLflow UI on the study's tracking store and print its URL."""
+    from pipeline.tracking import Tracker, TrackingError
+    from pipeline.ui import experiment_url, start_ui
+
+    _check_url("--tracking-uri", tracking_uri, _TRACKING_SCHEMES)
+    tracking = tracking_uri or f"sqlite:///{(run_dir / 'mlflow.db').resolve()}"
+    if tracking_uri is None and not (run_dir / "mlflow.db").exists():
+        fail(
+            f"no MLflow store in {str(run_dir)!r} (no mlflow.db); give --run-dir or --tracking-uri"
+        )
+    try:
+        experiment = Tracker(tracking).experiment_id_of(study)
+    except TrackingError as exc:
+        fail(str(exc), code=1)
+    if experiment is None:
+        fail(f"no MLflow experiment named {study!r} in {tracking}")
+    if tracking.startswith(("http://", "https://")):
+        console.print(f"the study is on a tracking server: {experiment_url(tracking, experiment)}")
+        return
+    with start_ui(tracking, host=host, port=port) as server:
+        console.print(f"MLflow UI: {experiment_url(server.url, experiment)}  (Ctrl-C stops it)")
+        with contextlib.suppress(KeyboardInterrupt):
+            server.wait()
+
+
 def _quiet_libraries() -> None:
     """Keep library chatter off the terminal; errors still come through."""
     import logging
@@ -357,7 +625,7 @@ def _quiet_libraries() -> None:
 
     # MLflow's HTTP client retries 7 times with backoff by default, minutes for a dead
     # server; the tracker retries on its own, so fail fast and back-fill later.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     for name in ("mlflow", "alembic", "optuna"):

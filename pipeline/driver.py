@@ -360,6 +360,16 @@ class Driver:
                     self._tracking_down(exc)
         return self.outcome
 
+    def sync(self) -> StudyOutcome:
+        """Log every complete trial that MLflow is missing; train nothing."""
+        storage, study = self._open()
+        self.outcome = StudyOutcome(self.name, st.study_counts(study))
+        with self._locked(study, storage):
+            self._open_tracker()
+            self._backfill(study)
+            self.outcome.counts = st.study_counts(study)
+        return self.outcome
+
     def _execute(self, study: optuna.Study, pending: list[Pending]) -> None:
         assert self.outcome is not None
         counts = st.study_counts(study)

@@ -54,7 +54,7 @@ class Reporter:
 
     def note(self, message: str) -> None:
         """A warning the user must see, progress bar or not."""
-        self.console.print(f"[yellow]warning:[/] {message}", highlight=False)
+        self.console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
 
     def stop(self) -> None:
         if self._progress is not None:

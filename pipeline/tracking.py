@@ -177,6 +177,15 @@ class Tracker:
             raise RuntimeError("Tracker.open_study must be called first")
         return self._parent_run_id
 
+    def experiment_id_of(self, study_name: str) -> str | None:
+        """The id of the study's active experiment, or None if there is none. Reads only."""
+        experiment = self._call(
+            "look up the experiment", _get_experiment, self._client, study_name
+        )
+        if experiment is None or experiment.lifecycle_stage != "active":
+            return None
+        return str(experiment.experiment_id)
+
     def open_study(
         self, study_name: str, spec_text: str, params: dict[str, str], tags: dict[str, str]
     ) -> str:

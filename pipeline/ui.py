@@ -1,0 +1,322 @@
+"""Serve the MLflow UI for a study's tracking store, on loopback by default.
+
+``initstudy ui`` uses this to let a user browse a study: one experiment per study, a parent
+run and one child run per trial with its per-epoch loss curves. :func:`start_ui` runs
+``python -m mlflow server`` (the interpreter running initstudy, so the same MLflow) as a
+child process in its own process group, waits until it answers, and returns a
+:class:`UiServer` whose :meth:`UiServer.stop` ends the whole group.
+
+This module does not import mlflow (pipeline/tracking.py is the only one that does); it only
+starts the server and knows the UI's URLs. It knows nothing of specs, trials or results.
+
+Exposure: the server binds to 127.0.0.1 unless the caller passes another ``host``. For a
+loopback bind it accepts only requests whose Host header names this loopback address and port
+(DNS-rebinding protection) and only same-origin browser writes (CORS), which are tighter than
+MLflow's defaults (any private IP, any localhost port).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections import deque
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+from urllib.parse import unquote, urlsplit
+
+STOP_GRACE = 5.0
+"""Seconds stop() waits after SIGTERM before it sends SIGKILL to the server's process group."""
+LOG_TAIL_LINES = 20
+"""How many of the server's last output lines an error message quotes."""
+
+_POLL = 0.25
+_PROBE_TIMEOUT = 2.0
+_LOOPBACK_NAMES = ("localhost",)
+
+
+class UiServer:
+    """A running MLflow UI server; a context manager that stops it on exit.
+
+    Attributes:
+        url: base URL of the UI, e.g. ``http://127.0.0.1:5123`` (for a wildcard bind such
+            as ``0.0.0.0``, the loopback URL a browser on this machine can open).
+        host: the address the server is bound to.
+        port: the port it listens on.
+        log_path: file holding the server's stdout and stderr (removed by stop()).
+    """
+
+    def __init__(
+        self, process: subprocess.Popen[bytes], host: str, port: int, log_path: Path
+    ) -> None:
+        """Wrap an already started server process; use :func:`start_ui` to make one."""
+        self.process = process
+        self.host = host
+        self.port = port
+        self.url = f"http://{_url_host(_connect_host(host))}:{port}"
+        self.log_path = log_path
+
+    def __enter__(self) -> UiServer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def running(self) -> bool:
+        """Whether the server's main process is still alive."""
+        return self.process.poll() is None
+
+    def wait(self) -> int:
+        """Block until the server exits (e.g. the user pressed Ctrl-C); return its exit code."""
+        return self.process.wait()
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        """The server's last ``lines`` lines of output ('' once stopped)."""
+        try:
+            with self.log_path.open(encoding="utf-8", errors="replace") as log:
+                return "".join(deque(log, maxlen=lines)).rstrip()
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        """Stop the server and every process it started; idempotent.
+
+        Sends SIGTERM to the server's process group, waits up to :data:`STOP_GRACE` seconds,
+        then sends SIGKILL to whatever is left. Afterwards the port is free again.
+        """
+        pgid = self.process.pid  # start_new_session: the server leads its own group
+        _signal_group(pgid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            _signal_group(pgid, signal.SIGKILL)
+            self.process.wait()
+        # Workers that outlive the main process get the same grace, then SIGKILL.
+        deadline = time.monotonic() + STOP_GRACE
+        while _group_alive(pgid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        _signal_group(pgid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            self.log_path.unlink()
+
+
+def start_ui(
+    tracking_uri: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    artifacts_dir: Path | None = None,
+    timeout: float = 60,
+) -> UiServer:
+    """Start the MLflow UI on a tracking store and wait until it serves it.
+
+    Runs ``python -m mlflow server --backend-store-uri <uri> --host <host> --port <port>
+    --workers 1`` plus, for a loopback ``host``, ``--allowed-hosts`` and
+    ``--cors-allowed-origins`` naming only this server's own loopback address and port. The
+    server is ready once ``GET /health`` answers 200 and the tracking store answers an
+    experiment search. Runs whose artifacts are local ``file://`` folders are served from
+    there. MLflow's background job runner (GenAI jobs, several processes) is turned off unless
+    ``MLFLOW_SERVER_ENABLE_JOB_EXECUTION`` is set in the environment.
+
+    Args:
+        tracking_uri: the study's tracking store, e.g. ``sqlite:////abs/run/mlflow.db``. A
+            SQLite file must exist already (the UI never creates an empty store).
+        host: address to bind to. Anything but loopback exposes the UI (which can also
+            delete runs) to the network; MLflow then applies its own Host checks (localhost
+            and private IPs).
+        port: port to listen on; None picks a free one.
+        artifacts_dir: where artifacts uploaded through the server go
+            (``--artifacts-destination``). None: the ``mlartifacts`` folder next to a SQLite
+            database, else MLflow's default (``./mlartifacts``).
+        timeout: seconds to wait for the server to answer.
+
+    Returns:
+        The running server; stop it with :meth:`UiServer.stop` or a ``with`` block.
+
+    Raises:
+        RuntimeError: the SQLite database does not exist, the server exited, its store
+            failed, or it did not answer within ``timeout`` (quoting its last output lines).
+    """
+    db = _sqlite_path(tracking_uri)
+    if db is not None and not db.is_file():
+        raise RuntimeError(
+            f"no MLflow database at {db} (from tracking URI {tracking_uri!r}); "
+            "run a study first or check the run folder"
+        )
+    if artifacts_dir is None and db is not None:
+        artifacts_dir = db.resolve().parent / "mlartifacts"
+    chosen = port if port is not None else _free_port(host)
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        tracking_uri,
+        "--host",
+        host,
+        "--port",
+        str(chosen),
+        "--workers",
+        "1",
+    ]
+    if artifacts_dir is not None:
+        command += ["--artifacts-destination", Path(artifacts_dir).resolve().as_uri()]
+    if _is_loopback(host):
+        hosts = [f"{name}:{chosen}" for name in (_url_host(host), *_LOOPBACK_NAMES)]
+        command += ["--allowed-hosts", ",".join(dict.fromkeys(hosts))]
+        command += ["--cors-allowed-origins", ",".join(f"http://{h}" for h in hosts)]
+    env = dict(os.environ)
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+
+    fd, log_name = tempfile.mkstemp(prefix="initstudy-ui-", suffix=".log")
+    log_path = Path(log_name)
+    with os.fdopen(fd, "wb") as log:
+        process = _spawn(command, env, log)
+    server = UiServer(process, host, chosen, log_path)
+    try:
+        _wait_ready(server, timeout)
+    except RuntimeError as exc:
+        tail = server.log_tail()
+        server.stop()
+        output = f"\nlast server output:\n{tail}" if tail else " (no server output)"
+        raise RuntimeError(f"{exc}{output}") from None
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def experiment_url(base_url: str, experiment_id: str) -> str:
+    """The UI page listing an experiment's runs, e.g. ``http://127.0.0.1:5123/#/experiments/1/runs``."""
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs"
+
+
+def run_url(base_url: str, experiment_id: str, run_id: str) -> str:
+    """The UI page of one run (overview, parameters, metrics, artifacts)."""
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def _spawn(command: list[str], env: dict[str, str], log: IO[bytes]) -> subprocess.Popen[bytes]:
+    """Start the server in a new session (its own process group), output to ``log``."""
+    return subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
+
+
+def _wait_ready(server: UiServer, timeout: float) -> None:
+    """Poll /health, then the store, until both answer; raise RuntimeError otherwise."""
+    deadline = time.monotonic() + timeout
+    healthy = False
+    while True:
+        code = server.process.poll()
+        if code is not None:
+            raise RuntimeError(f"MLflow server exited with code {code} while starting")
+        if not healthy:
+            healthy = _get(f"{server.url}/health")[0] == 200
+        if healthy:
+            # /health does not touch the store: a broken database only shows up here.
+            status, body = _get(f"{server.url}/api/2.0/mlflow/experiments/search?max_results=1")
+            # 403: MLflow's Host check (user-configured for a non-loopback bind) refused the
+            # probe; the server and its store are up, only the probe's Host is not allowed.
+            if status in (200, 403):
+                return
+            if status is not None and status >= 400:
+                raise RuntimeError(
+                    f"MLflow server at {server.url} cannot read its tracking store "
+                    f"(HTTP {status}): {body[:500]}"
+                )
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"MLflow server did not answer at {server.url} in {timeout:g} s")
+        time.sleep(_POLL)
+
+
+def _get(url: str) -> tuple[int | None, str]:
+    """GET ``url``: (status, body), or (None, '') if nothing answered."""
+    try:
+        with urllib.request.urlopen(url, timeout=_PROBE_TIMEOUT) as response:
+            return response.status, response.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode("utf-8", "replace")
+    except (OSError, ValueError):
+        return None, ""
+
+
+def _free_port(host: str) -> int:
+    """A port that is free on ``host`` right now (the OS picks it)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _is_loopback(host: str) -> bool:
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _connect_host(host: str) -> str:
+    """The address a local client uses to reach a server bound to ``host``."""
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return host
+    if address.is_unspecified:
+        return "::1" if address.version == 6 else "127.0.0.1"
+    return str(address)
+
+
+def _url_host(host: str) -> str:
+    """``host`` as it appears in a URL (IPv6 addresses in brackets)."""
+    host = host.strip("[]")
+    return f"[{host}]" if ":" in host else host
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (None for other URIs or in-memory)."""
+    parts = urlsplit(tracking_uri)
+    if parts.scheme != "sqlite":
+        return None
+    path = unquote(parts.path)
+    if path in ("", "/", "/:memory:"):
+        return None
+    # sqlite:///rel.db -> path "/rel.db" (relative); sqlite:////abs.db -> "//abs.db".
+    return Path(path[1:])

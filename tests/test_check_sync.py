@@ -1,0 +1,96 @@
+"""`initstudy check` and `initstudy sync` on a real study (Optuna SQLite + MLflow SQLite)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from pipeline.tracking import read_trials
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated"),
+]
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-m", "pipeline.cli"]
+
+TINY = """
+name: tiny
+sampler: grid
+trial: {task: adding, hidden: 8, batches_per_epoch: 3, max_epochs: 2, val_size: 16, batch_size: 8}
+space: {init: [xavier, uniform01], seq_len: [4], seed: [0, 1]}
+"""
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, timeout=300, cwd=ROOT, check=False
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> tuple[Path, Path]:
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(TINY)
+    return spec, tmp_path / "run"
+
+
+def test_check_finds_missing_runs_and_sync_backfills_once(tiny: tuple[Path, Path]) -> None:
+    spec, run_dir = tiny
+    assert cli("run", str(spec), "--run-dir", str(run_dir)).returncode == 0
+    ok = cli("check", "tiny", "--run-dir", str(run_dir))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "4 complete trials, 4 MLflow runs, 4 grid points" in ok.stdout
+
+    uri = f"sqlite:///{run_dir / 'mlflow.db'}"
+    runs = read_trials(uri, "tiny")
+    MlflowClient(uri).delete_run(runs[0]["run_id"])  # as if logging had never happened
+    bad = cli("check", "tiny", "--run-dir", str(run_dir))
+    assert bad.returncode == 1
+    assert f"complete trial without an MLflow run: {runs[0]['key']}" in bad.stdout
+
+    synced = cli("sync", "tiny", "--run-dir", str(run_dir))
+    assert synced.returncode == 0, synced.stderr
+    assert "1 runs back-filled" in synced.stdout
+    assert cli("check", "tiny", "--run-dir", str(run_dir)).returncode == 0
+    assert "0 runs back-filled" in cli("sync", "tiny", "--run-dir", str(run_dir)).stdout
+    assert len(read_trials(uri, "tiny")) == 4
+
+
+def test_mlflow_unreachable_keeps_results_and_backfills_later(tiny: tuple[Path, Path]) -> None:
+    """Training goes on with MLflow down; `sync` logs every trial once it is back."""
+    spec, run_dir = tiny
+    dead = f"http://127.0.0.1:{free_port()}"
+    down = cli("run", str(spec), "--run-dir", str(run_dir), "--tracking-uri", dead)
+    assert down.returncode == 0, down.stderr
+    assert "MLflow is unreachable" in down.stderr
+    assert "4/4 trials complete" in down.stdout
+
+    status = cli("status", "tiny", "--run-dir", str(run_dir))
+    assert "complete" in status.stdout
+    # MLflow "comes back" as the run folder's store: the results wait in Optuna.
+    synced = cli("sync", "tiny", "--run-dir", str(run_dir))
+    assert synced.returncode == 0, synced.stderr
+    assert "4 runs back-filled" in synced.stdout
+    assert cli("check", "tiny", "--run-dir", str(run_dir)).returncode == 0
+
+
+def test_check_and_sync_refuse_an_unknown_study(tiny: tuple[Path, Path]) -> None:
+    spec, run_dir = tiny
+    assert cli("run", str(spec), "--run-dir", str(run_dir)).returncode == 0
+    for command in ("check", "sync", "status", "results"):
+        proc = cli(command, "nope", "--run-dir", str(run_dir))
+        assert proc.returncode == 2, command
+        assert "no study named 'nope'" in proc.stderr and "tiny" in proc.stderr
