@@ -89,16 +89,17 @@ class PackedRNN(nn.Module):
         """
         k, (b, t, _) = self.members, x.shape
         # Input projections for all steps at once: (K, batch*steps, G*H).
-        xw = torch.matmul(x.reshape(1, b * t, self.input_dim), self.Wxh)
-        xw = (xw + self.bx.unsqueeze(1)).reshape(k, b, t, -1)
+        flat = x.reshape(1, b * t, self.input_dim).expand(k, b * t, self.input_dim)
+        xw = torch.baddbmm(self.bx.unsqueeze(1), flat, self.Wxh).reshape(k, b, t, -1)
         h = x.new_zeros(k, b, self.hidden)
         c = x.new_zeros(k, b, self.hidden) if self.cell.name == "lstm" else None
         hs: list[Tensor] = []
         for step in range(t):
             h, c = self._step(xw[:, :, step], h, c)
             hs.append(h)
-        outputs = torch.matmul(torch.stack(hs, dim=2), self.Why.unsqueeze(1))
-        return outputs + self.by[:, None, None, :], hs
+        stacked = torch.stack(hs, dim=2).reshape(k, b * t, self.hidden)
+        outputs = torch.baddbmm(self.by.unsqueeze(1), stacked, self.Why)
+        return outputs.reshape(k, b, t, self.output_dim), hs
 
     def _step(self, xw_t: Tensor, h: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor | None]:
         hw = torch.baddbmm(self.bh.unsqueeze(1), h, self.Whh)
