@@ -229,9 +229,13 @@ def _load_spec(path: Path) -> tuple[StudySpec, str]:
 @app.command()
 def validate(
     spec_file: Annotated[Path, typer.Argument(metavar="SPEC", help="Study spec (YAML).")],
+    run_dir: RunDir = Path("runs"),
+    storage: Storage = None,
 ) -> None:
-    """Check a study spec and print how many trials it will run."""
+    """Check a study spec; print its trial count, seeds per cell and, from earlier
+    results of the same study (a pilot), the seeds needed to tell 2x from 10x."""
     spec, _ = _load_spec(spec_file)
+    _check_url("--storage", storage, _STORAGE_SCHEMES)
     searched = ", ".join(spec.searched()) or "nothing"
     console.print(f"{spec_file}: ok - study {spec.name!r}, {spec.sampler} sampler")
     console.print(f"trials: {spec.n_trials_planned}")
@@ -239,6 +243,45 @@ def validate(
     seeds = spec.seeds_per_cell()
     if seeds is not None:
         console.print(f"seeds per cell: {seeds}")
+    if storage is None and not (run_dir / "optuna.db").exists():
+        console.print("power: no earlier results of this study to estimate the noise from")
+        return
+    _print_power(spec.name, storage or _default_storage(run_dir), seeds)
+
+
+def _default_storage(run_dir: Path) -> str:
+    from pipeline.storage import default_storage_url
+
+    return default_storage_url(run_dir)
+
+
+def _print_power(study: str, storage_url: str, seeds: int | None) -> None:
+    """From a pilot: how many seeds per cell tell a 2x speedup from a 10x one."""
+    from pipeline.results import load_tables
+    from pipeline.stats import power_estimate
+    from pipeline.storage import StudyError
+
+    try:
+        trials = load_tables(study, storage_url).trials
+    except StudyError:
+        console.print("power: no earlier results of this study to estimate the noise from")
+        return
+    if trials.empty or not {"xavier", "uniform01"} <= set(trials["init"].astype(str)):
+        console.print("power: the pilot has no xavier-vs-uniform01 pairs to estimate noise from")
+        return
+    est = power_estimate(trials, "xavier", "uniform01", ["seq_len", "hidden"])
+    if est["seeds_needed"] is None:
+        console.print(
+            f"power: {est['n_pairs']} xavier/uniform01 pairs where both could be compared; "
+            "too few to estimate the noise"
+        )
+        return
+    verdict = "enough" if seeds is not None and seeds >= est["seeds_needed"] else "not enough"
+    console.print(
+        f"power: pilot sd of per-seed log speedup {est['sd_log_ratio']:.2f} over "
+        f"{est['n_pairs']} pairs; {est['seeds_needed']} seeds per cell tell 2x from 10x "
+        f"({seeds if seeds is not None else 'no'} seeds given: {verdict})"
+    )
 
 
 @app.command()
@@ -314,6 +357,14 @@ def run(
     )
     for line in outcome.failed:
         err_console.print(f"[red]failed:[/] {line}", highlight=False)
+    if c.complete:
+        from pipeline.report import verdict_table
+        from pipeline.verdicts import judge
+
+        table = verdict_table(judge(_tables(outcome.study_name, options.storage_url)))
+        console.print(table, width=None if console.is_terminal else 140)
+        hint = "" if run_dir == Path("runs") else f" --run-dir {run_dir}"
+        console.print(f"full report: initstudy report {outcome.study_name}{hint}")
     if outcome.failed:
         raise typer.Exit(1)
 
@@ -572,7 +623,7 @@ def _write_report(tables: StudyTables, folder: Path, tracking: str) -> dict[str,
 
     verdicts = judge(tables)
     files = write_report(tables, folder, verdicts)
-    console.print(verdict_table(verdicts))
+    console.print(verdict_table(verdicts), width=None if console.is_terminal else 140)
     try:
         tracker = Tracker(tracking)
         tracker.open_study(tables.study, tables.spec_text, params={}, tags={})
@@ -612,7 +663,11 @@ def ui(
     if tracking.startswith(("http://", "https://")):
         console.print(f"the study is on a tracking server: {experiment_url(tracking, experiment)}")
         return
-    with start_ui(tracking, host=host, port=port) as server:
+    try:
+        server = start_ui(tracking, host=host, port=port)
+    except RuntimeError as exc:
+        fail(f"the MLflow UI did not start: {exc}", code=1)
+    with server:
         console.print(f"MLflow UI: {experiment_url(server.url, experiment)}  (Ctrl-C stops it)")
         with contextlib.suppress(KeyboardInterrupt):
             server.wait()
@@ -628,6 +683,9 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    # No usage telemetry: studies run on closed networks, and we send nothing anywhere.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     for name in ("mlflow", "alembic", "optuna"):
         logging.getLogger(name).setLevel(logging.WARNING)
 

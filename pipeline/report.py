@@ -151,9 +151,9 @@ def verdict_table(verdicts: list[Verdict]) -> Table:
 
     table = Table(title="Claim verdicts", show_lines=True)
     table.add_column("id", no_wrap=True)
-    table.add_column("claim", ratio=2)
+    table.add_column("claim", ratio=2, overflow="fold")
     table.add_column("verdict", no_wrap=True)
-    table.add_column("evidence", ratio=3)
+    table.add_column("evidence", ratio=3, overflow="fold")
     for v in verdicts:
         style = VERDICT_COLOURS.get(v.verdict, "")
         table.add_row(v.claim_id, v.claim, f"[{style}]{v.verdict}[/]", v.evidence)
@@ -192,8 +192,8 @@ def _no_speedups(tables: StudyTables) -> str:
         sorted(set(plain_scheme(tables.trials)["init"].astype(str))) if len(tables.trials) else []
     )
     return (
-        f"_No speedup to show: needs {XAVIER} and at least one other scheme at scale 1; this "
-        f"study has {', '.join(schemes) or 'none'}._"
+        f"_No speedup to show: needs {XAVIER} and another scheme at scale 1 on the same "
+        f"cells; this study has {', '.join(schemes) or 'none'}._"
     )
 
 
@@ -209,8 +209,8 @@ def _speedup_display(frame: pd.DataFrame) -> pd.DataFrame | None:
             "n (xavier / other)": [
                 f"{a} / {b}" for a, b in zip(frame["n_a"], frame["n_b"], strict=True)
             ],
-            "speedup [95% CI]": frame["text"],
-            "paired": frame.get("paired_text", ""),
+            "speedup [95% CI]": _a_is_xavier(frame["text"]),
+            "paired": _a_is_xavier(frame["paired_text"]),
             "C4 cell": [
                 v if bool(iv) else "(not in verdict)"
                 for v, iv in zip(frame["cell_verdict"], frame["in_verdict"], strict=True)
@@ -218,6 +218,11 @@ def _speedup_display(frame: pd.DataFrame) -> pd.DataFrame | None:
         }
     )
     return out.reset_index(drop=True)
+
+
+def _a_is_xavier(texts: pd.Series) -> pd.Series:
+    """stats' texts call the faster scheme "A"; here A is always Xavier."""
+    return texts.astype(str).str.replace("A did not converge", f"{XAVIER} did not converge")
 
 
 def _summary_display(trials: pd.DataFrame) -> pd.DataFrame | None:
@@ -481,7 +486,8 @@ def scheme_label(frame: pd.DataFrame, with_scale: bool | None = None) -> pd.Seri
 def _grid(n: int, width: float = 5.0, height: float = 3.6) -> tuple[Figure, list[Axes]]:
     cols = min(n, 3)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    size = (max(width * cols, 8.0), height * rows + 0.4)  # room for the suptitle
+    fig, axes = plt.subplots(rows, cols, figsize=size, squeeze=False)
     flat = list(axes.ravel())
     for ax in flat[n:]:
         ax.set_axis_off()
@@ -508,15 +514,10 @@ def km_curve(durations: np.ndarray, events: np.ndarray) -> tuple[np.ndarray, np.
     return np.asarray(times), np.asarray(surv)
 
 
-def _durations(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    events = frame["converged"].astype(bool).to_numpy()
-    conv = pd.to_numeric(frame["converged_epoch"], errors="coerce").astype(float).to_numpy()
-    budget = frame["max_epochs"].astype(float).to_numpy()
-    return np.where(events, conv, budget), events
-
-
 def km_figure(trials: pd.DataFrame) -> Figure:
     """KM "fraction not yet converged" vs epoch, one line per scheme, a panel per seq_len."""
+    from pipeline.stats import time_to_event
+
     if trials.empty:
         return _not_enough("km_curves", "the study has no complete trials")
     frame = trials.assign(label=scheme_label(trials))
@@ -529,7 +530,7 @@ def km_figure(trials: pd.DataFrame) -> Figure:
     for ax, seq_len in zip(axes, lengths, strict=True):
         part = frame[frame["seq_len"] == seq_len]
         for label, group in part.groupby("label", sort=True):
-            durations, events = _durations(group)
+            durations, events = time_to_event(group)
             times, surv = km_curve(durations, events)
             times = np.append(times, max(float(durations.max()), times[-1]))
             surv = np.append(surv, surv[-1])
@@ -575,6 +576,7 @@ def speedup_figure(speedups: pd.DataFrame) -> Figure:
     lines = list(colours)
     width = 0.35 / max(len(lines), 1)
     positions = {s: i for i, s in enumerate(lengths)}
+    shown: list[float] = [0.8, 15.0]  # keep 1x and the claimed band in view
     for k, line in enumerate(lines):
         part = frame[(frame["line"] == line) & np.isfinite(frame["est"])].sort_values("seq_len")
         if part.empty:
@@ -583,32 +585,41 @@ def speedup_figure(speedups: pd.DataFrame) -> Figure:
         y = part["est"].to_numpy()
         bound = part["lower_bound"].astype(bool).to_numpy()
         colour = colours[line]
-        ax.plot(x, y, "-", color=colour, alpha=0.5, lw=1)
+        ax.plot(x, y, "-", color=colour, alpha=0.5, lw=1, label=line)
         exact = ~bound
         if exact.any():
             lo = pd.to_numeric(part["lo"], errors="coerce").astype(float).to_numpy()[exact]
             hi = pd.to_numeric(part["hi"], errors="coerce").astype(float).to_numpy()[exact]
             ye = y[exact]
             yerr = np.vstack([np.nan_to_num(ye - lo, nan=0.0), np.nan_to_num(hi - ye, nan=0.0)])
-            yerr = np.clip(yerr, 0, None)
-            ax.errorbar(x[exact], ye, yerr=yerr, fmt="o", color=colour, capsize=3, label=line)
-        if bound.any():
-            ax.plot(
-                x[bound],
-                y[bound],
-                "^",
-                color=colour,
-                markersize=9,
-                label=f"{line} (lower bound)",
+            ax.errorbar(
+                x[exact], ye, yerr=np.clip(yerr, 0, None), fmt="o", color=colour, capsize=3
             )
+            shown += [*lo[np.isfinite(lo)], *hi[np.isfinite(hi)]]
+        if bound.any():
+            ax.plot(x[bound], y[bound], "^", color=colour, markersize=9)
             for xi, yi in zip(x[bound], y[bound], strict=True):
                 ax.annotate(
                     "",
-                    xy=(xi, yi * 1.6),
+                    xy=(xi, yi * 1.8),
                     xytext=(xi, yi),
                     arrowprops={"arrowstyle": "->", "color": colour},
                 )
+        shown += [*y, *(y[bound] * 1.8)]
+    for seq_len, pos in positions.items():
+        if not np.isfinite(frame.loc[frame["seq_len"] == seq_len, "est"]).any():
+            ax.annotate(
+                f"no estimate:\n{XAVIER}'s median\nnot reached",
+                xy=(pos, 0.04),
+                xycoords=("data", "axes fraction"),
+                ha="center",
+                fontsize=7,
+                color="#57606a",
+            )
+    ax.plot([], [], "ko", label="estimate, 95% CI")
+    ax.plot([], [], "k^", label="lower bound (other's median not reached)")
     ax.set_yscale("log")
+    ax.set_ylim(min(shown) / 1.3, max(shown) * 1.3)
     ax.set_xticks(range(len(lengths)), [str(s) for s in lengths])
     ax.set_xlim(-0.6, len(lengths) - 0.4)
     ax.set_xlabel("sequence length")
@@ -737,7 +748,15 @@ def grad_norm_figure(steps: pd.DataFrame) -> Figure:
     for ax, seq_len in zip(axes, lengths, strict=True):
         table = _per_step(frame[frame["seq_len"] == seq_len], "grad_norm")
         for label in table.columns:
-            ax.plot(table.index, table[label], color=colours[label], label=label)
+            few = int(table[label].notna().sum()) <= 3  # a lone point draws no line
+            ax.plot(
+                table.index,
+                table[label],
+                color=colours[label],
+                label=label,
+                marker="o" if few else None,
+                markersize=4,
+            )
         ax.set_yscale("log")
         ax.set_xlabel("time step t")
         ax.set_ylabel("|dL/dh_t| (median over trials)")

@@ -10,9 +10,9 @@ This module does not import mlflow (pipeline/tracking.py is the only one that do
 starts the server and knows the UI's URLs. It knows nothing of specs, trials or results.
 
 Exposure: the server binds to 127.0.0.1 unless the caller passes another ``host``. For a
-loopback bind it accepts only requests whose Host header names this loopback address and port
-(DNS-rebinding protection) and only same-origin browser writes (CORS), which are tighter than
-MLflow's defaults (any private IP, any localhost port).
+loopback bind it accepts only requests whose Host header is a loopback name (127.0.0.1,
+localhost, [::1]) with this port (DNS-rebinding protection), and browser writes only from
+those origins (CORS): tighter than MLflow's defaults (any private IP, any localhost port).
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ LOG_TAIL_LINES = 20
 
 _POLL = 0.25
 _PROBE_TIMEOUT = 2.0
-_LOOPBACK_NAMES = ("localhost",)
+_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+"""Host header names (with the port) a loopback-bound server accepts."""
 
 
 class UiServer:
@@ -53,6 +54,7 @@ class UiServer:
         host: the address the server is bound to.
         port: the port it listens on.
         log_path: file holding the server's stdout and stderr (removed by stop()).
+        process: the ``mlflow server`` process, leader of the server's process group.
     """
 
     def __init__(
@@ -64,6 +66,7 @@ class UiServer:
         self.port = port
         self.url = f"http://{_url_host(_connect_host(host))}:{port}"
         self.log_path = log_path
+        self._stopped = False
 
     def __enter__(self) -> UiServer:
         return self
@@ -98,6 +101,9 @@ class UiServer:
         Sends SIGTERM to the server's process group, waits up to :data:`STOP_GRACE` seconds,
         then sends SIGKILL to whatever is left. Afterwards the port is free again.
         """
+        if self._stopped:
+            return
+        self._stopped = True
         pgid = self.process.pid  # start_new_session: the server leads its own group
         _signal_group(pgid, signal.SIGTERM)
         try:
@@ -107,9 +113,11 @@ class UiServer:
             self.process.wait()
         # Workers that outlive the main process get the same grace, then SIGKILL.
         deadline = time.monotonic() + STOP_GRACE
-        while _group_alive(pgid) and time.monotonic() < deadline:
+        while _group_alive(pgid):
+            if time.monotonic() >= deadline:
+                _signal_group(pgid, signal.SIGKILL)
+                break
             time.sleep(0.05)
-        _signal_group(pgid, signal.SIGKILL)
         with contextlib.suppress(OSError):
             self.log_path.unlink()
 
@@ -126,7 +134,7 @@ def start_ui(
 
     Runs ``python -m mlflow server --backend-store-uri <uri> --host <host> --port <port>
     --workers 1`` plus, for a loopback ``host``, ``--allowed-hosts`` and
-    ``--cors-allowed-origins`` naming only this server's own loopback address and port. The
+    ``--cors-allowed-origins`` naming only loopback names with this server's port. The
     server is ready once ``GET /health`` answers 200 and the tracking store answers an
     experiment search. Runs whose artifacts are local ``file://`` folders are served from
     there. MLflow's background job runner (GenAI jobs, several processes) is turned off unless
@@ -148,8 +156,9 @@ def start_ui(
         The running server; stop it with :meth:`UiServer.stop` or a ``with`` block.
 
     Raises:
-        RuntimeError: the SQLite database does not exist, the server exited, its store
-            failed, or it did not answer within ``timeout`` (quoting its last output lines).
+        RuntimeError: the SQLite database does not exist, the port is taken, the server
+            exited, its store failed, or it did not answer within ``timeout`` (quoting the
+            server's last output lines).
     """
     db = _sqlite_path(tracking_uri)
     if db is not None and not db.is_file():
@@ -159,7 +168,7 @@ def start_ui(
         )
     if artifacts_dir is None and db is not None:
         artifacts_dir = db.resolve().parent / "mlartifacts"
-    chosen = port if port is not None else _free_port(host)
+    chosen = _bind_check(host, port or 0)
     command = [
         sys.executable,
         "-m",
@@ -177,8 +186,8 @@ def start_ui(
     if artifacts_dir is not None:
         command += ["--artifacts-destination", Path(artifacts_dir).resolve().as_uri()]
     if _is_loopback(host):
-        hosts = [f"{name}:{chosen}" for name in (_url_host(host), *_LOOPBACK_NAMES)]
-        command += ["--allowed-hosts", ",".join(dict.fromkeys(hosts))]
+        hosts = [f"{name}:{chosen}" for name in _LOOPBACK_HOSTS]
+        command += ["--allowed-hosts", ",".join(hosts)]
         command += ["--cors-allowed-origins", ",".join(f"http://{h}" for h in hosts)]
     env = dict(os.environ)
     env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
@@ -202,7 +211,7 @@ def start_ui(
 
 
 def experiment_url(base_url: str, experiment_id: str) -> str:
-    """The UI page listing an experiment's runs, e.g. ``http://127.0.0.1:5123/#/experiments/1/runs``."""
+    """The UI page listing an experiment's runs: ``<base_url>/#/experiments/<id>/runs``."""
     return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs"
 
 
@@ -261,16 +270,24 @@ def _get(url: str) -> tuple[int | None, str]:
         return None, ""
 
 
-def _free_port(host: str) -> int:
-    """A port that is free on ``host`` right now (the OS picks it)."""
+def _bind_check(host: str, port: int) -> int:
+    """Check that ``port`` is free on ``host`` (0: let the OS pick one); return the port.
+
+    Without this, a server already on the port (say, an earlier UI) would answer the
+    readiness probes and the new one's failure would go unnoticed.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            sock.bind((host.strip("[]"), port))
+        except OSError as exc:
+            raise RuntimeError(f"cannot listen on {host} port {port}: {exc}") from exc
         return int(sock.getsockname()[1])
 
 
 def _is_loopback(host: str) -> bool:
-    if host in _LOOPBACK_NAMES:
+    if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback

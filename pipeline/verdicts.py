@@ -298,6 +298,16 @@ def judge_c1(trials: pd.DataFrame, steps: pd.DataFrame) -> Verdict:
             }
         )
     details = pd.DataFrame(per_trial)
+    if not np.isfinite(details["ratio"]).any():
+        return Verdict(
+            "C1",
+            CLAIMS["C1"],
+            NOT_MEASURED,
+            rule,
+            f"needs finite per-step hidden variances; the {len(details)} Xavier trials here "
+            "have none (non-finite or zero at the first steps).",
+            details,
+        )
     ratio = float(details["ratio"].median(skipna=True))
     level = float(details["last_var"].median(skipna=True))
     ratio_ok = lo_r <= ratio <= hi_r
@@ -333,6 +343,8 @@ def judge_c2(trials: pd.DataFrame) -> Verdict:
         "otherwise."
     )
     base = plain_scheme(trials)
+    if not base.empty:
+        base = base[np.isfinite(base["hidden_sat_last"]) & np.isfinite(base["hidden_var_last"])]
     uni = base[base["init"] == UNIFORM] if not base.empty else base
     if uni.empty:
         return Verdict(
@@ -340,8 +352,8 @@ def judge_c2(trials: pd.DataFrame) -> Verdict:
             CLAIMS["C2"],
             NOT_MEASURED,
             rule,
-            "needs uniform01 trials at scale 1 (ideally at several hidden sizes, with Xavier "
-            "at the same sizes); this study has none.",
+            "needs uniform01 trials at scale 1 with finite init diagnostics (ideally at "
+            "several hidden sizes, with Xavier at the same sizes); this study has none.",
         )
     xav = base[base["init"] == XAVIER]
     subs: list[str] = []
@@ -522,6 +534,38 @@ SPEEDUP_BY: list[str] = ["task", "cell", "hidden", "seq_len"]
 """The cells a speedup is computed in (device type is added by ``speedup_table``)."""
 
 
+SETTINGS: tuple[str, ...] = (
+    "optimizer",
+    "lr",
+    "clip",
+    "batch_size",
+    "batches_per_epoch",
+    "max_epochs",
+    "target_loss",
+    "divergence_factor",
+    "val_size",
+    "data_seed",
+    "corpus",
+)
+"""Trial settings that, where a study varies them per scheme and seed, split speedup cells."""
+
+
+def speedup_cells(trials: pd.DataFrame) -> list[str]:
+    """:data:`SPEEDUP_BY`, plus every setting that varies within one scheme and seed there.
+
+    A speedup cell must hold one trial per scheme and seed (so seeds pair up); settings
+    that vary across seeds only (``data_seed`` = ``seed``) do not split it.
+    """
+    by = list(SPEEDUP_BY)
+    if trials.empty:
+        return by
+    for name in SETTINGS:
+        groups = trials.groupby([*by, "device_type", "init", "seed"], dropna=False)[name]
+        if (groups.nunique(dropna=False) > 1).any():
+            by.append(name)
+    return by
+
+
 def xavier_speedups(trials: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
     """Speedup of Xavier over every other scheme at scale 1, per :data:`SPEEDUP_BY` cell.
 
@@ -539,9 +583,10 @@ def xavier_speedups(trials: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) 
         return pd.DataFrame()
     rest = sorted(schemes - {XAVIER, UNIFORM})
     others = [UNIFORM, *rest] if UNIFORM in schemes else rest
+    by = speedup_cells(base)
     frames = []
     for other in others:
-        table = speedup_table(base, XAVIER, other, SPEEDUP_BY, n_boot=n_boot, seed=seed).copy()
+        table = speedup_table(base, XAVIER, other, by, n_boot=n_boot, seed=seed).copy()
         table.insert(0, "other", other)
         table.insert(0, "comparison", f"{XAVIER} vs {other}")
         frames.append(table)
@@ -564,8 +609,8 @@ def judge_c4(trials: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) -> Verd
         f"{high:g}x if b > {high:g}); below {low:g}x if the CI's upper end < {low:g}; above "
         f"{high:g}x if its lower end > {high:g}; inconclusive otherwise (incl. Xavier's own "
         "median not reached). Supported if every cell is within; refuted if every cell is "
-        "below or above; partly supported if some are within and some below/above; "
-        "inconclusive otherwise."
+        "below or above; partly supported if some are within and the others are outside or "
+        "inconclusive; inconclusive otherwise."
     )
     base = plain_scheme(trials)
     schemes = set(base["init"].astype(str)) if not base.empty else set()
@@ -581,27 +626,43 @@ def judge_c4(trials: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) -> Verd
     table = xavier_speedups(trials, n_boot=n_boot, seed=seed)
     headline = table["in_verdict"].astype(bool)
     cells = table[headline]
-    dims = _varying(cells, [*SPEEDUP_BY, "device_type"], always=("seq_len",))
+    extra = [c for c in cells.columns if c in SETTINGS]
+    dims = _varying(cells, [*SPEEDUP_BY, *extra, "device_type"], always=("seq_len",))
     outcomes = cells["cell_verdict"].tolist()
     contra = {BELOW, ABOVE, AT_LEAST_10}
     if not outcomes:
-        verdict = NOT_MEASURED
-    elif all(o == WITHIN for o in outcomes):
+        return Verdict(
+            "C4",
+            CLAIMS["C4"],
+            NOT_MEASURED,
+            rule,
+            "needs Xavier and uniform01 trials at scale 1 on the same cells; in this study "
+            "they share no (task, cell type, hidden, seq_len, device type) cell.",
+            table,
+        )
+    if all(o == WITHIN for o in outcomes):
         verdict = SUPPORTED
     elif all(o in contra for o in outcomes):
         verdict = REFUTED
-    elif WITHIN in outcomes and any(o in contra for o in outcomes):
+    elif WITHIN in outcomes:
+        # Within 2-10x where it could be measured; outside it, or not measurable, elsewhere.
         verdict = PARTLY
     else:
         verdict = INCONCLUSIVE
     parts = []
     for _, row in cells.iterrows():
         reason = row["cell_verdict"]
-        if row["cell_verdict"] == CELL_INCONCLUSIVE and pd.isna(row["speedup"]):
-            reason = "inconclusive: Xavier's median not reached"
-        elif row["lower_bound"] and row["cell_verdict"] != CELL_INCONCLUSIVE:
-            reason = f"{reason}; uniform01's median not reached"
-        parts.append(f"{_cell_label(row, dims)}: {row['text']} ({reason})")
+        if reason == CELL_INCONCLUSIVE:
+            if pd.isna(row["speedup"]):
+                reason += ": Xavier's median not reached"
+            elif row["lower_bound"]:
+                reason += f": only a lower bound, below {low:g}x"
+            else:
+                reason += f": the CI straddles {low:g}x or {high:g}x"
+        elif row["lower_bound"]:
+            reason += "; uniform01's median not reached"
+        text = "n/a" if pd.isna(row["speedup"]) else row["text"]
+        parts.append(f"{_cell_label(row, dims)}: {text} ({reason})")
     evidence = f"speedup of Xavier over uniform01 — {'; '.join(parts)}."
     return Verdict("C4", CLAIMS["C4"], verdict, rule, evidence, table)
 
@@ -704,8 +765,8 @@ def judge_c6(trials: pd.DataFrame) -> Verdict:
         "trial; (b) he_normal on rnn_relu converges at least as often as Xavier on rnn_relu "
         "(same task/hidden/seq_len cells); (c) Xavier on rnn_tanh has no divergence and a "
         f"convergence rate within {C6_TANH_RATE_GAP:g} of the best scheme's on rnn_tanh (same "
-        "cells). Supported if every measured sub-check holds, refuted if none does, partly "
-        "supported if some do."
+        "cells). Supported if all three are measured and hold, refuted if none that was "
+        "measured holds, partly supported if some hold or some were not measured."
     )
     results: list[dict[str, Any]] = []
     missing: list[str] = []
@@ -773,6 +834,8 @@ def judge_c6(trials: pd.DataFrame) -> Verdict:
         return Verdict("C6", CLAIMS["C6"], NOT_MEASURED, rule, "; ".join(missing) + ".", details)
     held = [bool(r["holds"]) for r in results]
     verdict = SUPPORTED if all(held) else REFUTED if not any(held) else PARTLY
+    if verdict == SUPPORTED and missing:
+        verdict = PARTLY  # what was measured holds, but part of the claim was not tested
     evidence = "; ".join(
         f"{r['evidence']} ({'holds' if r['holds'] else 'does not hold'})" for r in results
     )

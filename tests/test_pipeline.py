@@ -91,6 +91,35 @@ def test_smoke_study_end_to_end_and_rerun(tmp_path: Path) -> None:
     assert status.returncode == 0
     assert "complete" in status.stdout and str(spec.n_trials_planned) in status.stdout
 
+    # The study's own results are the pilot for the power estimate.
+    validate = cli("validate", str(SMOKE), "--run-dir", str(tmp_path))
+    assert validate.returncode == 0, validate.stderr
+    assert "seeds per cell: 3" in validate.stdout
+    assert "power: pilot sd" in validate.stdout and "tell 2x from 10x" in validate.stdout
+
+
+def test_run_ends_with_the_verdict_table(tmp_path: Path) -> None:
+    proc = cli("run", str(SMOKE), "--run-dir", str(tmp_path), "--pack-size", "6")
+    assert proc.returncode == 0, proc.stderr
+    assert "6 trained" in proc.stdout
+    assert "Claim verdicts" in proc.stdout
+    for claim in ("C1", "C2", "C3", "C4", "C5", "C6"):
+        assert claim in proc.stdout
+    assert "not measured by this study" in proc.stdout  # smoke has no scale sweep (C3)
+    query = cli(
+        "query",
+        "smoke",
+        "SELECT init, count(*) AS n FROM trials GROUP BY init ORDER BY init",
+        "--format",
+        "csv",
+        "--run-dir",
+        str(tmp_path),
+    )
+    assert query.returncode == 0, query.stderr
+    assert query.stdout.splitlines() == ["init,n", "uniform01,3", "xavier,3"]
+    bad = cli("query", "smoke", "SELEC nonsense", "--run-dir", str(tmp_path))
+    assert bad.returncode == 1 and "syntax error" in bad.stderr.lower()
+
 
 def test_changed_spec_is_refused_unless_renamed(tmp_path: Path) -> None:
     small = tmp_path / "tiny.yaml"

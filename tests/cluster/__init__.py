@@ -1,0 +1,1 @@
+"""Cluster tests: PostgreSQL, MLflow server and Ray nodes as real local processes."""

@@ -1,0 +1,157 @@
+"""The report on a small real study (studies/smoke.yaml, run once through the real CLI),
+plus the placeholder figures a study without the data gets."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import pytest
+from rich.console import Console
+
+from models.spec import EpochRecord, InitDiagnostics, TrialResult, TrialSpec
+from pipeline import report as rp
+from pipeline.results import StudyTables, load_tables, tables_from_results
+from pipeline.verdicts import VERDICTS, judge
+
+ROOT = Path(__file__).resolve().parents[1]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+N_BOOT = 200
+CLAIM_IDS = ("C1", "C2", "C3", "C4", "C5", "C6")
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> StudyTables:
+    run_dir = tmp_path_factory.mktemp("smoke")
+    subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "run", "studies/smoke.yaml", "--run-dir", run_dir],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    return load_tables(study="smoke", storage_url=f"sqlite:///{run_dir}/optuna.db")
+
+
+@pytest.fixture(scope="module")
+def written(
+    smoke: StudyTables, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[dict[str, Path], list]:
+    verdicts = judge(smoke, n_boot=N_BOOT)
+    files = rp.write_report(smoke, tmp_path_factory.mktemp("report"), verdicts, n_boot=N_BOOT)
+    return files, verdicts
+
+
+@pytest.mark.slow
+def test_every_file_is_written_and_every_figure_is_a_png(written) -> None:
+    files, _ = written
+    assert set(files) == {"markdown", "html", *rp.FIGURES}
+    for name in rp.FIGURES:
+        path = files[name]
+        assert path.name == f"{name}.png"
+        data = path.read_bytes()
+        assert data.startswith(PNG_SIGNATURE), name
+        assert len(data) > 10_000, f"{name}.png is only {len(data)} bytes"
+    assert files["markdown"].name == "report.md" and files["html"].name == "report.html"
+    assert len({f.parent for f in files.values()}) == 1
+
+
+@pytest.mark.slow
+def test_html_is_self_contained_and_names_every_figure(written) -> None:
+    files, _ = written
+    text = files["html"].read_text(encoding="utf-8")
+    for name in rp.FIGURES:
+        assert f'data-file="{name}.png"' in text
+        assert f'href="{name}.png"' in text
+    assert text.count('src="data:image/png;base64,') == len(rp.FIGURES)
+    refs = re.findall(r'(?:src|href)\s*=\s*["\']([^"\']*)', text, flags=re.IGNORECASE)
+    assert refs, "expected image sources and figure links"
+    assert not [r for r in refs if r.lower().startswith(("http:", "https:", "//"))]
+    assert "<script" not in text.lower()
+    assert "<link" not in text.lower() and "@import" not in text
+
+
+@pytest.mark.slow
+def test_markdown_has_the_verdicts_the_tables_and_the_figures(smoke: StudyTables, written) -> None:
+    files, verdicts = written
+    text = files["markdown"].read_text(encoding="utf-8")
+    assert text.startswith("# initstudy report: smoke")
+    assert smoke.claim in text
+    for claim_id in CLAIM_IDS:
+        assert f"| {claim_id} |" in text
+    for v in verdicts:
+        assert v.verdict in VERDICTS
+        assert f"| {v.verdict} |" in text
+    for name in rp.FIGURES:
+        assert f"]({name}.png)" in text
+    assert "initstudy report smoke" in text
+    assert "xavier vs uniform01" in text  # the speedup table
+    assert "KM median epochs" in text  # the group summary
+
+
+@pytest.mark.slow
+def test_speedup_markdown_has_a_row_per_seq_len(smoke: StudyTables) -> None:
+    text = rp.speedup_markdown(smoke)
+    lines = [ln for ln in text.splitlines() if ln.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines[2:]]
+    lengths = sorted(smoke.trials["seq_len"].unique())
+    seq_col = header.index("seq_len")
+    assert sorted(int(r[seq_col]) for r in rows) == lengths  # smoke: one other scheme
+    assert all(r[header.index("comparison")] == "xavier vs uniform01" for r in rows)
+
+
+@pytest.mark.slow
+def test_verdict_table_renders_every_claim(written) -> None:
+    _, verdicts = written
+    console = Console(record=True, width=200)
+    console.print(rp.verdict_table(verdicts))
+    out = console.export_text()
+    for claim_id in CLAIM_IDS:
+        assert claim_id in out
+
+
+# --------------------------------------------------------------------------- no data
+
+
+def only_xavier() -> StudyTables:
+    spec = TrialSpec(init="xavier", seq_len=5, max_epochs=4)
+    res = TrialResult(
+        spec=spec,
+        converged_epoch=None,
+        diverged_epoch=None,
+        target_loss=0.05,
+        baseline_loss=0.167,
+        history=[EpochRecord(e, 0.2, 0.2, 1.0, 0.2, 0.0) for e in range(1, 5)],
+        diagnostics=InitDiagnostics(1.0, [0.2] * 5, [0.0] * 5, [0.0] * 5, 0.2),
+    )
+    return tables_from_results("lonely", [(0, "k0", res)])
+
+
+def figure_text(fig) -> str:
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts] + [t.get_text() for t in fig.texts]
+    plt.close(fig)
+    return " ".join(texts)
+
+
+def test_figures_without_the_data_say_so() -> None:
+    tables = only_xavier()
+    assert "not enough data" in figure_text(rp.speedup_figure(pd.DataFrame()))
+    assert "not enough data" in figure_text(rp.grad_norm_figure(tables.steps))  # all zeros
+    assert "not enough data" in figure_text(rp.km_figure(tables.trials.iloc[0:0]))
+    assert "not enough data" not in figure_text(rp.km_figure(tables.trials))
+
+
+def test_a_study_without_the_data_still_gets_every_file(tmp_path: Path) -> None:
+    tables = only_xavier()
+    files = rp.write_report(tables, tmp_path, n_boot=N_BOOT)
+    assert set(files) == {"markdown", "html", *rp.FIGURES}
+    assert all(files[n].read_bytes().startswith(PNG_SIGNATURE) for n in rp.FIGURES)
+    text = files["markdown"].read_text(encoding="utf-8")
+    assert "No speedup to show" in text
+    assert text.count("not measured by this study") >= 3
+    assert "No speedup to show" in rp.speedup_markdown(tables)

@@ -1,0 +1,258 @@
+"""The MLflow UI on a study's tracking store: pipeline.ui's server and a real browser on it.
+
+The browser test drives Debian's headless Chromium (``/usr/bin/chromium``, installed by
+``.ci/install-browser``) through Playwright's Python package; nothing is downloaded at run
+time. Without a browser it skips, except under ``CI=true`` where that is a failure.
+Screenshots land in ``test-artifacts/ui/`` at the repository root.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import socket
+import struct
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.tracking import Tracker, read_trials
+from pipeline.ui import UiServer, experiment_url, run_url, start_ui
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDY = "smoke"
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = ROOT / "test-artifacts" / "ui"
+CHROMIUM_ARGS = [
+    "--no-sandbox",  # CI containers run as root
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+UI_PREFERENCES = """
+localStorage.setItem("mlflow.workflowType_v1", JSON.stringify("machine_learning"));
+localStorage.setItem("mlflow.assistant.panelOpen_v1", "false");
+localStorage.setItem("mlflow.assistant.fab.autoOpenedOnFirstLoad_v1", "true");
+"""
+"""A user's saved UI choices: the "Model training" view, the assistant side panel closed."""
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The smoke study, run through the real CLI into a fresh run folder."""
+    run_dir = tmp_path_factory.mktemp("uirun")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "run", "studies/smoke.yaml", "--run-dir", run_dir],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    uri = f"sqlite:///{run_dir / 'mlflow.db'}"
+    experiment_id = Tracker(uri).experiment_id_of(STUDY)
+    assert experiment_id is not None
+    trials = sorted(read_trials(uri, STUDY), key=lambda t: t["run_name"])
+    assert len(trials) == 6
+    return {"uri": uri, "experiment_id": experiment_id, "trials": trials}
+
+
+@pytest.fixture(scope="module")
+def ui(study: dict[str, Any]) -> Iterator[UiServer]:
+    with start_ui(study["uri"]) as server:
+        yield server
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        assert response.status == 200
+        return json.load(response)
+
+
+def refuses_connections(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_experiment_url() -> None:
+    assert (
+        experiment_url("http://127.0.0.1:5000/", "7")
+        == "http://127.0.0.1:5000/#/experiments/7/runs"
+    )
+    assert run_url("http://h:1", "7", "abc") == "http://h:1/#/experiments/7/runs/abc"
+
+
+def test_unusable_tracking_uri_fails_fast(tmp_path: Path) -> None:
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="unsupported URI"):
+        start_ui("bogus://nowhere", timeout=60)
+    assert time.monotonic() - started < 30
+
+    with pytest.raises(RuntimeError, match="no MLflow database"):
+        start_ui(f"sqlite:///{tmp_path / 'missing.db'}")
+    assert not (tmp_path / "missing.db").exists()
+
+
+@pytest.mark.slow
+def test_serves_health_on_loopback_and_stop_frees_the_port(study: dict[str, Any]) -> None:
+    server = start_ui(study["uri"])
+    try:
+        assert server.url == f"http://127.0.0.1:{server.port}"
+        with urllib.request.urlopen(f"{server.url}/health", timeout=10) as response:
+            assert response.status == 200
+        # Bound to 127.0.0.1 only: not even another loopback address answers (on Linux,
+        # where all of 127/8 is loopback; elsewhere the connect fails anyway).
+        with socket.socket() as sock:
+            assert sock.connect_ex(("127.0.0.2", server.port)) != 0
+        # A foreign Host header (DNS rebinding) is refused.
+        request = urllib.request.Request(
+            f"{server.url}/ajax-api/2.0/mlflow/experiments/search?max_results=1",
+            headers={"Host": f"attacker.example:{server.port}"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 403
+        with pytest.raises(RuntimeError, match="cannot listen"):
+            start_ui(study["uri"], port=server.port)
+    finally:
+        server.stop()
+    assert not server.running()
+    assert refuses_connections(server.port)
+    server.stop()  # idempotent
+
+
+@pytest.mark.slow
+def test_lists_a_trial_runs_local_artifacts(ui: UiServer, study: dict[str, Any]) -> None:
+    trial = study["trials"][0]
+    listing = get_json(f"{ui.url}/ajax-api/2.0/mlflow/artifacts/list?run_uuid={trial['run_id']}")
+    assert listing["root_uri"].startswith("file://")
+    assert {"diagnostics.json", "result.json"} <= {f["path"] for f in listing["files"]}
+    with urllib.request.urlopen(
+        f"{ui.url}/get-artifact?path=result.json&run_uuid={trial['run_id']}", timeout=30
+    ) as response:
+        assert json.load(response)["spec"]["seed"] == int(trial["params"]["seed"])
+
+
+def browser_or_skip() -> Any:
+    """Playwright's sync API, or skip (fail under CI=true) when the browser is missing."""
+    missing = []
+    try:
+        from playwright import sync_api
+    except ImportError:
+        missing.append("the playwright package (pip install playwright)")
+    if not CHROMIUM.exists():
+        missing.append(f"{CHROMIUM} (run .ci/install-browser)")
+    if missing:
+        reason = "browser test needs " + " and ".join(missing)
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason + "; CI=true requires it")
+        pytest.skip(reason)
+    return sync_api
+
+
+def assert_png(path: Path, min_width: int, min_height: int, min_bytes: int = 20_000) -> None:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    width, height = struct.unpack(">II", data[16:24])
+    assert width >= min_width and height >= min_height, (path, width, height)
+    assert len(data) > min_bytes, f"{path} is only {len(data)} bytes: a blank page?"
+
+
+@pytest.mark.slow
+def test_browser_shows_trials_metrics_and_a_loss_curve(
+    ui: UiServer, study: dict[str, Any]
+) -> None:
+    sync_api = browser_or_skip()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for old in SCREENSHOTS.glob("*.png"):
+        old.unlink()
+    trials = study["trials"]
+    experiment_id = study["experiment_id"]
+    viewport = {"width": 1600, "height": 1000}
+
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        page = browser.new_page(viewport=viewport)
+        page.set_default_timeout(30_000)
+        page.add_init_script(UI_PREFERENCES)
+        try:
+            # The study's experiment: the parent run, expanded to one child run per trial.
+            page.goto(experiment_url(ui.url, experiment_id))
+            study_link = page.get_by_role("gridcell").get_by_role("link", name=STUDY, exact=True)
+            study_link.wait_for()
+            parent_row = page.get_by_role("row").filter(has=study_link)
+            parent_row.get_by_role("button").first.click()  # the expand (+) button
+            for trial in trials:
+                page.get_by_role("link", name=trial["run_name"], exact=True).wait_for()
+
+            # Metric columns, chosen the way a user does: Columns > search > tick.
+            page.get_by_role("button", name="Columns", exact=True).click()
+            tree = page.get_by_test_id("column-selector-tree")
+            for metric in ("val_loss", "converged_epoch"):
+                page.get_by_placeholder("Search columns").fill(metric)
+                title = tree.locator("[class$='-tree-title']")
+                title.filter(has_text=re.compile(f"^{metric}$")).click()
+            page.keyboard.press("Escape")
+            header = page.get_by_role("columnheader", name="val_loss", exact=True)
+            header.first.wait_for()
+            for trial in trials:
+                link = page.get_by_role("link", name=trial["run_name"], exact=True)
+                row_index = page.get_by_role("row").filter(has=link).get_attribute("row-index")
+                cell = page.locator(
+                    f"[role=row][row-index='{row_index}'] [col-id='metrics.`val_loss`']"
+                )
+                shown = float(cell.inner_text())
+                assert math.isclose(shown, trial["metrics"]["val_loss"], rel_tol=1e-6), trial
+            page.screenshot(path=SCREENSHOTS / "experiment-runs.png")
+
+            # One trial's page: its val_loss curve on the Model metrics tab.
+            trial = trials[-1]
+            page.get_by_role("link", name=trial["run_name"], exact=True).click()
+            page.get_by_role("tab", name="Model metrics").click()
+            assert page.url.startswith(run_url(ui.url, experiment_id, trial["run_id"]))
+            page.get_by_placeholder("Search metric charts").fill("val_loss")
+            chart = (
+                page.locator("div")
+                .filter(has=page.get_by_text("val_loss", exact=True))
+                .filter(has=page.locator(".js-plotly-plot"))
+                .last
+            )
+            line = chart.locator(".scatterlayer path.js-line")
+            line.first.wait_for()
+            assert chart.get_by_text(f"{trial['run_name']} (val_loss)").count() == 1
+            # One marker per epoch (val_loss is logged with step = epoch).
+            points = chart.locator(".scatterlayer .point")
+            assert points.count() == int(trial["metrics"]["epochs_run"])
+            page.screenshot(path=SCREENSHOTS / "trial-val-loss.png")
+            chart.screenshot(path=SCREENSHOTS / "trial-val-loss-chart.png")
+
+            # Its artifacts tab lists the files the tracker logged.
+            page.get_by_role("tab", name="Artifacts").click()
+            page.get_by_text("result.json", exact=True).first.click()
+            page.get_by_text('"data_seed"').first.wait_for()  # the file's content, previewed
+            page.screenshot(path=SCREENSHOTS / "trial-artifacts.png")
+        except Exception:
+            page.screenshot(path=SCREENSHOTS / "failure.png")
+            raise
+        finally:
+            browser.close()
+
+    assert_png(SCREENSHOTS / "experiment-runs.png", viewport["width"], viewport["height"])
+    assert_png(SCREENSHOTS / "trial-val-loss.png", viewport["width"], viewport["height"])
+    assert_png(SCREENSHOTS / "trial-val-loss-chart.png", 200, 150, 5_000)
+    assert_png(SCREENSHOTS / "trial-artifacts.png", viewport["width"], viewport["height"])
