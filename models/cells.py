@@ -94,8 +94,10 @@ class PackedRNN(nn.Module):
         h = x.new_zeros(k, b, self.hidden)
         c = x.new_zeros(k, b, self.hidden) if self.cell.name == "lstm" else None
         hs: list[Tensor] = []
-        for step in range(t):
-            h, c = self._step(xw[:, :, step], h, c)
+        # unbind gives one view per step whose backward is a single stack, not T
+        # full-size zero tensors (as indexing xw[:, :, step] would).
+        for xw_t in xw.unbind(2):
+            h, c = self._step(xw_t, h, c)
             hs.append(h)
         stacked = torch.stack(hs, dim=2).reshape(k, b * t, self.hidden)
         outputs = torch.baddbmm(self.by.unsqueeze(1), stacked, self.Why)

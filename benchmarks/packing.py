@@ -1,0 +1,330 @@
+"""Packed vs one-by-one training: model-steps per second and peak memory.
+
+Run: python benchmarks/packing.py            (full grid, ~10 minutes on 2 cores)
+     python benchmarks/packing.py --quick    (a tiny grid, seconds; used by the tests)
+
+A model-step is one member's forward, backward and optimizer update on one batch. For
+each K (pack size), hidden size and sequence length, K trials of one shape (different
+seeds and init schemes) are trained
+
+- packed: one packed model of all K specs (``models.train._train``, the body of
+  ``train_pack``);
+- one by one: a plain one-member model per spec in turn, in the same process
+  (``models.train._train([spec])``). ``train_trial`` itself trains a lone trial beside a copy
+  of itself so its numbers match packed training bit for bit; that doubles the cost of
+  trials run alone, and is not charged to the one-by-one baseline here;
+
+with one torch thread (``torch.set_num_threads(1)``), a fixed number of batches
+(``target_loss`` tiny, so no member stops early) and the whole call timed (setup, init
+diagnostics and validation included, as in a real study). Each (config, mode) runs in a
+fresh subprocess after a warm-up call of the same shape, so the peak RSS reported is that
+of one clean worker process (``ru_maxrss`` at its end) and no run inherits another's
+memory. Target: packed >= 3x one-by-one at K=16, hidden 64 (both sequence lengths).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_common as bc
+
+NAME = "packing"
+FULL_GRID = {"k": [1, 4, 16, 64], "hidden": [32, 64, 256], "seq_len": [10, 50]}
+QUICK_GRID = {"k": [1, 4], "hidden": [16], "seq_len": [5]}
+INITS = ("xavier", "orthogonal", "glorot_uniform", "glorot_normal", "torch_default")
+"""Init schemes given to members in turn (all stable at lr 1e-3 with clipping)."""
+TARGET_SPEEDUP = 3.0
+TARGET_K, TARGET_HIDDEN = 16, 64
+BATCH_SIZE = 32
+VAL_SIZE = 32
+MIN_SECONDS = 1.0
+MAX_REPEATS = 5
+
+
+def make_specs(k: int, hidden: int, seq_len: int, batches: int, epochs: int) -> list[Any]:
+    """K adding-task specs of one shape, different seeds and init schemes, no early stop."""
+    from models.spec import TrialSpec
+
+    return [
+        TrialSpec(
+            task="adding",
+            cell="rnn_tanh",
+            seq_len=seq_len,
+            hidden=hidden,
+            init=INITS[i % len(INITS)],
+            seed=i,
+            data_seed=0,
+            optimizer="adam",
+            lr=1e-3,
+            clip=1.0,
+            batch_size=BATCH_SIZE,
+            batches_per_epoch=batches,
+            max_epochs=epochs,
+            target_loss=1e-12,
+            val_size=VAL_SIZE,
+        )
+        for i in range(k)
+    ]
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set size so far, in MiB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes vs KiB
+
+
+def worker(payload: dict[str, Any]) -> dict[str, Any]:
+    """Inside the subprocess: warm up, then time one mode ``repeats`` times (best kept)."""
+    import torch
+
+    from models.train import _train
+
+    torch.set_num_threads(1)
+    k, hidden, seq_len = payload["k"], payload["hidden"], payload["seq_len"]
+    batches, epochs = payload["batches_per_epoch"], payload["max_epochs"]
+    specs = make_specs(k, hidden, seq_len, batches, epochs)
+    _train(make_specs(1, hidden, seq_len, 1, 1))  # warm-up: first-call costs
+    rss_warm = peak_rss_mib()
+    best, best_cpu, spent, runs = float("inf"), float("inf"), 0.0, 0
+    results: list[Any] = []
+    # At least `repeats` runs; short configs are repeated up to MAX_REPEATS times, until
+    # MIN_SECONDS are spent, so a few-millisecond run is not one noisy sample.
+    while runs < payload["repeats"] or (spent < MIN_SECONDS and runs < MAX_REPEATS):
+        started, cpu_started = time.perf_counter(), time.process_time()
+        if payload["mode"] == "packed":
+            results = _train(specs)
+        else:
+            results = [_train([s])[0] for s in specs]
+        elapsed = time.perf_counter() - started
+        best_cpu = min(best_cpu, time.process_time() - cpu_started)
+        best, spent, runs = min(best, elapsed), spent + elapsed, runs + 1
+    steps = sum(len(r.history) for r in results) * batches
+    return {
+        "seconds": best,
+        "cpu_seconds": best_cpu,
+        "model_steps": steps,
+        "steps_per_s": steps / best,
+        "diverged": sum(r.diverged for r in results),
+        "final_val_loss": [r.history[-1].val_loss if r.history else None for r in results],
+        "peak_rss_mib": peak_rss_mib(),
+        "warm_rss_mib": rss_warm,
+        "torch_threads": torch.get_num_threads(),
+        "runs": runs,
+    }
+
+
+def run_worker(payload: dict[str, Any]) -> dict[str, Any]:
+    """Run one (config, mode) in a fresh interpreter and return what it measured."""
+    proc = subprocess.run(
+        [bc.python(), str(Path(__file__).resolve()), "--worker", json.dumps(payload)],
+        capture_output=True,
+        text=True,
+        env=bc.child_env(threads=1),
+        timeout=3600,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"worker {payload} failed:\n{proc.stderr[-4000:]}")
+    out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out
+
+
+def max_rel_diff(a: list[float | None], b: list[float | None]) -> float | None:
+    """Largest relative difference between two members' final validation losses."""
+    diffs = [
+        abs(x - y) / max(abs(x), abs(y), 1e-12)
+        for x, y in zip(a, b, strict=True)
+        if x is not None and y is not None
+    ]
+    return max(diffs) if diffs else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny grid (for the tests)")
+    parser.add_argument("--ks", type=int, nargs="+", help="pack sizes (default 1 4 16 64)")
+    parser.add_argument("--hiddens", type=int, nargs="+", help="hidden sizes (32 64 256)")
+    parser.add_argument("--seq-lens", type=int, nargs="+", help="sequence lengths (10 50)")
+    parser.add_argument("--batches-per-epoch", type=int, default=None, help="default 10")
+    parser.add_argument("--epochs", type=int, default=None, help="max_epochs (default 2)")
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs, best kept")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    bc.add_common_args(parser)
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return 0
+
+    grid = QUICK_GRID if args.quick else FULL_GRID
+    ks = args.ks or grid["k"]
+    hiddens = args.hiddens or grid["hidden"]
+    seq_lens = args.seq_lens or grid["seq_len"]
+    batches = args.batches_per_epoch or (2 if args.quick else 10)
+    epochs = args.epochs or (1 if args.quick else 2)
+    settings = {
+        "task": "adding",
+        "cell": "rnn_tanh",
+        "optimizer": "adam",
+        "batch_size": BATCH_SIZE,
+        "val_size": VAL_SIZE,
+        "batches_per_epoch": batches,
+        "max_epochs": epochs,
+        "model_steps_per_member": batches * epochs,
+        "torch_threads": 1,
+        "repeats": args.repeats,
+        "inits": list(INITS),
+        "ks": ks,
+        "hiddens": hiddens,
+        "seq_lens": seq_lens,
+        "timing": "wall time of the packed model's training / of all K one-member models, "
+        f"after a warm-up call; best of >= `repeats` runs (runs shorter than {MIN_SECONDS:g} s "
+        f"in total are repeated, up to {MAX_REPEATS} runs)",
+        "peak_rss": "ru_maxrss of a fresh subprocess per (config, mode), at its end "
+        "(interpreter + torch + warm-up + the timed run)",
+        "quick": args.quick,
+    }
+    m = bc.machine()
+    rows: list[dict[str, Any]] = []
+    for hidden in hiddens:
+        for seq_len in seq_lens:
+            for k in ks:
+                base = {
+                    "k": k,
+                    "hidden": hidden,
+                    "seq_len": seq_len,
+                    "batches_per_epoch": batches,
+                    "max_epochs": epochs,
+                    "repeats": args.repeats,
+                }
+                packed = run_worker({**base, "mode": "packed"})
+                alone = run_worker({**base, "mode": "one_by_one"})
+                row = {
+                    "k": k,
+                    "hidden": hidden,
+                    "seq_len": seq_len,
+                    "model_steps": packed["model_steps"],
+                    "packed_seconds": packed["seconds"],
+                    "one_by_one_seconds": alone["seconds"],
+                    "packed_steps_per_s": packed["steps_per_s"],
+                    "one_by_one_steps_per_s": alone["steps_per_s"],
+                    "speedup": packed["steps_per_s"] / alone["steps_per_s"],
+                    "packed_cpu_seconds": packed["cpu_seconds"],
+                    "one_by_one_cpu_seconds": alone["cpu_seconds"],
+                    "speedup_cpu_time": alone["cpu_seconds"] / packed["cpu_seconds"],
+                    "packed_peak_rss_mib": packed["peak_rss_mib"],
+                    "one_by_one_peak_rss_mib": alone["peak_rss_mib"],
+                    "warm_rss_mib": packed["warm_rss_mib"],
+                    "runs": [packed["runs"], alone["runs"]],
+                    "diverged": packed["diverged"],
+                    "max_rel_diff_final_val_loss": max_rel_diff(
+                        packed["final_val_loss"], alone["final_val_loss"]
+                    ),
+                }
+                rows.append(row)
+                print(
+                    f"K={k:3d} H={hidden:4d} T={seq_len:3d}: packed "
+                    f"{row['packed_steps_per_s']:9.1f} steps/s, one by one "
+                    f"{row['one_by_one_steps_per_s']:9.1f} steps/s, x{row['speedup']:.2f}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+    targets = []
+    for seq_len in seq_lens:
+        found = [
+            r
+            for r in rows
+            if r["k"] == TARGET_K and r["hidden"] == TARGET_HIDDEN and r["seq_len"] == seq_len
+        ]
+        value = found[0]["speedup"] if found else None
+        targets.append(
+            bc.target(
+                f"packing speedup K={TARGET_K}, hidden {TARGET_HIDDEN}, seq_len {seq_len}",
+                f"packed >= {TARGET_SPEEDUP:g}x one-by-one model-steps/s",
+                value,
+                None if value is None else value >= TARGET_SPEEDUP,
+            )
+        )
+    if not any(t["passed"] is not None for t in targets):
+        targets = [
+            bc.target(
+                f"packing speedup K={TARGET_K}, hidden {TARGET_HIDDEN}",
+                f"packed >= {TARGET_SPEEDUP:g}x one-by-one (config not in this grid)",
+                None,
+                None,
+            )
+        ]
+
+    md = markdown(rows, settings, m, targets)
+    path = bc.write_result(
+        NAME, args.out, m, settings, rows, targets, md, variant="quick" if args.quick else ""
+    )
+    print(md)
+    print(f"\nwrote {path}", file=sys.stderr)
+    return bc.finish(targets, args.check)
+
+
+def markdown(
+    rows: list[dict[str, Any]],
+    settings: dict[str, Any],
+    m: dict[str, Any],
+    targets: list[dict[str, Any]],
+) -> str:
+    headers = [
+        "K",
+        "hidden",
+        "seq_len",
+        "packed steps/s",
+        "one-by-one steps/s",
+        "speedup",
+        "speedup (CPU time)",
+        "packed peak RSS (MiB)",
+        "one-by-one peak RSS (MiB)",
+    ]
+    body = [
+        [
+            r["k"],
+            r["hidden"],
+            r["seq_len"],
+            f"{r['packed_steps_per_s']:,.0f}",
+            f"{r['one_by_one_steps_per_s']:,.0f}",
+            f"{r['speedup']:.2f}x",
+            f"{r['speedup_cpu_time']:.2f}x",
+            f"{r['packed_peak_rss_mib']:,.0f}",
+            f"{r['one_by_one_peak_rss_mib']:,.0f}",
+        ]
+        for r in rows
+    ]
+    note = (
+        f"Model-steps/s (one member, one batch: forward + backward + update), adding task, "
+        f"rnn_tanh, Adam, batch {settings['batch_size']}, "
+        f"{settings['model_steps_per_member']} steps per member "
+        f"({settings['batches_per_epoch']} batches x {settings['max_epochs']} epochs, "
+        f"validation on {settings['val_size']} sequences), one torch thread; whole "
+        f"packed / one-member training timed (wall clock; the CPU-time speedup is "
+        f"the same ratio in process CPU time, less sensitive to other load on the machine). "
+        f"Peak RSS: ru_maxrss of a fresh process "
+        f"per (config, mode)."
+    )
+    return "\n\n".join(
+        [
+            "### Packed vs one-by-one training",
+            bc.table(headers, body),
+            note,
+            bc.machine_line(m),
+            bc.target_lines(targets),
+        ]
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,157 @@
+"""Smoke runs of the benchmark scripts with tiny budgets: each exits 0, prints its markdown
+and writes a valid result file with the machine block and finite, positive numbers.
+
+Speed targets are the scripts' business (machines are noisy); nothing here asserts them.
+The three scripts start together and run side by side to keep this module short.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+TIMEOUT = 170
+
+sys.path.insert(0, str(BENCH))
+import bench_common as bc  # noqa: E402
+
+
+def _tune_missing() -> str | None:
+    try:
+        import ray.tune  # noqa: F401
+        from ray.air.integrations.mlflow import MLflowLoggerCallback  # noqa: F401
+        from ray.tune.search.optuna import OptunaSearch  # noqa: F401
+    except ImportError as exc:
+        return f"Ray Tune is not installed ({exc}); pip install -e '.[bench]'"
+    return None
+
+
+TUNE_MISSING = _tune_missing()
+SCRIPTS = {
+    "packing": ["--quick"],
+    "overhead": ["--quick"],
+    "vs_tune": ["--quick"],
+}
+
+
+@dataclass
+class Launched:
+    proc: subprocess.Popen[str]
+    out: Path
+
+
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Launched]]:
+    """Start every script at once (each in its own process) and hand them to the tests."""
+    tmp = tmp_path_factory.mktemp("bench")
+    running = {}
+    for name, extra in SCRIPTS.items():
+        if name == "vs_tune" and TUNE_MISSING:
+            continue
+        out = tmp / f"{name}.json"
+        proc = subprocess.Popen(
+            [sys.executable, str(BENCH / f"{name}.py"), *extra, "--out", str(out)],
+            cwd=tmp,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        running[name] = Launched(proc, out)
+    yield running
+    for item in running.values():
+        if item.proc.poll() is None:
+            item.proc.kill()
+            item.proc.communicate()
+
+
+def finished(launched: dict[str, Launched], name: str) -> tuple[str, dict[str, Any]]:
+    """Wait for a script; check its exit code and result file; return (stdout, result)."""
+    item = launched[name]
+    stdout, stderr = item.proc.communicate(timeout=TIMEOUT)
+    assert item.proc.returncode == 0, f"{name} exited {item.proc.returncode}:\n{stderr[-3000:]}"
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{name}: non-standard JSON constant {constant}")
+
+    doc = json.loads(item.out.read_text(), parse_constant=refuse)
+    assert tuple(doc) == bc.RESULT_KEYS
+    assert doc["benchmark"] == name
+    machine = doc["machine"]
+    assert set(bc.MACHINE_KEYS) <= set(machine)
+    assert machine["cores"] >= 1 and machine["cpu_model"]
+    assert set(machine["versions"]) == set(bc.PACKAGES)
+    assert all(v and v != "not installed" for v in machine["versions"].values())
+    for t in doc["targets"]:
+        assert {"name", "rule", "value", "passed"} <= set(t)
+        assert t["passed"] in (True, False, None)
+    assert doc["markdown"].strip() in stdout
+    assert "| " in stdout and any(w in stdout for w in ("PASS", "FAIL", "SKIPPED"))
+    return stdout, doc
+
+
+def positive(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value) and value > 0
+
+
+def test_packing(launched: dict[str, Launched]) -> None:
+    _, doc = finished(launched, "packing")
+    rows = doc["results"]
+    assert [(r["k"], r["hidden"], r["seq_len"]) for r in rows] == [(1, 16, 5), (4, 16, 5)]
+    for r in rows:
+        for key in (
+            "packed_steps_per_s",
+            "one_by_one_steps_per_s",
+            "speedup",
+            "speedup_cpu_time",
+            "packed_peak_rss_mib",
+            "one_by_one_peak_rss_mib",
+            "model_steps",
+        ):
+            assert positive(r[key]), (key, r[key])
+    assert doc["settings"]["torch_threads"] == 1
+
+
+def test_overhead(launched: dict[str, Launched]) -> None:
+    _, doc = finished(launched, "overhead")
+    timing = doc["results"]["timing"]
+    assert timing["trials"] == 10
+    for key in ("wall_s", "ray_startup_s", "training_s", "pipeline_ms_per_trial", "setup_s"):
+        assert positive(timing[key]), (key, timing[key])
+    assert timing["wall_s"] > timing["ray_startup_s"] + timing["training_s"]
+    profile = doc["results"]["profile"]
+    groups = {g["group"]: g for g in profile["groups"]}
+    assert {"optuna", "mlflow", "ray.wait", "ray.init", "initstudy"} <= set(groups)
+    for g in groups.values():
+        assert math.isfinite(g["seconds"]) and g["seconds"] >= 0
+    assert profile["attributed_s"] <= profile["profiled_wall_s"] * 1.05
+    assert doc["targets"][0]["passed"] in (True, False)
+
+
+def test_vs_tune(launched: dict[str, Launched]) -> None:
+    if TUNE_MISSING:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true but {TUNE_MISSING}")
+        pytest.skip(TUNE_MISSING)
+    _, doc = finished(launched, "vs_tune")
+    r = doc["results"]
+    assert r["trials"] == 2 and len(r["per_trial"]) == 2
+    for key in ("initstudy_wall_s", "tune_wall_s", "tune_over_initstudy"):
+        assert positive(r[key]), (key, r[key])
+    for t in r["per_trial"]:
+        assert t["initstudy"] is not None and t["tune"] is not None
+        assert positive(t["initstudy"]["final_val_loss"])
+        assert t["equal"] in (True, False)
+    assert 0 <= r["equal_results"] <= 2
