@@ -99,10 +99,8 @@ def worker(payload: dict[str, Any]) -> dict[str, Any]:
     # MIN_SECONDS are spent, so a few-millisecond run is not one noisy sample.
     while runs < payload["repeats"] or (spent < MIN_SECONDS and runs < MAX_REPEATS):
         started, cpu_started = time.perf_counter(), time.process_time()
-        if payload["mode"] == "packed":
-            results = _train(specs)
-        else:
-            results = [_train([s])[0] for s in specs]
+        packed = payload["mode"] == "packed"
+        results = _train(specs) if packed else [_train([s])[0] for s in specs]
         elapsed = time.perf_counter() - started
         best_cpu = min(best_cpu, time.process_time() - cpu_started)
         best, spent, runs = min(best, elapsed), spent + elapsed, runs + 1
