@@ -1,19 +1,27 @@
 """The ``initstudy`` command line.
 
-Bad input (unknown names, non-positive sizes, unreadable files, malformed specs) prints
-one line naming the option and what is allowed, and exits with code 2 before anything is
-started or written.
+Bad input (unknown names, non-positive sizes, unreadable files, malformed specs, option
+values the parser refuses, malformed storage URLs, study names that are not names) prints
+one line naming the option or field and what is allowed, and exits with code 2 before
+anything is started or written. A study larger than :data:`CONFIRM_TRIALS` trials or
+:data:`CONFIRM_CPU_HOURS` estimated CPU-hours is bad input too unless ``run`` gets
+``--yes``. Exit code 1 means the input was well formed but the work failed: a SQL query
+DuckDB refuses or cannot run (``query``: DuckDB's message, one line), MLflow unreachable,
+failed trials. Exit code 3: another driver holds the study.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
@@ -29,11 +37,17 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(soft_wrap=True)
+# Piped output (logs, CI) gets wide tables instead of rich's 80-column default.
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 
 EXIT_BAD_INPUT = 2
 EXIT_BUSY = 3
+CONFIRM_TRIALS = 2_000
+"""``run`` asks for ``--yes`` when a study plans more trials than this ..."""
+CONFIRM_CPU_HOURS = 48.0
+"""... or when its estimated training time (StudySpec.estimated_cpu_seconds) is longer than
+this many hours on one CPU core: two days."""
 
 
 @app.callback()
@@ -42,9 +56,22 @@ def _root() -> None:
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
-    """Print one error line to stderr and exit."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    """Print one error line to stderr and exit.
+
+    The message is user data as far as Rich is concerned (no markup), and multi-line
+    library messages (a database driver's hint lines, SQLAlchemy's link) become one line.
+    """
+    err_console.print(
+        f"[bold red]error:[/] {escape(one_line(message))}", highlight=False, soft_wrap=True
+    )
     raise typer.Exit(code)
+
+
+def one_line(message: str) -> str:
+    """A message on one line: lines stripped and joined, SQLAlchemy's help link dropped."""
+    lines = (ln.strip() for ln in str(message).splitlines())
+    kept = [ln for ln in lines if ln and not ln.startswith("(Background on this error at")]
+    return " ".join(kept) or "failed"
 
 
 @app.command()
@@ -118,7 +145,8 @@ def trial(
         get_task(spec.task, spec.seq_len, spec.corpus)  # reads and checks the corpus
         dev = _check_device(device)
     except ValueError as exc:
-        fail(_as_option(str(exc)))
+        message = str(exc)
+        fail(f"--corpus: {message}" if message.startswith("corpus file") else _as_option(message))
     result = train_trial(spec, dev)
     if as_json:
         sys.stdout.write(result.to_json() + "\n")
@@ -193,14 +221,37 @@ TrackingUri = Annotated[
 
 _STORAGE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg2", "postgresql+psycopg", "mysql")
 _TRACKING_SCHEMES = ("sqlite", "postgresql", "http", "https", "databricks")
+_ADDRESS_RE = re.compile(r"(ray://)?([A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}")
 
 
 def _check_url(option: str, url: str | None, schemes: tuple[str, ...]) -> None:
+    """A URL must have one of ``schemes``; a SQLite one must name a database file."""
     if url is None:
         return
     scheme = url.partition("://")[0]
     if "://" not in url or scheme not in schemes:
         fail(f"{option}: {url!r} is not a supported URL; allowed schemes: {', '.join(schemes)}")
+    if scheme == "sqlite" and _sqlite_file(url) is None:
+        fail(
+            f"{option}: {url!r} names no database file; write sqlite:///relative/path.db or"
+            " sqlite:////absolute/path.db (an in-memory database would keep nothing)"
+        )
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The database file of a ``sqlite:///PATH`` URL (None: not one, or in memory)."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url.removeprefix("sqlite:///").partition("?")[0]
+    return None if path in ("", ":memory:") else Path(path)
+
+
+def _check_study(study: str) -> None:
+    """A STUDY argument must be a study name (it becomes a folder name under the run dir)."""
+    from pipeline.studyspec import STUDY_NAME_RULE, is_study_name
+
+    if not is_study_name(study):
+        fail(f"STUDY: {study!r} is not a study name; a name is {STUDY_NAME_RULE}")
 
 
 def _check_run_dir(run_dir: Path) -> None:
@@ -217,13 +268,56 @@ def _check_run_dir(run_dir: Path) -> None:
 
 
 def _load_spec(path: Path) -> tuple[StudySpec, str]:
+    """Load and validate a spec, and build its task once (a charlm corpus is read here)."""
     from pipeline.studyspec import SpecError, load_study_spec
 
     try:
         spec = load_study_spec(path)
     except SpecError as exc:
         fail(str(exc))
+    _check_task_data(spec, str(path))
     return spec, path.read_text(encoding="utf-8")
+
+
+def _check_task_data(spec: StudySpec, source: str) -> None:
+    """Build the spec's task at its longest sequence: a charlm corpus file that is missing,
+    empty, binary, not UTF-8 or too short is refused now, not in every trial."""
+    from models import get_task
+
+    task, corpus = spec.values("task")[0], spec.values("corpus")[0]
+    seq_len = max(int(v) for v in spec.values("seq_len"))
+    try:
+        get_task(task, seq_len, corpus)
+    except ValueError as exc:
+        if corpus is not None:
+            field = "trial.corpus"
+        else:
+            field = "space.seq_len" if "seq_len" in spec.space else "trial.seq_len"
+        fail(f"{source}: {field}: {exc}")
+
+
+def _duration(seconds: float) -> str:
+    """A rough duration for people: 40 s, 13 min, 5.2 h, 3.1 days."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:,.1f} days"
+
+
+def _size_warning(spec: StudySpec, name: str) -> str | None:
+    """The warning for a study too large to start without ``--yes`` (None: not too large)."""
+    trials = spec.n_trials_planned
+    seconds = spec.estimated_cpu_seconds()
+    if trials <= CONFIRM_TRIALS and seconds <= CONFIRM_CPU_HOURS * 3600:
+        return None
+    return (
+        f"study {name!r} plans {trials:,} trials, up to about {_duration(seconds)} of training"
+        f" on one CPU core (more than {CONFIRM_TRIALS:,} trials or"
+        f" {CONFIRM_CPU_HOURS:g} CPU-hours)"
+    )
 
 
 @app.command()
@@ -237,8 +331,21 @@ def validate(
     spec, _ = _load_spec(spec_file)
     _check_url("--storage", storage, _STORAGE_SCHEMES)
     searched = ", ".join(spec.searched()) or "nothing"
-    console.print(f"{spec_file}: ok - study {spec.name!r}, {spec.sampler} sampler")
+    console.print(
+        f"{escape(str(spec_file))}: ok - study {spec.name!r}, {spec.sampler} sampler",
+        highlight=False,
+    )
     console.print(f"trials: {spec.n_trials_planned}")
+    console.print(
+        f"training time: up to about {_duration(spec.estimated_cpu_seconds())} on one CPU core"
+        " (every trial at its full epoch budget)"
+    )
+    warning = _size_warning(spec, spec.name)
+    if warning is not None:
+        console.print(
+            f"[yellow]warning:[/] {escape(warning)}; `initstudy run` will ask for --yes",
+            highlight=False,
+        )
     console.print(f"searched: {searched}")
     seeds = spec.seeds_per_cell()
     if seeds is not None:
@@ -308,9 +415,17 @@ def run(
     study_name: Annotated[
         str | None, typer.Option(help="Study name (default: the spec's name).")
     ] = None,
+    yes: Annotated[
+        bool,
+        typer.Option(
+            "--yes",
+            help=f"Start a study of more than {CONFIRM_TRIALS:,} trials or"
+            f" {CONFIRM_CPU_HOURS:g} estimated CPU-hours (refused without it).",
+        ),
+    ] = False,
 ) -> None:
     """Run (or resume) a study: Optuna asks, Ray trains, MLflow records."""
-    import re
+    from pipeline.studyspec import STUDY_NAME_RULE, is_study_name
 
     spec, text = _load_spec(spec_file)
     _check_url("--storage", storage, _STORAGE_SCHEMES)
@@ -325,12 +440,21 @@ def run(
         fail(f"--gpus-per-trial: must be >= 0, got {gpus_per_trial}")
     if pack_size is not None and pack_size < 1:
         fail(f"--pack-size: must be >= 1, got {pack_size}")
-    if study_name is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", study_name):
-        fail(f"--study-name: {study_name!r} must be 1-64 of A-Z a-z 0-9 _ . -")
+    if study_name is not None and not is_study_name(study_name):
+        fail(f"--study-name: {study_name!r} is not a study name; a name is {STUDY_NAME_RULE}")
+    if address not in (None, "auto", "local") and not _ADDRESS_RE.fullmatch(str(address)):
+        fail(
+            f"--address: {address!r} is not a Ray address; use auto, HOST:PORT or ray://HOST:PORT"
+        )
+    warning = _size_warning(spec, study_name or spec.name)
+    if warning is not None:
+        if not yes:
+            fail(f"{warning}; add --yes to start it")
+        console.print(f"[yellow]note:[/] {escape(warning)}; starting (--yes)", highlight=False)
 
     from pipeline.driver import Driver, RunOptions
     from pipeline.progress import Reporter
-    from pipeline.storage import StudyBusy, StudyError
+    from pipeline.storage import StorageUnavailable, StudyBusy, StudyError
 
     options = RunOptions(
         run_dir=run_dir,
@@ -349,6 +473,8 @@ def run(
         fail(str(exc))
     except StudyBusy as exc:
         fail(str(exc), code=EXIT_BUSY)
+    except StorageUnavailable as exc:
+        fail(str(exc), code=1)
     c = outcome.counts
     console.print(
         f"study {outcome.study_name!r}: {c.complete}/{c.planned} trials complete "
@@ -356,13 +482,13 @@ def run(
         f"{outcome.trained} trained and {outcome.logged} logged by this run"
     )
     for line in outcome.failed:
-        err_console.print(f"[red]failed:[/] {line}", highlight=False)
+        err_console.print(f"[red]failed:[/] {escape(one_line(line))}", highlight=False)
     if c.complete:
         from pipeline.report import verdict_table
         from pipeline.verdicts import judge
 
         table = verdict_table(judge(_tables(outcome.study_name, options.storage_url)))
-        console.print(table, width=None if console.is_terminal else 140)
+        console.print(table)
         hint = "" if run_dir == Path("runs") else f" --run-dir {run_dir}"
         console.print(f"full report: initstudy report {outcome.study_name}{hint}")
     if outcome.failed:
@@ -378,10 +504,8 @@ def status(
     """Print a study's trial counts from its Optuna storage."""
     from pipeline import storage as st
 
-    _check_url("--storage", storage, _STORAGE_SCHEMES)
-    url = storage or st.default_storage_url(run_dir)
-    if storage is None and not (run_dir / "optuna.db").exists():
-        fail(f"no study storage in {str(run_dir)!r} (no optuna.db); give --run-dir or --storage")
+    _check_study(study)
+    url = _read_storage(run_dir, storage)
     try:
         found = st.load_existing_study(st.make_storage(url), study)
     except st.StudyError as exc:
@@ -405,15 +529,27 @@ def status(
     console.print(table)
 
 
-def _stores(run_dir: Path, storage: str | None, tracking_uri: str | None) -> tuple[str, str]:
-    """The Optuna storage URL and MLflow tracking URI for reading a study."""
+def _read_storage(run_dir: Path, storage: str | None) -> str:
+    """The Optuna storage URL of an existing study store; reading never creates one."""
     from pipeline import storage as st
 
     _check_url("--storage", storage, _STORAGE_SCHEMES)
+    if storage is None:
+        if not (run_dir / "optuna.db").is_file():
+            fail(
+                f"no study storage in {str(run_dir)!r} (no optuna.db); give --run-dir or --storage"
+            )
+        return st.default_storage_url(run_dir)
+    db = _sqlite_file(storage)
+    if db is not None and not db.is_file():
+        fail(f"--storage: no database file {str(db)!r}; reading a study creates none")
+    return storage
+
+
+def _stores(run_dir: Path, storage: str | None, tracking_uri: str | None) -> tuple[str, str]:
+    """The Optuna storage URL and MLflow tracking URI for reading a study."""
     _check_url("--tracking-uri", tracking_uri, _TRACKING_SCHEMES)
-    if storage is None and not (run_dir / "optuna.db").exists():
-        fail(f"no study storage in {str(run_dir)!r} (no optuna.db); give --run-dir or --storage")
-    url = storage or st.default_storage_url(run_dir)
+    url = _read_storage(run_dir, storage)
     tracking = tracking_uri or f"sqlite:///{(run_dir / 'mlflow.db').resolve()}"
     return url, tracking
 
@@ -440,6 +576,7 @@ def check(
     from pipeline.storage import StudyError
     from pipeline.tracking import TrackingError
 
+    _check_study(study)
     url, tracking = _stores(run_dir, storage, tracking_uri)
     try:
         report = check_study(study, url, tracking)
@@ -452,7 +589,7 @@ def check(
         f"study {study!r}: {report.trials} complete trials, {report.runs} MLflow runs{grid}"
     )
     for line in report.problems:
-        console.print(f"[red]problem:[/] {line}", highlight=False)
+        console.print(f"[red]problem:[/] {escape(line)}", highlight=False)
     if not report.ok:
         raise typer.Exit(1)
     console.print("[green]consistent[/]: every trial has exactly one run")
@@ -473,6 +610,7 @@ def sync(
     from pipeline.progress import Reporter
     from pipeline.studyspec import parse_study_spec
 
+    _check_study(study)
     url, _ = _stores(run_dir, storage, tracking_uri)
     try:
         found = st.load_existing_study(st.make_storage(url), study)
@@ -487,6 +625,8 @@ def sync(
         outcome = Driver(spec, text, options, Reporter()).sync()
     except st.StudyBusy as exc:
         fail(str(exc), code=EXIT_BUSY)
+    except st.StorageUnavailable as exc:
+        fail(str(exc), code=1)
     if outcome.tracking_error:
         fail(f"MLflow is still unreachable: {outcome.tracking_error}", code=1)
     console.print(f"study {study!r}: {outcome.logged} runs back-filled")
@@ -532,14 +672,17 @@ def _emit(frame: pd.DataFrame, fmt: str, out: Path | None, columns: tuple[str, .
         if out is None:
             return
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if fmt == "parquet":
-            frame.to_parquet(out, index=False)
-        elif fmt == "json":
-            frame.to_json(out, orient="records", indent=1)
-        else:
-            frame.to_csv(out, index=False)
-        console.print(f"wrote {len(frame)} rows to {out}")
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            if fmt == "parquet":
+                frame.to_parquet(out, index=False)
+            elif fmt == "json":
+                frame.to_json(out, orient="records", indent=1)
+            else:
+                frame.to_csv(out, index=False)
+        except OSError as exc:
+            fail(f"--out: cannot write {str(out)!r}: {exc.strerror or exc}")
+        console.print(f"wrote {len(frame)} rows to {escape(str(out))}", highlight=False)
     elif fmt == "csv":
         sys.stdout.write(frame.to_csv(index=False))
     elif fmt == "json":
@@ -563,6 +706,7 @@ def results(
     storage: Storage = None,
 ) -> None:
     """A study's results: one row per trial (or per trial-epoch, or per time step)."""
+    _check_study(study)
     if table not in _TABLES:
         fail(f"--table: unknown value {table!r}; allowed: {', '.join(_TABLES)}")
     if fmt not in _FORMATS:
@@ -586,6 +730,7 @@ def query(
     from pipeline.results import QueryError
     from pipeline.results import query as run_query
 
+    _check_study(study)
     if fmt not in ("table", "csv", "json"):
         fail(f"--format: unknown value {fmt!r}; allowed: table, csv, json")
     url, _ = _stores(run_dir, storage, None)
@@ -608,11 +753,20 @@ def report(
     tracking_uri: TrackingUri = None,
 ) -> None:
     """Write report.md, report.html and figures; log them to the study's MLflow run."""
+    _check_study(study)
     url, tracking = _stores(run_dir, storage, tracking_uri)
     tables = _tables(study, url)
     folder = out or run_dir / "reports" / study
-    files = _write_report(tables, folder, tracking)
-    console.print(f"wrote {files['markdown']} and {files['html']} ({len(files) - 2} figures)")
+    try:
+        files = _write_report(tables, folder, tracking)
+    except OSError as exc:
+        option = "--out" if out is not None else "--run-dir"
+        fail(f"{option}: cannot write the report to {str(folder)!r}: {exc.strerror or exc}")
+    console.print(
+        f"wrote {escape(str(files['markdown']))} and {escape(str(files['html']))}"
+        f" ({len(files) - 2} figures)",
+        highlight=False,
+    )
 
 
 def _write_report(tables: StudyTables, folder: Path, tracking: str) -> dict[str, Path]:
@@ -623,14 +777,17 @@ def _write_report(tables: StudyTables, folder: Path, tracking: str) -> dict[str,
 
     verdicts = judge(tables)
     files = write_report(tables, folder, verdicts)
-    console.print(verdict_table(verdicts), width=None if console.is_terminal else 140)
+    console.print(verdict_table(verdicts))
     try:
         tracker = Tracker(tracking)
         tracker.open_study(tables.study, tables.spec_text, params={}, tags={})
         tracker.log_parent_artifact(str(folder), "report")
         tracker.close_study()
     except TrackingError as exc:
-        err_console.print(f"[yellow]warning:[/] report not logged to MLflow: {exc}")
+        err_console.print(
+            f"[yellow]warning:[/] report not logged to MLflow: {escape(one_line(str(exc)))}",
+            highlight=False,
+        )
     return files
 
 
@@ -648,8 +805,12 @@ def ui(
     from pipeline.tracking import Tracker, TrackingError
     from pipeline.ui import experiment_url, start_ui
 
+    _check_study(study)
     _check_url("--tracking-uri", tracking_uri, _TRACKING_SCHEMES)
     tracking = tracking_uri or f"sqlite:///{(run_dir / 'mlflow.db').resolve()}"
+    db = _sqlite_file(tracking)
+    if tracking_uri is not None and db is not None and not db.is_file():
+        fail(f"--tracking-uri: no database file {str(db)!r}; the UI creates none")
     if tracking_uri is None and not (run_dir / "mlflow.db").exists():
         fail(
             f"no MLflow store in {str(run_dir)!r} (no mlflow.db); give --run-dir or --tracking-uri"
@@ -690,10 +851,31 @@ def _quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def main() -> None:
-    """Console-script entry point."""
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Console-script entry point; ``argv`` defaults to ``sys.argv[1:]``. Exits.
+
+    Options the parser refuses (not an integer, unknown option, missing argument) print
+    one line and exit 2, like every other bad input, instead of Typer's usage box.
+    """
     _quiet_libraries()
-    app()
+    try:
+        code = app(args=argv, prog_name="initstudy", standalone_mode=False)
+    except typer.TyperException as exc:  # Click's usage errors (Typer vendors Click)
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            console.print(ctx.get_help())  # `initstudy` alone: the help, as before
+        else:
+            hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+            err_console.print(
+                f"[bold red]error:[/] {escape(one_line(exc.format_message()))}{escape(hint)}",
+                highlight=False,
+                soft_wrap=True,
+            )
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

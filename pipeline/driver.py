@@ -13,17 +13,27 @@ Resume: at start the driver takes the study's lock, then reruns trials left RUNN
 driver that died (same parameters; a stored result is told without retraining), enqueues
 grid points that have no trial yet, and back-fills MLflow runs that are missing. Nothing
 is run or logged twice.
+
+Storage outages: every storage call the driver makes is retried with backoff while the
+database is unreachable (a PostgreSQL restart, a locked SQLite file), for up to
+``STORAGE_RETRY_SECONDS``; training goes on meanwhile. A retried write that may have
+landed before the connection dropped is checked first: a trial already told is not told
+again, a grid point already enqueued is not enqueued again, and a trial that an
+interrupted ask left RUNNING is taken over rather than asked anew.
 """
 
 from __future__ import annotations
 
 import math
+import shutil
 import subprocess
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import optuna
 from optuna.trial import TrialState
@@ -31,6 +41,7 @@ from optuna.trial import TrialState
 from models.spec import TrialResult, TrialSpec
 from pipeline import storage as st
 from pipeline.execution import PackFailed, RayExecutor, Resources
+from pipeline.faults import failpoint
 from pipeline.progress import Reporter
 from pipeline.studyspec import StudySpec
 from pipeline.tracking import Tracker, TrackingError
@@ -40,6 +51,14 @@ MAX_AUTO_PACK = 16
 SAMPLED_PACK = 4
 """Trials asked per slot at a time for sampled (non-grid) studies."""
 HEARTBEAT_SECONDS = 5.0
+MIN_FREE_BYTES = 64 * 2**20
+"""Free space the run folder must have before a study with an embedded store starts."""
+STORAGE_RETRY_SECONDS = 60.0
+"""How long a storage call is retried while the database is unreachable."""
+STORAGE_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
+"""Seconds between retries of a storage call (the last one repeats)."""
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -143,6 +162,31 @@ def auto_pack_size(n_trials: int, slots: int) -> int:
     return max(1, min(MAX_AUTO_PACK, math.ceil(n_trials / max(1, slots))))
 
 
+def _live_keys(study: optuna.Study) -> set[str | None]:
+    """Keys of the trials that are complete, running or waiting."""
+    live = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+    return {t.user_attrs.get(st.KEY) for t in study.get_trials(deepcopy=False, states=live)}
+
+
+def _unless_landed(write: Callable[[], object], landed: Callable[[], bool]) -> Callable[[], None]:
+    """A write for :meth:`Driver._storage` that is not repeated if its failed try landed.
+
+    The first call writes. A later call (a retry after a dropped connection, when the
+    first try may have committed all the same) first asks ``landed()`` and writes only if
+    it says no.
+    """
+    tried = False
+
+    def attempt() -> None:
+        nonlocal tried
+        if tried and landed():
+            return
+        tried = True
+        write()
+
+    return attempt
+
+
 class Driver:
     """Runs one study to completion (or resumes it)."""
 
@@ -158,6 +202,9 @@ class Driver:
         self.version = code_version()
         self.tracker: Tracker | None = None
         self.outcome: StudyOutcome | None = None
+        self._claimed: set[int] = set()
+        """Numbers of the RUNNING trials this driver has taken to run."""
+        self._storage_down = False
 
     # -- setup -------------------------------------------------------------------------
 
@@ -225,56 +272,176 @@ class Driver:
 
     # -- the trials to run ---------------------------------------------------------------
 
+    def _trials(self, study: optuna.Study, *states: TrialState) -> list[optuna.trial.FrozenTrial]:
+        return self._storage(
+            "read the trials", lambda: study.get_trials(deepcopy=False, states=states or None)
+        )
+
+    def _counts(self, study: optuna.Study) -> st.StudyCounts:
+        return self._storage("count the trials", lambda: st.study_counts(study))
+
     def _recover(self, study: optuna.Study) -> list[Pending]:
         """Trials left RUNNING by a dead driver: tell stored results, rerun the rest."""
         rerun = []
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        for t in self._trials(study, TrialState.RUNNING):
             result = st.stored_result(t)
             if result is not None:
                 self._tell(study, t.number, t._trial_id, result)
                 continue
-            spec = self.spec.trial_spec(t.params)
-            key = t.user_attrs.get(st.KEY) or self._key(spec, t.number)
-            rerun.append(Pending(t.number, t._trial_id, spec, key))
+            rerun.append(self._take(study, t))
         return rerun
+
+    def _take(
+        self, study: optuna.Study, t: optuna.trial.FrozenTrial | optuna.trial.Trial
+    ) -> Pending:
+        """Claim a RUNNING trial for this driver: its spec and key (set if missing).
+
+        A trial whose ask was interrupted (a dead driver, a dropped connection) may lack
+        some params; they are drawn now as the ask would have (enqueued values first).
+        """
+        distributions = self.spec.distributions()
+        params = dict(t.params)
+        if set(params) != set(distributions):
+
+            def finish_ask() -> dict[str, object]:
+                trial = optuna.trial.Trial(study, t._trial_id)
+                return {name: trial._suggest(name, d) for name, d in distributions.items()}
+
+            params = self._storage("finish an interrupted ask", finish_ask)
+        spec = self.spec.trial_spec(params)
+        key = t.user_attrs.get(st.KEY)
+        if key is None:
+            key = self._key(spec, t.number)
+            self._storage(
+                "set a trial's key", lambda: st.set_trial_attr(study, t._trial_id, st.KEY, key)
+            )
+        elif key != self._key(spec, t.number):
+            raise AssertionError(f"trial {t.number}: key {key} does not match its params")
+        self._claimed.add(t.number)
+        return Pending(t.number, t._trial_id, spec, key)
 
     def _ask_grid(self, study: optuna.Study) -> list[Pending]:
         """Enqueue every grid point that has no live trial, then ask for all waiting ones."""
-        live = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
-        present = {t.user_attrs.get(st.KEY) for t in study.get_trials(deepcopy=False, states=live)}
+        present = self._live_keys(study)
         for params in self.spec.grid_points():
             key = self._key(self.spec.trial_spec(params), 0)
             if key not in present:
-                study.enqueue_trial(params, user_attrs={st.KEY: key})
+                self._enqueue(study, params, key)
                 present.add(key)
-        waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-        return [self._ask_one(study) for _ in range(waiting)]
+        pending = []
+        for _ in range(len(self._trials(study, TrialState.WAITING))):
+            pending += self._ask(study)
+        return pending
 
-    def _ask_one(self, study: optuna.Study) -> Pending:
-        trial = study.ask(self.spec.distributions())
-        spec = self.spec.trial_spec(trial.params)
-        key = trial.user_attrs.get(st.KEY)
-        if key is None:
-            key = self._key(spec, trial.number)
-            trial.set_user_attr(st.KEY, key)
-        elif key != self._key(spec, trial.number):
-            raise AssertionError(f"trial {trial.number}: key {key} does not match its params")
-        return Pending(trial.number, trial._trial_id, spec, key)
+    def _live_keys(self, study: optuna.Study) -> set[str | None]:
+        return self._storage("read the trials", lambda: _live_keys(study))
+
+    def _enqueue(self, study: optuna.Study, params: dict[str, object], key: str) -> None:
+        """Enqueue one grid point; a retry first checks that the failed try did not land."""
+        self._storage(
+            "enqueue a grid point",
+            _unless_landed(
+                lambda: study.enqueue_trial(params, user_attrs={st.KEY: key}),
+                lambda: key in _live_keys(study),
+            ),
+        )
+
+    def _ask(self, study: optuna.Study) -> list[Pending]:
+        """Ask Optuna for one trial (an enqueued one first) and claim it.
+
+        Returns the trials claimed: the one asked (none only if it was claimed already).
+        """
+        asked: list[optuna.trial.Trial] = []
+
+        def unclaimed() -> bool:
+            running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            return any(t.number not in self._claimed for t in running)
+
+        # An ask that failed may still have created (or popped) its trial: if a RUNNING
+        # trial nobody claimed exists, that ask landed and is not repeated. (This driver
+        # holds the study's lock, so every RUNNING trial is its own.)
+        self._storage(
+            "ask for a trial",
+            _unless_landed(lambda: asked.append(study.ask(self.spec.distributions())), unclaimed),
+        )
+        if asked:
+            return [self._take(study, asked[0])]
+        return [
+            self._take(study, t)
+            for t in self._trials(study, TrialState.RUNNING)
+            if t.number not in self._claimed
+        ]
 
     def _ask_more(self, study: optuna.Study, n: int) -> list[Pending]:
         """Non-grid samplers: ask up to n more trials, never past n_trials."""
-        counts = st.study_counts(study)
+        counts = self._counts(study)
         room = self.spec.n_trials_planned - counts.complete - counts.running - counts.waiting
-        return [self._ask_one(study) for _ in range(max(0, min(n, room)))]
+        pending = []
+        for _ in range(max(0, min(n, room))):
+            pending += self._ask(study)
+        return pending
 
     # -- results -------------------------------------------------------------------------
 
+    def _storage(self, what: str, call: Callable[[], _T]) -> _T:
+        """Make one storage call; while the database is unreachable, retry it with backoff
+        for up to ``STORAGE_RETRY_SECONDS``, with a warning when it fails and when it is back.
+
+        ``call`` must be safe to repeat (reads, attribute writes) or guard itself
+        (:func:`_unless_landed`).
+
+        Raises:
+            storage.StorageUnavailable: still unreachable after that long, or the database
+                refused the call for good (a full disk, a read-only file).
+        """
+        deadline = time.monotonic() + STORAGE_RETRY_SECONDS
+        delays = iter(STORAGE_RETRY_DELAYS)
+        delay = STORAGE_RETRY_DELAYS[0]
+        while True:
+            try:
+                value = call()
+            except Exception as exc:
+                failure = st.database_error(exc)
+                if failure is None:
+                    raise
+                cause = " ".join(str(getattr(failure, "orig", None) or failure).split())[:200]
+                if not st.is_transient(exc):
+                    raise st.StorageUnavailable(
+                        f"the Optuna storage {st.redact(self.options.storage_url)} failed to "
+                        f"{what}: {cause}"
+                    ) from exc
+                if time.monotonic() + delay > deadline:
+                    raise st.StorageUnavailable(
+                        f"the Optuna storage {st.redact(self.options.storage_url)} is "
+                        f"unreachable (failed to {what}: {cause}); finished trials are kept: "
+                        "run the same command again to resume"
+                    ) from exc
+                if not self._storage_down:
+                    self._storage_down = True
+                    self.reporter.note(
+                        f"the Optuna storage failed to {what} ({cause}); retrying for up to "
+                        f"{STORAGE_RETRY_SECONDS:.0f} s"
+                    )
+                time.sleep(delay)
+                delay = next(delays, delay)
+                continue
+            if self._storage_down:
+                self._storage_down = False
+                self.reporter.note("the Optuna storage is reachable again")
+            return value
+
     def _tell(self, study: optuna.Study, number: int, trial_id: int, result: TrialResult) -> None:
+        """Store the result on the trial, then tell the trial its value."""
         outcome = (
             "diverged" if result.diverged else "converged" if result.converged else "censored"
         )
-        st.set_trial_attr(study, trial_id, st.RESULT, result.to_json())
-        st.set_trial_attr(study, trial_id, st.OUTCOME, outcome)
+        self._storage(
+            "store a result",
+            lambda: st.set_trial_attr(study, trial_id, st.RESULT, result.to_json()),
+        )
+        self._storage(
+            "store an outcome", lambda: st.set_trial_attr(study, trial_id, st.OUTCOME, outcome)
+        )
         value = self.spec.score(
             {
                 "converged_epoch": result.converged_epoch,
@@ -282,7 +449,31 @@ class Driver:
                 "best_val_loss": result.best_val_loss,
             }
         )
-        study.tell(number, value)
+        failpoint("driver.before_tell")  # a test hook; see pipeline/faults.py
+        self._tell_once(study, number, trial_id, lambda: study.tell(number, value))
+
+    def _tell_once(
+        self, study: optuna.Study, number: int, trial_id: int, tell: Callable[[], object]
+    ) -> None:
+        """Tell a trial, retried while the storage is down; a retry after a tell that did
+        commit before the connection dropped finds the trial finished and tells nothing."""
+        storage = study._storage
+
+        def finished() -> bool:
+            return storage.get_trial(trial_id).state.is_finished()
+
+        self._storage(f"tell trial {number}", _unless_landed(tell, finished))
+
+    def _fail(self, study: optuna.Study, p: Pending, error: PackFailed) -> None:
+        """Record why the infrastructure failed a trial, and tell it FAIL."""
+        assert self.outcome is not None
+        self._storage(
+            "store an error", lambda: st.set_trial_attr(study, p.trial_id, st.ERROR, str(error))
+        )
+        self._tell_once(
+            study, p.number, p.trial_id, lambda: study.tell(p.number, state=TrialState.FAIL)
+        )
+        self.outcome.failed.append(f"trial {p.number}: {error}")
 
     def _log(self, key: str, number: int, result: TrialResult) -> None:
         if self.tracker is None:
@@ -304,7 +495,7 @@ class Driver:
         except TrackingError as exc:
             self._tracking_down(exc)
             return
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        for t in self._trials(study, TrialState.COMPLETE):
             key = t.user_attrs.get(st.KEY)
             result = st.stored_result(t)
             if key and result is not None and key not in logged:
@@ -334,25 +525,55 @@ class Driver:
         finally:
             stop.set()
             thread.join(timeout=HEARTBEAT_SECONDS)
-            lock.release()
+            # A lock that cannot be released goes stale on its own (LOCK_STALE_SECONDS).
+            with suppress(st.StorageUnavailable):
+                self._storage("release the study's lock", lock.release)
+
+    def check_space(self) -> None:
+        """Refuse to start a study whose embedded stores would fill the disk.
+
+        Raises:
+            storage.StudyError: the run folder has less than ``MIN_FREE_BYTES`` free.
+        """
+        opts = self.options
+        if opts.storage is not None and opts.tracking_uri is not None:
+            return  # both stores are servers: nothing is written here
+        folder = opts.run_dir.resolve()
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        free = shutil.disk_usage(folder).free
+        if free < MIN_FREE_BYTES:
+            raise st.StudyError(
+                f"the run folder {str(opts.run_dir)!r} has {free / 2**20:.1f} MiB free on its "
+                f"disk ({folder}); a study needs at least {MIN_FREE_BYTES // 2**20} MiB for "
+                "its stores: free some space or choose another --run-dir"
+            )
 
     def run(self) -> StudyOutcome:
-        """Run the study until every planned trial is complete (or failed for good)."""
+        """Run the study until every planned trial is complete (or failed for good).
+
+        Raises:
+            storage.StudyError: the study cannot be opened as asked, or the run folder's
+                disk is (nearly) full; checked before anything is written or started.
+            storage.StudyBusy: another driver runs this study.
+            storage.StorageUnavailable: the Optuna storage failed for good mid-study.
+        """
+        self.check_space()
         storage, study = self._open()
-        self.outcome = StudyOutcome(self.name, st.study_counts(study))
+        self.outcome = StudyOutcome(self.name, self._counts(study))
         with self._locked(study, storage):
             self._open_tracker()
             self._backfill(study)
             pending = self._recover(study)
             if self.spec.is_grid:
                 pending += self._ask_grid(study)
-            self.reporter.start(self.name, st.study_counts(study))
+            self.reporter.start(self.name, self._counts(study))
             try:
                 self._execute(study, pending)
             finally:
                 self.reporter.stop()
             self._backfill(study)
-            self.outcome.counts = st.study_counts(study)
+            self.outcome.counts = self._counts(study)
             if self.tracker is not None and self.outcome.counts.remaining == 0:
                 try:
                     self.tracker.close_study()
@@ -363,16 +584,16 @@ class Driver:
     def sync(self) -> StudyOutcome:
         """Log every complete trial that MLflow is missing; train nothing."""
         storage, study = self._open()
-        self.outcome = StudyOutcome(self.name, st.study_counts(study))
+        self.outcome = StudyOutcome(self.name, self._counts(study))
         with self._locked(study, storage):
             self._open_tracker()
             self._backfill(study)
-            self.outcome.counts = st.study_counts(study)
+            self.outcome.counts = self._counts(study)
         return self.outcome
 
     def _execute(self, study: optuna.Study, pending: list[Pending]) -> None:
         assert self.outcome is not None
-        counts = st.study_counts(study)
+        counts = self._counts(study)
         if not pending and (self.spec.is_grid or counts.remaining == 0):
             return
         opts = self.options
@@ -398,7 +619,7 @@ class Driver:
                     self._finish(study, in_flight.pop(pack_id), out)
                     if not self.spec.is_grid and not queue:
                         queue += make_packs(self._ask_more(study, batch), size)
-                self.reporter.update(st.study_counts(study))
+                self.reporter.update(self._counts(study))
         finally:
             executor.shutdown()
 
@@ -408,11 +629,10 @@ class Driver:
         assert self.outcome is not None
         if isinstance(out, PackFailed):
             for p in pack:
-                st.set_trial_attr(study, p.trial_id, st.ERROR, str(out))
-                study.tell(p.number, state=TrialState.FAIL)
-                self.outcome.failed.append(f"trial {p.number}: {out}")
+                self._fail(study, p, out)
             return
         for p, result in zip(pack, out, strict=True):
             self._tell(study, p.number, p.trial_id, result)
             self.outcome.trained += 1
+            failpoint("driver.after_tell")  # a test hook; see pipeline/faults.py
             self._log(p.key, p.number, result)

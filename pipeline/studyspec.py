@@ -73,6 +73,7 @@ import itertools
 import json
 import math
 import re
+import statistics
 import warnings
 from dataclasses import fields
 from functools import cache
@@ -109,6 +110,7 @@ __all__ = [
     "Range",
     "SpecError",
     "StudySpec",
+    "is_study_name",
     "load_study_spec",
     "parse_study_spec",
 ]
@@ -133,8 +135,21 @@ MAX_GRID = 100_000
 DIVERGED_LOSS = 1e30
 """best_val_loss score of a diverged trial (Optuna refuses infinite values)."""
 MAX_SEED = 2**32 - 1
+MAX_SPEC_BYTES = 1_000_000
+"""Largest spec file read (a spec is a page of YAML)."""
+MAX_SPEC_VALUES = 100_000
+"""Most values (scalars, lists, mappings) a spec may hold once YAML aliases are expanded."""
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+STUDY_NAME_RULE = "1-64 letters, digits, '_', '.' or '-' (no path separators, not . or ..)"
+"""What :func:`is_study_name` accepts, in words (for error messages)."""
+
+STEP_SECONDS = 1.0e-4
+"""Estimate: fixed seconds per time step of one training batch (forward, backward, update)
+for an Elman cell on one CPU core; a cell with G gate blocks costs (1 + G) / 2 times it."""
+MAC_SECONDS = 2.5e-10
+"""Estimate: seconds per multiply-add of the recurrent product, batch x G x hidden^2 per
+time step, forward and backward together, on one CPU core."""
 _NUMBER_TEXT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 _TRIAL_FIELDS: dict[str, Any] = {f.name: f.default for f in fields(TrialSpec)}
@@ -184,6 +199,12 @@ class _FieldError(ValueError):
 def _short(value: Any, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def is_study_name(name: object) -> bool:
+    """Whether ``name`` may name a study: it becomes a folder name, an MLflow experiment and
+    part of URLs, so only ``[A-Za-z0-9_.-]{1,64}``, and never ``.`` or ``..``."""
+    return isinstance(name, str) and bool(_NAME_RE.fullmatch(name)) and name not in {".", ".."}
 
 
 def _join(path: _Loc) -> str:
@@ -451,12 +472,8 @@ class StudySpec(_Strict):
     @field_validator("name", mode="before")
     @classmethod
     def _check_name(cls, value: Any) -> Any:
-        if not isinstance(value, str) or not _NAME_RE.fullmatch(value) or value in {".", ".."}:
-            raise _FieldError(
-                (),
-                "must be 1-64 letters, digits, '_', '.' or '-' (no path separators)"
-                f" (got {_short(value)})",
-            )
+        if not is_study_name(value):
+            raise _FieldError((), f"must be {STUDY_NAME_RULE} (got {_short(value)})")
         return value
 
     @field_validator("n_trials")
@@ -593,6 +610,57 @@ class StudySpec(_Strict):
     def n_trials_planned(self) -> int:
         """Trials the study runs: ``n_trials``, or the whole grid."""
         return self.n_trials if self.n_trials is not None else self.grid_size
+
+    def values(self, name: str) -> list[Any]:
+        """The values a TrialSpec field takes in this study, in the order given.
+
+        A fixed field gives one value (its TrialSpec default if the spec does not set it); a
+        choice its choices; an int range on the grid every value; any other range its two
+        bounds ``[low, high]`` (enough for the extremes of a monotone quantity).
+        """
+        param = self.space.get(name)
+        if isinstance(param, Choice):
+            return list(param.choices)
+        if isinstance(param, Range):
+            if self.is_grid and param.type == "int":
+                return list(param.values())
+            return [param.low, param.high]
+        return [self.fixed().get(name, _TRIAL_FIELDS[name])]
+
+    def estimated_cpu_seconds(self) -> float:
+        """A rough upper estimate of the study's training time on one CPU core, in seconds.
+
+        Every trial is counted at its full budget (``max_epochs x batches_per_epoch``
+        batches; early convergence or divergence only makes it shorter), each batch
+        ``steps x (STEP_SECONDS x (1 + G) / 2 + MAC_SECONDS x batch_size x G x hidden^2)``
+        seconds, with ``steps`` the time steps of the sequence (seq_len; seq_len + 20 for
+        copy) and G the cell's gate blocks (1 Elman, 3 GRU, 4 LSTM). The constants were
+        measured with ``models.train_trial`` on one torch thread of a 2-core x86-64 VM;
+        the formula is within about 2x of it for hidden 8-512 (smaller models are
+        overhead-bound, larger ones BLAS-bound). Validation passes, input and output
+        projections (a charlm vocabulary) and packing are left out. A grid is summed over
+        its cells; a sampled study counts every trial at the costliest values it allows.
+        """
+        from models import CELLS
+        from models.tasks import COPY_LENGTH
+
+        fixed = self.fixed()
+        batch = int(fixed.get("batch_size", _TRIAL_FIELDS["batch_size"]))
+        batches = self.max_epochs * int(
+            fixed.get("batches_per_epoch", _TRIAL_FIELDS["batches_per_epoch"])
+        )
+        extra_steps = 2 * COPY_LENGTH if self.values("task") == ["copy"] else 0
+        steps = [int(v) + extra_steps for v in self.values("seq_len")]
+        gates = [CELLS[str(c)].gates for c in self.values("cell")]
+        squares = [int(h) ** 2 for h in self.values("hidden")]
+        # The cost is a product of independent factors, so for a grid (a full product: every
+        # value equally often) the mean cost is the product of the means, and for a sampled
+        # study the costliest trial that of the largest values.
+        pick = statistics.fmean if self.is_grid else max
+        per_step = STEP_SECONDS * (1 + pick(gates)) / 2
+        per_step += MAC_SECONDS * batch * pick(gates) * pick(squares)
+        per_trial = pick(steps) * per_step
+        return self.n_trials_planned * batches * per_trial
 
     def grid(self) -> dict[str, list[Any]]:
         """The search space for ``optuna.samplers.GridSampler``: searched parameters only.
@@ -788,11 +856,22 @@ def load_study_spec(path: str | Path) -> StudySpec:
     """
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with Path(path).open("rb") as file:
+            raw = file.read(MAX_SPEC_BYTES + 1)
     except FileNotFoundError:
         raise SpecError(f"{source}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"{source}: cannot read: {exc}".replace("\n", " ")) from None
+    except IsADirectoryError:
+        raise SpecError(f"{source}: is a directory, not a spec file") from None
+    except OSError as exc:
+        raise SpecError(f"{source}: cannot read: {exc.strerror or exc}") from None
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecError(f"{source}: larger than {MAX_SPEC_BYTES} bytes; not a study spec")
+    if b"\x00" in raw:
+        raise SpecError(f"{source}: binary file (it contains a NUL byte); a spec is YAML text")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{source}: not UTF-8 text (byte offset {exc.start})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -802,4 +881,50 @@ def load_study_spec(path: str | Path) -> StudySpec:
             where = f" at line {mark.line + 1}, column {mark.column + 1}"
         problem = getattr(exc, "problem", None) or str(exc)
         raise SpecError(f"{source}: invalid YAML{where}: {problem}".replace("\n", " ")) from None
+    except RecursionError:
+        raise SpecError(f"{source}: invalid YAML: nested too deeply") from None
+    _check_expansion(data, source)
     return parse_study_spec(data, source)
+
+
+def _check_expansion(data: object, source: str) -> None:
+    """Refuse YAML whose aliases expand to a huge (an alias bomb) or a recursive document.
+
+    ``yaml.safe_load`` shares aliased nodes, so such a document is small in memory, but
+    anything that walks it (validation, error messages) would see every expanded value.
+
+    Raises:
+        SpecError: more than :data:`MAX_SPEC_VALUES` values once expanded, a node that
+            contains itself, or nesting too deep to walk.
+    """
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: object) -> int:
+        if not isinstance(node, dict | list):
+            return 1
+        ident = id(node)
+        if ident in sizes:
+            return sizes[ident]
+        if ident in open_nodes:
+            raise SpecError(f"{source}: invalid YAML: an alias refers to a node that contains it")
+        open_nodes.add(ident)
+        children = [*node.keys(), *node.values()] if isinstance(node, dict) else node
+        total = 1
+        for child in children:
+            total += size(child)
+            if total > MAX_SPEC_VALUES:
+                break
+        open_nodes.discard(ident)
+        sizes[ident] = total
+        return total
+
+    try:
+        total = size(data)
+    except RecursionError:
+        raise SpecError(f"{source}: invalid YAML: nested too deeply") from None
+    if total > MAX_SPEC_VALUES:
+        raise SpecError(
+            f"{source}: invalid YAML: more than {MAX_SPEC_VALUES} values once aliases are"
+            " expanded (an alias bomb?)"
+        )

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from models.spec import TrialResult, TrialSpec
+from pipeline.faults import failpoint
 
 if TYPE_CHECKING:
     from mlflow.entities import Experiment, Metric, Param, Run, RunTag
@@ -322,6 +323,7 @@ class Tracker:
                 "log diagnostics.json", client.log_text, run_id, diagnostics, "diagnostics.json"
             )
             self._call("log result.json", client.log_text, run_id, result.to_json(), "result.json")
+            failpoint("tracking.before_finish")  # a test hook; see pipeline/faults.py
             self._call("finish the trial run", client.set_terminated, run_id, "FINISHED")
         except TrackingError:
             # Best effort, no retries: the run is replaced on the next try either way.

@@ -1,0 +1,1 @@
+"""Reliability tests: each injects one fault for real and checks what survives it."""
