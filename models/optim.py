@@ -40,6 +40,22 @@ class PackedOptimizer(ABC):
                 mask = _member_view(active, p)
                 p.sub_(torch.where(mask, _member_view(self.lr, p) * delta, 0.0))
 
+    def select(self, params: Sequence[Tensor], index: Tensor) -> None:
+        """Keep only the members at ``index`` (a 1-D long tensor; repeats allowed).
+
+        ``params`` are the new pack's parameters (see ``PackedRNN.select``), in the same
+        order as before. The learning rates and every per-member state tensor are
+        indexed the same way; the shared step counter is kept.
+        """
+        self.params = list(params)
+        self.lr = self.lr.index_select(0, index)
+        for states in self._state():
+            states[:] = [s.index_select(0, index) for s in states]
+
+    def _state(self) -> list[list[Tensor]]:
+        """The per-member state: lists of tensors shaped like the parameters."""
+        return []
+
     @abstractmethod
     def _delta(self, i: int, grad: Tensor) -> Tensor:
         """The update direction for parameter ``i`` (the step is lr times this)."""
@@ -62,6 +78,9 @@ class Adam(PackedOptimizer):
         self.m = [torch.zeros_like(p) for p in self.params]
         self.v = [torch.zeros_like(p) for p in self.params]
 
+    def _state(self) -> list[list[Tensor]]:
+        return [self.m, self.v]
+
     def _delta(self, i: int, grad: Tensor) -> Tensor:
         m, v = self.m[i], self.v[i]
         m.mul_(self.beta1).add_(grad, alpha=1 - self.beta1)
@@ -79,6 +98,9 @@ class RMSprop(PackedOptimizer):
     def __init__(self, params: Sequence[Tensor], lr: Tensor):
         super().__init__(params, lr)
         self.v = [torch.zeros_like(p) for p in self.params]
+
+    def _state(self) -> list[list[Tensor]]:
+        return [self.v]
 
     def _delta(self, i: int, grad: Tensor) -> Tensor:
         v = self.v[i]

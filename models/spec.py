@@ -81,7 +81,12 @@ class TrialSpec:
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def shape_key(self) -> tuple[Any, ...]:
-        """Trials with equal shape keys can be trained together in one pack."""
+        """Trials with equal shape keys can be trained together in one pack.
+
+        The seeds, init, learning rate, clipping, targets and epoch budget may differ
+        within a pack, and so may ``data_seed``: each distinct data seed is its own data
+        stream inside the pack.
+        """
         return (
             self.task,
             self.cell,
@@ -91,7 +96,6 @@ class TrialSpec:
             self.batches_per_epoch,
             self.val_size,
             self.optimizer,
-            self.data_seed,
             self.corpus,
         )
 

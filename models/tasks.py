@@ -23,9 +23,17 @@ A task exposes
   ``(batch, steps, input_dim)``; ``y`` holds the targets (task-specific shape). Both are
   CPU tensors; the caller moves them to its device;
 * ``loss(outputs, y)`` -> ``(K,)``: ``outputs`` is ``(K, batch, steps, output_dim)``, the
-  predictions of K independent models (a "pack") for the same batch. Each entry is that
+  predictions of K independent models (a "pack") for one shared batch. Each entry is that
   member's mean loss, differentiable and computed independently of the other members (a
-  NaN in one member never reaches another's value).
+  NaN in one member never reaches another's value). ``loss(outputs, y, per_member=True)``
+  takes one batch's targets per member instead, stacked: ``(K, *y.shape)``;
+* ``loss_steps``: how many final steps the loss reads (None: all). A task whose loss reads
+  only the last step (``adding``) sets 1, and then ``loss`` also takes outputs for those
+  steps alone, ``(K, batch, loss_steps, output_dim)``, so the model need not compute the
+  output layer at every step.
+
+``_loss(outputs, y)`` always receives per-member targets ``(K, batch, ...)`` on
+``outputs``' device (``loss`` expands shared ones), already validated.
 
 Randomness comes only from the ``torch.Generator`` passed to ``sample`` (a CPU one). Each
 call draws exactly one 62-bit seed from it and samples the batch from a private generator
@@ -119,6 +127,8 @@ class Task(ABC):
     """Loss of the best memoryless predictor."""
     default_target: float
     """Validation loss that counts as converged by default."""
+    loss_steps: int | None
+    """How many final steps the loss reads (None: all of them)."""
 
     def __init__(
         self,
@@ -130,8 +140,10 @@ class Task(ABC):
         output_dim: int,
         baseline_loss: float,
         default_target: float,
+        loss_steps: int | None = None,
     ) -> None:
         self.name = name
+        self.loss_steps = loss_steps
         self.seq_len = seq_len
         self.steps = steps
         self.input_dim = input_dim
@@ -176,25 +188,46 @@ class Task(ABC):
         local = torch.Generator().manual_seed(seed)
         return self._sample(local, batch_size, split)
 
-    def loss(self, outputs: Tensor, y: Tensor) -> Tensor:
+    def loss(self, outputs: Tensor, y: Tensor, *, per_member: bool = False) -> Tensor:
         """Each member's mean loss.
 
         Args:
-            outputs: ``(K, batch, steps, output_dim)``, K members' predictions of one batch.
-            y: the batch's targets, as returned by :meth:`sample` (on ``outputs``' device).
+            outputs: ``(K, batch, steps, output_dim)``, K members' predictions (or only
+                the last ``loss_steps`` steps of them).
+            y: the batch's targets, as returned by :meth:`sample` (on ``outputs``' device),
+                shared by all members; or, with ``per_member``, K such targets stacked,
+                ``(K, *y.shape)``, member k's in ``y[k]``.
+            per_member: whether ``y`` has the leading member axis.
 
         Returns:
             A ``(K,)`` float tensor (at least float32), differentiable; entry k depends only
-            on ``outputs[k]``.
+            on ``outputs[k]`` (and ``y[k]``).
         """
-        if outputs.dim() != 4 or outputs.shape[2:] != (self.steps, self.output_dim):
+        steps = {self.steps, self.loss_steps or self.steps}
+        if (
+            outputs.dim() != 4
+            or outputs.shape[2] not in steps
+            or outputs.shape[3] != (self.output_dim)
+        ):
+            allowed = " or ".join(str(n) for n in sorted(steps))
             raise ValueError(
-                f"{self.name}: outputs must have shape (K, batch, {self.steps}, "
+                f"{self.name}: outputs must have shape (K, batch, {allowed}, "
                 f"{self.output_dim}), got {tuple(outputs.shape)}"
             )
-        if outputs.shape[1] != y.shape[0]:
+        k = outputs.shape[0]
+        if per_member:
+            if y.dim() < 2 or y.shape[0] != k:
+                raise ValueError(
+                    f"{self.name}: per-member targets must have shape ({k}, batch, ...), "
+                    f"got {tuple(y.shape)}"
+                )
+            batch = y.shape[1]
+        else:
+            batch = y.shape[0]
+            y = y.unsqueeze(0).expand(k, *y.shape)
+        if outputs.shape[1] != batch:
             raise ValueError(
-                f"{self.name}: outputs have batch {outputs.shape[1]} but y has {y.shape[0]}"
+                f"{self.name}: outputs have batch {outputs.shape[1]} but y has {batch}"
             )
         return self._loss(outputs, y)
 
@@ -206,7 +239,10 @@ class Task(ABC):
 
     @abstractmethod
     def _loss(self, outputs: Tensor, y: Tensor) -> Tensor:
-        """Per-member loss (shapes already validated)."""
+        """Per-member loss of ``outputs`` against per-member targets ``y`` (K, batch, ...).
+
+        Shapes are already validated.
+        """
 
 
 def _loss_dtype(outputs: Tensor) -> torch.dtype:
@@ -217,12 +253,12 @@ def _loss_dtype(outputs: Tensor) -> torch.dtype:
 def _cross_entropy_per_member(outputs: Tensor, y: Tensor) -> Tensor:
     """Mean cross-entropy over batch and steps, separately for each of the K members.
 
-    ``outputs``: (K, B, T, C) logits; ``y``: (B, T) class ids. Rows are independent, so a
-    NaN in one member's logits only reaches that member's mean.
+    ``outputs``: (K, B, T, C) logits; ``y``: (K, B, T) class ids, member k's in ``y[k]``.
+    Rows are independent, so a NaN in one member's logits only reaches that member's mean.
     """
     k, b, t, c = outputs.shape
     logits = outputs.reshape(k * b * t, c).to(_loss_dtype(outputs))
-    target = y.to(device=outputs.device, dtype=torch.long).expand(k, b, t).reshape(-1)
+    target = y.to(device=outputs.device, dtype=torch.long).reshape(-1)
     return F.cross_entropy(logits, target, reduction="none").view(k, b * t).mean(dim=1)
 
 
@@ -251,6 +287,7 @@ class AddingTask(Task):
             output_dim=1,
             baseline_loss=1.0 / 6.0,
             default_target=ADDING_TARGET,
+            loss_steps=1,
         )
 
     def _sample(
@@ -271,7 +308,7 @@ class AddingTask(Task):
     def _loss(self, outputs: Tensor, y: Tensor) -> Tensor:
         dtype = _loss_dtype(outputs)
         pred = outputs[:, :, -1, 0].to(dtype)  # (K, B)
-        target = y.to(device=outputs.device, dtype=dtype)
+        target = y.to(device=outputs.device, dtype=dtype)  # (K, B)
         return (pred - target).square().mean(dim=1)
 
 

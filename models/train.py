@@ -5,11 +5,15 @@ packed model and returns one :class:`TrialResult` per spec; ``train_trial(spec)`
 pack of one. A member's result depends only on its own spec:
 
 - weights come from ``spec.seed`` (see ``models.cells.init_weights``);
-- the data stream comes from ``spec.data_seed``, and every member of a pack sees the same
-  batches (common random numbers), whether it trains alone or with others;
+- the data stream comes from ``spec.data_seed``: members that share a data_seed see the
+  same batches and validation set (common random numbers), whether they train alone or
+  with others, and members with different data_seeds can share a pack (each stream's
+  batch is drawn once per step and given to the members that read it);
 - per-member learning rate, optimizer state and clipping (``models.optim``);
 - a member stops (is frozen) when it converges, diverges or reaches its epoch budget, and
-  a frozen member's parameters never change again.
+  a frozen member's parameters never change again; after the epoch it stopped in it
+  leaves the pack (the pack is rebuilt from the members still training), so a pack costs
+  about the sum of its members' epochs, not K times the longest.
 
 Divergence is data: a non-finite loss or gradient, or a validation loss above
 ``divergence_factor`` times the initial one, is recorded with its epoch and ends that
@@ -122,24 +126,49 @@ def train_pack(
 
 
 def _train(specs: Sequence[TrialSpec], device: str | torch.device = "cpu") -> list[TrialResult]:
-    """train_pack for two or more validated specs of one shape."""
+    """train_pack for validated specs of one shape (two or more, except in benchmarks).
+
+    The packed model's members ("slots") are tracked by ``slots``, the index in ``specs``
+    of each. At the end of an epoch in which a member stopped, the pack is compacted to
+    the members still training (see :func:`_compact`), so a pack costs about the sum of
+    its members' epochs rather than K times the longest. A lone survivor keeps training
+    beside a copy of itself (see ``train_pack``), and is recorded once.
+    """
     started = time.perf_counter()
     device = torch.device(device)
     first = specs[0]
     task = get_task(first.task, first.seq_len, first.corpus)
     k = len(specs)
 
+    # One data stream per distinct data_seed, in order of first appearance.
+    seeds = list(dict.fromkeys(s.data_seed for s in specs))
+    stream_of = [seeds.index(s.data_seed) for s in specs]
+    data_gens = [torch.Generator().manual_seed(seed) for seed in seeds]
+    val_sets = [
+        task.sample(torch.Generator().manual_seed(seed + _VAL_SEED_OFFSET), first.val_size, "val")
+        for seed in seeds
+    ]
+    x_vals = torch.stack([x for x, _ in val_sets]).to(device)  # (streams, val, steps, in)
+    y_vals = torch.stack([y for _, y in val_sets]).to(device)
+
     model = PackedRNN(k, first.cell, task.input_dim, first.hidden, task.output_dim)
     init_weights(model, specs)
     model.to(device)
     params = list(model.parameters())
 
-    val_gen = torch.Generator().manual_seed(first.data_seed + _VAL_SEED_OFFSET)
-    x_val, y_val = (t.to(device) for t in task.sample(val_gen, first.val_size, split="val"))
-    diagnostics = init_diagnostics(model, task, x_val[:PROBE_SIZE], y_val[:PROBE_SIZE])
+    slots = list(range(k))
+    pack = _Streams(slots, stream_of, device)
+    by_stream = torch.tensor(stream_of, device=device)
+    x_val, y_val = x_vals.index_select(0, by_stream), y_vals.index_select(0, by_stream)
+    diagnostics = init_diagnostics(model, task, x_val[:, :PROBE_SIZE], y_val[:, :PROBE_SIZE])
     with torch.no_grad():
-        initial = task.loss(model(x_val)[0], y_val).double().cpu()
-    for d, loss0 in zip(diagnostics, initial.tolist(), strict=True):
+        initial = (
+            task.loss(model(x_val, task.loss_steps)[0], y_val, per_member=True)
+            .double()
+            .cpu()
+            .tolist()
+        )
+    for d, loss0 in zip(diagnostics, initial, strict=True):
         d.initial_loss = loss0
 
     lr = torch.tensor([s.lr for s in specs], dtype=torch.float32, device=device)
@@ -147,28 +176,34 @@ def _train(specs: Sequence[TrialSpec], device: str | torch.device = "cpu") -> li
     targets = [s.target_loss if s.target_loss is not None else task.default_target for s in specs]
     optimizer = get_optimizer(first.optimizer)(params, lr)
 
-    active = torch.ones(k, dtype=torch.bool, device=device)
     converged: list[int | None] = [None] * k
     diverged: list[int | None] = [None] * k
     history: list[list[EpochRecord]] = [[] for _ in range(k)]
-    data_gen = torch.Generator().manual_seed(first.data_seed)
     budget = max(s.max_epochs for s in specs)
+    n_batches = first.batches_per_epoch
+    member_epochs = 0
 
     for epoch in range(1, budget + 1):
-        was_active = active.clone()
-        loss_sum = torch.zeros(k, dtype=torch.float64, device=device)
-        norm_sum = torch.zeros(k, dtype=torch.float64, device=device)
-        for _ in range(first.batches_per_epoch):
-            x, y = (t.to(device) for t in task.sample(data_gen, first.batch_size))
-            outputs, _ = model(x)
-            losses = task.loss(outputs, y)
+        # Every slot is training at the start of an epoch (the pack was compacted).
+        n = len(slots)
+        member_epochs += n
+        active = torch.ones(n, dtype=torch.bool, device=device)
+        loss_sum = torch.zeros(n, dtype=torch.float64, device=device)
+        norm_sum = torch.zeros(n, dtype=torch.float64, device=device)
+        for _ in range(n_batches):
+            # Each live stream's batch is drawn once; members of a stream share it.
+            batches = [task.sample(data_gens[s], first.batch_size) for s in pack.streams]
+            x = torch.stack([b[0] for b in batches]).to(device).index_select(0, pack.of_slot)
+            y = torch.stack([b[1] for b in batches]).to(device).index_select(0, pack.of_slot)
+            outputs, _ = model(x, task.loss_steps)
+            losses = task.loss(outputs, y, per_member=True)
             model.zero_grad(set_to_none=False)
             torch.where(active, losses, torch.zeros_like(losses)).sum().backward()
             norms = member_grad_norms(params)
             bad = active & ~(torch.isfinite(losses) & torch.isfinite(norms))
             if bool(bad.any()):
-                for i in bad.nonzero().flatten().tolist():
-                    diverged[i] = epoch
+                for j in bad.nonzero().flatten().tolist():
+                    diverged[slots[j]] = epoch
                 active &= ~bad
             loss_sum += losses.detach().double()
             norm_sum += norms.double()
@@ -176,42 +211,53 @@ def _train(specs: Sequence[TrialSpec], device: str | torch.device = "cpu") -> li
             optimizer.step(active)
 
         with torch.no_grad():
-            out_val, hs_val = model(x_val)
-            val_loss = task.loss(out_val, y_val).double().cpu()
-            h_val = torch.stack(hs_val, dim=2).reshape(k, -1)
-            h_var = h_val.double().var(dim=1).cpu()
-            h_sat = (h_val.abs() > SATURATION).double().mean(dim=1).cpu()
-        n_batches = first.batches_per_epoch
+            out_val, hidden = model(x_val, task.loss_steps)
+            val_loss = task.loss(out_val, y_val, per_member=True).double().cpu()
+            h_val = hidden.reshape(n, -1)
+            h_var, h_sat = _spread(h_val)
         train_loss, grad_norm = (loss_sum / n_batches).cpu(), (norm_sum / n_batches).cpu()
 
-        for i, spec in enumerate(specs):
-            if not was_active[i]:
+        keep: list[int] = []
+        for j, i in enumerate(slots):
+            if j > 0 and slots[j - 1] == i:  # the copy beside a lone survivor
+                if keep and keep[-1] == j - 1:
+                    keep.append(j)
                 continue
-            v = float(val_loss[i])
+            spec, v = specs[i], float(val_loss[j])
             history[i].append(
                 EpochRecord(
                     epoch=epoch,
-                    train_loss=float(train_loss[i]),
+                    train_loss=float(train_loss[j]),
                     val_loss=v,
-                    grad_norm=float(grad_norm[i]),
-                    hidden_var=float(h_var[i]),
-                    hidden_sat=float(h_sat[i]),
+                    grad_norm=float(grad_norm[j]),
+                    hidden_var=float(h_var[j]),
+                    hidden_sat=float(h_sat[j]),
                 )
             )
-            previous = history[i][-2].val_loss if len(history[i]) > 1 else float(initial[i])
-            if diverged[i] is None and _diverged(v, float(initial[i]), previous, task, spec):
+            previous = history[i][-2].val_loss if len(history[i]) > 1 else initial[i]
+            if diverged[i] is None and _diverged(v, initial[i], previous, task, spec):
                 diverged[i] = epoch
             if diverged[i] is not None:
-                active[i] = False
                 continue
             if v <= targets[i] and converged[i] is None:
                 converged[i] = epoch
                 if spec.stop_on_converge:
-                    active[i] = False
-            if epoch >= spec.max_epochs:
-                active[i] = False
-        if not bool(active.any()):
+                    continue
+            if epoch < spec.max_epochs:
+                keep.append(j)
+        if not keep:
             break
+        if len(keep) < n:
+            if len(keep) == 1:
+                keep *= 2  # never a pack of one: see train_pack
+            index = torch.tensor(keep, device=device)
+            model = model.select(index)
+            params = list(model.parameters())
+            optimizer.select(params, index)
+            clip = clip.index_select(0, index)
+            x_val, y_val = x_val.index_select(0, index), y_val.index_select(0, index)
+            slots = [slots[j] for j in keep]
+            pack = _Streams(slots, stream_of, device)
 
     wall = time.perf_counter() - started
     return [
@@ -226,10 +272,24 @@ def _train(specs: Sequence[TrialSpec], device: str | torch.device = "cpu") -> li
             wall_seconds=wall,
             device=str(device),
             node=platform.node(),
-            extra={"pack_size": k},
+            extra={"pack_size": k, "member_epochs": member_epochs},
         )
         for i, spec in enumerate(specs)
     ]
+
+
+class _Streams:
+    """Which data streams the slots of a pack read.
+
+    ``streams``: the stream ids with at least one slot, ascending (the batches drawn each
+    step, in this order); ``of_slot``: for each slot, the position of its stream in
+    ``streams`` (a long tensor on ``device``, to gather each slot's batch).
+    """
+
+    def __init__(self, slots: Sequence[int], stream_of: Sequence[int], device: torch.device):
+        self.streams = sorted({stream_of[i] for i in slots})
+        position = {s: p for p, s in enumerate(self.streams)}
+        self.of_slot = torch.tensor([position[stream_of[i]] for i in slots], device=device)
 
 
 def _diverged(
@@ -250,8 +310,25 @@ def _diverged(
     return val_loss > factor * task.baseline_loss and stalled
 
 
+def _spread(h: Tensor) -> tuple[Tensor, Tensor]:
+    """Per row of (rows, n) ``h``: the variance and the share of saturated entries.
+
+    Float64 CPU tensors. The variance is two-pass (deviations from the row mean, squared
+    and summed in float64), which is accurate and much faster here than ``var`` on a
+    float64 copy.
+    """
+    n = h.shape[1]
+    deviations = h - h.mean(dim=1, keepdim=True)
+    variance = deviations.square().sum(dim=1, dtype=torch.float64) / (n - 1)  # n=1: NaN
+    saturated = (h.abs() > SATURATION).sum(dim=1).double() / n
+    return variance.cpu(), saturated.cpu()
+
+
 def init_diagnostics(model: PackedRNN, task: Task, x: Tensor, y: Tensor) -> list[InitDiagnostics]:
     """Measure every member at initialization on a probe batch (claims C1-C3).
+
+    ``x`` and ``y`` are one probe batch per member, stacked ((K, batch, steps, in) and
+    (K, *targets)), or one batch shared by all members ((batch, steps, in) and targets).
 
     Per time step t: variance of h_t over the batch and units, the share of saturated
     units (abs(h_t) > 0.99), and the norm of dL/dh_t (how much of the loss's gradient
@@ -260,16 +337,15 @@ def init_diagnostics(model: PackedRNN, task: Task, x: Tensor, y: Tensor) -> list
     behind.
     """
     k = model.members
-    outputs, hs = model(x)
+    outputs, hs = model.forward_steps(x)
     for h in hs:
         h.retain_grad()
-    losses = task.loss(outputs, y)
+    losses = task.loss(outputs, y, per_member=x.dim() == 4)
     # Each member's loss depends only on its own slice, so one backward gives all of them.
     torch.where(torch.isfinite(losses), losses, torch.zeros_like(losses)).sum().backward()
     with torch.no_grad():
-        hstack = torch.stack([h.detach() for h in hs], dim=1).reshape(k, len(hs), -1).double()
-        variances = hstack.var(dim=2).cpu()
-        saturation = (hstack.abs() > SATURATION).double().mean(dim=2).cpu()
+        hstack = torch.stack([h.detach() for h in hs], dim=1).reshape(k * len(hs), -1)
+        variances, saturation = (v.reshape(k, len(hs)) for v in _spread(hstack))
         grads = [
             h.grad.reshape(k, -1).double().norm(dim=1)
             if h.grad is not None

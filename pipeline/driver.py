@@ -4,21 +4,22 @@ Only the driver writes to the Optuna storage and to MLflow; workers only return
 results. The loop, in order, for every trial:
 
 1. the trial exists in Optuna with its identity key before any work is sent
-   (grid points are enqueued with their key, then asked);
+   (a grid point's trial is created RUNNING with its params and key in one call;
+   a sampled trial is asked, then keyed);
 2. its pack trains on a Ray worker (retried by Ray if the worker dies);
 3. the full TrialResult is stored on the trial, then the trial is told its value;
 4. the trial is logged as one MLflow child run, keyed, exactly once.
 
 Resume: at start the driver takes the study's lock, then reruns trials left RUNNING by a
-driver that died (same parameters; a stored result is told without retraining), enqueues
-grid points that have no trial yet, and back-fills MLflow runs that are missing. Nothing
+driver that died (same parameters; a stored result is told without retraining), creates
+trials for the grid points that have none yet, and back-fills MLflow runs that are missing. Nothing
 is run or logged twice.
 
 Storage outages: every storage call the driver makes is retried with backoff while the
 database is unreachable (a PostgreSQL restart, a locked SQLite file), for up to
 ``STORAGE_RETRY_SECONDS``; training goes on meanwhile. A retried write that may have
 landed before the connection dropped is checked first: a trial already told is not told
-again, a grid point already enqueued is not enqueued again, and a trial that an
+again, a grid point's trial is not created twice, and a trial that an
 interrupted ask left RUNNING is taken over rather than asked anew.
 """
 
@@ -32,6 +33,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -145,16 +147,30 @@ def code_version() -> str:
 
 
 def make_packs(pending: Sequence[Pending], pack_size: int) -> list[list[Pending]]:
-    """Group trials by shape, then split each group into near-equal packs of <= pack_size."""
+    """Group trials by shape, split each group into near-equal packs of <= pack_size, and
+    order the packs longest first (by :func:`pack_cost`), so that the last packs to start
+    are short ones and no slot idles long at the end of a study."""
     groups: dict[tuple[object, ...], list[Pending]] = {}
     for p in pending:
         groups.setdefault(p.spec.shape_key(), []).append(p)
-    packs = []
+    packs: list[list[Pending]] = []
     for members in groups.values():
         n_packs = math.ceil(len(members) / pack_size)
-        size = math.ceil(len(members) / n_packs)
-        packs += [members[i : i + size] for i in range(0, len(members), size)]
-    return packs
+        small, bigger = divmod(len(members), n_packs)  # `bigger` packs get one more
+        start = 0
+        for i in range(n_packs):
+            end = start + small + (1 if i < bigger else 0)
+            packs.append(members[start:end])
+            start = end
+    return sorted(packs, key=lambda pack: -pack_cost([p.spec for p in pack]))
+
+
+def pack_cost(specs: Sequence[TrialSpec]) -> float:
+    """A relative estimate of a pack's training time: its members' largest step budget
+    times the multiply-adds of one step of all members (recurrent and input matrices)."""
+    s = specs[0]
+    steps = max(t.max_epochs for t in specs) * s.batches_per_epoch * s.seq_len
+    return float(steps * len(specs) * s.batch_size * s.hidden * (s.hidden + 1))
 
 
 def auto_pack_size(n_trials: int, slots: int) -> int:
@@ -187,6 +203,31 @@ def _unless_landed(write: Callable[[], object], landed: Callable[[], bool]) -> C
     return attempt
 
 
+class _InBackground:
+    """Runs a function on a thread; :meth:`join` waits for it and re-raises its error."""
+
+    def __init__(self, fn: Callable[[], object]) -> None:
+        self._error: BaseException | None = None
+        self._joined = False
+
+        def target() -> None:
+            try:
+                fn()
+            except BaseException as exc:  # re-raised by join, in the caller's thread
+                self._error = exc
+
+        self._thread = threading.Thread(target=target, name="initstudy-prepare", daemon=True)
+        self._thread.start()
+
+    def join(self, reraise: bool = True) -> None:
+        if self._joined:
+            return
+        self._thread.join()
+        self._joined = True
+        if self._error is not None and reraise:
+            raise self._error
+
+
 class Driver:
     """Runs one study to completion (or resumes it)."""
 
@@ -205,6 +246,9 @@ class Driver:
         self._claimed: set[int] = set()
         """Numbers of the RUNNING trials this driver has taken to run."""
         self._storage_down = False
+        self._live: st.StudyCounts | None = None
+        """The study's counts kept up to date by this driver while it runs packs (read
+        from the storage once, then moved on by each tell, so progress costs no reads)."""
 
     # -- setup -------------------------------------------------------------------------
 
@@ -212,7 +256,7 @@ class Driver:
         storage = st.make_storage(self.options.storage_url)
         sampler = (
             optuna.samplers.RandomSampler(seed=self.spec.sampler_seed)
-            if self.spec.is_grid  # grid points are enqueued; the sampler is never consulted
+            if self.spec.is_grid  # grid trials are created directly; never sampled
             else self.spec.make_sampler()
         )
         study = st.open_study(
@@ -321,14 +365,26 @@ class Driver:
         return Pending(t.number, t._trial_id, spec, key)
 
     def _ask_grid(self, study: optuna.Study) -> list[Pending]:
-        """Enqueue every grid point that has no live trial, then ask for all waiting ones."""
+        """Create a RUNNING trial for every grid point that has no live trial, and claim
+        every RUNNING trial not claimed yet (plus any enqueued, WAITING ones).
+
+        A grid point's trial is created in one storage call, with its parameters and key
+        (what ``enqueue_trial`` then ``ask`` would leave, at a constant cost per trial:
+        each ``ask`` scans the waiting trials, which made enqueueing a large grid
+        quadratic in its size).
+        """
         present = self._live_keys(study)
+        distributions = self.spec.distributions()
         for params in self.spec.grid_points():
             key = self._key(self.spec.trial_spec(params), 0)
             if key not in present:
-                self._enqueue(study, params, key)
+                self._create_running(study, params, distributions, key)
                 present.add(key)
-        pending = []
+        pending = [
+            self._take(study, t)
+            for t in self._trials(study, TrialState.RUNNING)
+            if t.number not in self._claimed
+        ]
         for _ in range(len(self._trials(study, TrialState.WAITING))):
             pending += self._ask(study)
         return pending
@@ -336,12 +392,32 @@ class Driver:
     def _live_keys(self, study: optuna.Study) -> set[str | None]:
         return self._storage("read the trials", lambda: _live_keys(study))
 
-    def _enqueue(self, study: optuna.Study, params: dict[str, object], key: str) -> None:
-        """Enqueue one grid point; a retry first checks that the failed try did not land."""
+    def _create_running(
+        self,
+        study: optuna.Study,
+        params: dict[str, object],
+        distributions: dict[str, optuna.distributions.BaseDistribution],
+        key: str,
+    ) -> None:
+        """Create one grid point's trial, RUNNING, with its params and key; a retry first
+        checks that the failed try did not land."""
+        template = optuna.trial.FrozenTrial(
+            number=-1,
+            state=TrialState.RUNNING,
+            value=None,
+            datetime_start=datetime.now(),
+            datetime_complete=None,
+            params=params,
+            distributions=distributions,
+            user_attrs={st.KEY: key},
+            system_attrs={},
+            intermediate_values={},
+            trial_id=-1,
+        )
         self._storage(
-            "enqueue a grid point",
+            "create a grid trial",
             _unless_landed(
-                lambda: study.enqueue_trial(params, user_attrs={st.KEY: key}),
+                lambda: study._storage.create_new_trial(study._study_id, template_trial=template),
                 lambda: key in _live_keys(study),
             ),
         )
@@ -435,9 +511,9 @@ class Driver:
         outcome = (
             "diverged" if result.diverged else "converged" if result.converged else "censored"
         )
+        text = result.to_json()
         self._storage(
-            "store a result",
-            lambda: st.set_trial_attr(study, trial_id, st.RESULT, result.to_json()),
+            "store a result", lambda: st.set_trial_attr(study, trial_id, st.RESULT, text)
         )
         self._storage(
             "store an outcome", lambda: st.set_trial_attr(study, trial_id, st.OUTCOME, outcome)
@@ -450,7 +526,20 @@ class Driver:
             }
         )
         failpoint("driver.before_tell")  # a test hook; see pipeline/faults.py
-        self._tell_once(study, number, trial_id, lambda: study.tell(number, value))
+        if self.spec.is_grid and math.isfinite(value):
+            # A grid study never consults its sampler, so the tell is the state write
+            # alone (study.tell also reads the trial back and calls the sampler's hook).
+            storage = study._storage
+            self._tell_once(
+                study,
+                number,
+                trial_id,
+                lambda: storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [value]),
+            )
+        else:
+            self._tell_once(study, number, trial_id, lambda: study.tell(number, value))
+        if self._live is not None:
+            self._live = self._live.after_tell(outcome)
 
     def _tell_once(
         self, study: optuna.Study, number: int, trial_id: int, tell: Callable[[], object]
@@ -473,6 +562,8 @@ class Driver:
         self._tell_once(
             study, p.number, p.trial_id, lambda: study.tell(p.number, state=TrialState.FAIL)
         )
+        if self._live is not None:
+            self._live = self._live.after_fail()
         self.outcome.failed.append(f"trial {p.number}: {error}")
 
     def _log(self, key: str, number: int, result: TrialResult) -> None:
@@ -562,16 +653,23 @@ class Driver:
         storage, study = self._open()
         self.outcome = StudyOutcome(self.name, self._counts(study))
         with self._locked(study, storage):
-            self._open_tracker()
-            self._backfill(study)
-            pending = self._recover(study)
-            if self.spec.is_grid:
-                pending += self._ask_grid(study)
-            self.reporter.start(self.name, self._counts(study))
+            # MLflow (creating a new store runs its migrations) is made ready on a thread
+            # while this one prepares the trials and starts Ray; it is waited for before
+            # the first trial is logged.
+            tracking = _InBackground(lambda: self._prepare_tracking(study))
             try:
-                self._execute(study, pending)
-            finally:
-                self.reporter.stop()
+                pending = self._recover(study)
+                if self.spec.is_grid:
+                    pending += self._ask_grid(study)
+                self.reporter.start(self.name, self._counts(study))
+                try:
+                    self._execute(study, pending, tracking)
+                finally:
+                    self.reporter.stop()
+            except BaseException:
+                tracking.join(reraise=False)  # the error in hand is the one to report
+                raise
+            tracking.join()
             self._backfill(study)
             self.outcome.counts = self._counts(study)
             if self.tracker is not None and self.outcome.counts.remaining == 0:
@@ -580,6 +678,10 @@ class Driver:
                 except TrackingError as exc:
                     self._tracking_down(exc)
         return self.outcome
+
+    def _prepare_tracking(self, study: optuna.Study) -> None:
+        self._open_tracker()
+        self._backfill(study)
 
     def sync(self) -> StudyOutcome:
         """Log every complete trial that MLflow is missing; train nothing."""
@@ -591,12 +693,15 @@ class Driver:
             self.outcome.counts = self._counts(study)
         return self.outcome
 
-    def _execute(self, study: optuna.Study, pending: list[Pending]) -> None:
+    def _execute(
+        self, study: optuna.Study, pending: list[Pending], tracking: _InBackground
+    ) -> None:
         assert self.outcome is not None
         counts = self._counts(study)
         if not pending and (self.spec.is_grid or counts.remaining == 0):
             return
         opts = self.options
+        self._live = counts
         executor = RayExecutor(opts.address, opts.workers)
         try:
             resources = Resources(cpus=opts.cpus_per_trial, gpus=opts.gpus_per_trial)
@@ -605,6 +710,7 @@ class Driver:
             batch = slots * (opts.pack_size or SAMPLED_PACK)
             if not self.spec.is_grid:
                 pending += self._ask_more(study, batch)
+                self._live = self._counts(study)
             size = opts.pack_size or auto_pack_size(len(pending), slots)
             queue = make_packs(pending, size)
             in_flight: dict[int, list[Pending]] = {}
@@ -616,11 +722,14 @@ class Driver:
                     in_flight[next_id] = pack
                     next_id += 1
                 for pack_id, out in executor.wait(timeout=0.5):
+                    tracking.join()
                     self._finish(study, in_flight.pop(pack_id), out)
                     if not self.spec.is_grid and not queue:
                         queue += make_packs(self._ask_more(study, batch), size)
-                self.reporter.update(self._counts(study))
+                        self._live = self._counts(study)
+                self.reporter.update(self._live)
         finally:
+            self._live = None
             executor.shutdown()
 
     def _finish(

@@ -10,6 +10,7 @@ times; since a result depends only on its spec, a retried pack gives the same nu
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -78,6 +79,9 @@ class RayExecutor:
         """
         self._owned = not ray.is_initialized()
         if self._owned:
+            # Offline and private by default: no usage statistics sent by Ray
+            # (RAY_USAGE_STATS_ENABLED=1 turns them back on).
+            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
             kwargs: dict[str, Any] = {
                 "logging_level": logging.ERROR,
                 "log_to_driver": True,

@@ -12,7 +12,7 @@ import os
 import socket
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from models.spec import TrialResult
+from pipeline.sqlitefiles import use_wal
 
 KEY = "initstudy.key"
 """Trial user attribute: the identity key (hash of the TrialSpec and the claim)."""
@@ -103,7 +104,9 @@ def default_storage_url(run_dir: Path) -> str:
 def make_storage(url: str) -> optuna.storages.RDBStorage:
     """An Optuna RDB storage for a SQLAlchemy URL (SQLite file or PostgreSQL server)."""
     if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        path = Path(url.removeprefix("sqlite:///"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        use_wal(path)
         engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}}
     else:
         engine_kwargs = {"pool_pre_ping": True}
@@ -169,8 +172,8 @@ def load_existing_study(storage: optuna.storages.BaseStorage, name: str) -> optu
 
 
 def set_trial_attr(study: optuna.Study, trial_id: int, key: str, value: Any) -> None:
-    """Set a user attribute on a trial that is still running."""
-    optuna.trial.Trial(study, trial_id).set_user_attr(key, value)
+    """Set a user attribute on a trial that is still running (one storage write)."""
+    study._storage.set_trial_user_attr(trial_id, key, value)
 
 
 def stored_result(trial: FrozenTrial) -> TrialResult | None:
@@ -191,6 +194,19 @@ class StudyCounts:
     running: int
     waiting: int
     failed: int
+
+    def after_tell(self, outcome: str) -> StudyCounts:
+        """These counts once one RUNNING trial is told with ``outcome``."""
+        return replace(
+            self,
+            complete=self.complete + 1,
+            running=max(0, self.running - 1),
+            **{outcome: getattr(self, outcome) + 1},
+        )
+
+    def after_fail(self) -> StudyCounts:
+        """These counts once one RUNNING trial is told FAIL."""
+        return replace(self, failed=self.failed + 1, running=max(0, self.running - 1))
 
     @property
     def remaining(self) -> int:

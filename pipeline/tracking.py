@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -37,10 +39,15 @@ from urllib.parse import urlsplit, urlunsplit
 
 from models.spec import TrialResult, TrialSpec
 from pipeline.faults import failpoint
+from pipeline.sqlitefiles import use_wal
 
 if TYPE_CHECKING:
     from mlflow.entities import Experiment, Metric, Param, Run, RunTag
     from mlflow.tracking import MlflowClient
+
+# initstudy works offline and reports nothing home: MLflow's usage telemetry stays off
+# unless the user turns it on explicitly (MLFLOW_DISABLE_TELEMETRY=false).
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 KIND_TAG = "initstudy.kind"
 """Tag marking a run as the study's parent run (``study``) or a trial's run (``trial``)."""
@@ -163,6 +170,9 @@ class Tracker:
         self._client_obj: MlflowClient | None = None
         self._experiment_id: str | None = None
         self._parent_run_id: str | None = None
+        self._logged: dict[str, str] | None = None
+        """key -> run id of the FINISHED trial runs, once :meth:`logged_trials` has read
+        them; kept up to date by :meth:`log_trial`, so logging a trial needs no search."""
 
     @property
     def experiment_id(self) -> str:
@@ -262,6 +272,7 @@ class Tracker:
             kept = self._keep_one_finished(runs)
             if kept is not None:
                 logged[key] = kept
+        self._logged = dict(logged)
         return logged
 
     def log_trial(
@@ -287,10 +298,14 @@ class Tracker:
         if not _KEY_RE.fullmatch(key):
             raise ValueError(f"trial key must match [A-Za-z0-9_.:-]{{1,200}}, got {key!r}")
         client = self._client
-        same_key = self._search(
-            self.experiment_id, f"tags.`{KIND_TAG}` = 'trial' and tags.`{KEY_TAG}` = '{key}'"
-        )
-        existing = self._keep_one_finished(same_key)
+        if self._logged is not None:
+            # Known since logged_trials(): with one writer, no other run has this key.
+            existing = self._logged.get(key)
+        else:
+            same_key = self._search(
+                self.experiment_id, f"tags.`{KIND_TAG}` = 'trial' and tags.`{KEY_TAG}` = '{key}'"
+            )
+            existing = self._keep_one_finished(same_key)
         if existing is not None:
             return existing
 
@@ -306,30 +321,39 @@ class Tracker:
                 OUTCOME_TAG: outcome(result),
             }
         )
-        run = self._call(
-            "create a trial run",
-            client.create_run,
-            self.experiment_id,
-            tags=run_tags,
-            run_name=run_name(result.spec),
-        )
+        try:
+            run = self._call(
+                "create a trial run",
+                client.create_run,
+                self.experiment_id,
+                tags=run_tags,
+                run_name=run_name(result.spec),
+            )
+        except TrackingError:
+            self._logged = None  # the run may exist all the same: search next time
+            raise
         run_id = run.info.run_id
         try:
             params = {name: _param_value(v) for name, v in result.spec.to_dict().items()}
             self._log_batch(run_id, metrics=_trial_metrics(result), params=_params(params))
-            encoded = json.loads(result.to_json())  # non-finite floats as "NaN"/"Infinity"
-            diagnostics = json.dumps(encoded["diagnostics"], indent=1)
-            self._call(
-                "log diagnostics.json", client.log_text, run_id, diagnostics, "diagnostics.json"
-            )
-            self._call("log result.json", client.log_text, run_id, result.to_json(), "result.json")
+            text = result.to_json()
+            encoded = json.loads(text)  # non-finite floats as "NaN"/"Infinity"
+            with tempfile.TemporaryDirectory(prefix="initstudy-") as folder:
+                (Path(folder) / "diagnostics.json").write_text(
+                    json.dumps(encoded["diagnostics"], indent=1), encoding="utf-8"
+                )
+                (Path(folder) / "result.json").write_text(text, encoding="utf-8")
+                self._call("log the trial's artifacts", client.log_artifacts, run_id, folder)
             failpoint("tracking.before_finish")  # a test hook; see pipeline/faults.py
             self._call("finish the trial run", client.set_terminated, run_id, "FINISHED")
         except TrackingError:
             # Best effort, no retries: the run is replaced on the next try either way.
+            self._logged = None  # so the next try searches for (and deletes) this run
             with contextlib.suppress(Exception):
                 client.set_terminated(run_id, "FAILED")
             raise
+        if self._logged is not None:
+            self._logged[key] = run_id
         return run_id
 
     def set_parent_tags(self, tags: dict[str, str]) -> None:
@@ -514,6 +538,9 @@ def _redact(uri: str) -> str:
 
 
 def _new_client(tracking_uri: str) -> MlflowClient:
+    db = _sqlite_path(tracking_uri)
+    if db is not None:
+        use_wal(db)  # before MLflow creates its tables; see pipeline.sqlitefiles
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_NOISE, category=DeprecationWarning)
         from mlflow.tracking import MlflowClient

@@ -170,6 +170,24 @@ def test_loss_is_per_member(task: Task) -> None:
     assert torch.equal(poisoned_losses[1:], losses[1:])
 
 
+def test_loss_takes_per_member_targets(task: Task) -> None:
+    ys = [task.sample(_gen(20 + k), BATCH)[1] for k in range(K)]
+    outputs = torch.randn(K, BATCH, task.steps, task.output_dim, generator=_gen(10))
+    losses = task.loss(outputs, torch.stack(ys), per_member=True)
+    assert losses.shape == (K,)
+    # Member k's loss is its outputs against its own targets.
+    for k in range(K):
+        alone = task.loss(outputs[k : k + 1], ys[k])
+        torch.testing.assert_close(alone[0], losses[k], rtol=1e-6, atol=1e-7)
+    # Shared targets given per member (repeated) give the shared loss.
+    shared = task.loss(outputs, ys[0])
+    repeated = task.loss(outputs, torch.stack([ys[0]] * K), per_member=True)
+    torch.testing.assert_close(repeated, shared, rtol=1e-6, atol=1e-7)
+    assert not torch.equal(losses, shared)
+    with pytest.raises(ValueError, match="per-member targets"):
+        task.loss(outputs, torch.stack(ys[:-1]), per_member=True)
+
+
 def test_loss_is_float32_for_half_outputs(task: Task) -> None:
     _, y = task.sample(_gen(8), BATCH)
     outputs = torch.randn(K, BATCH, task.steps, task.output_dim, generator=_gen(9))
@@ -380,3 +398,25 @@ def test_corpus_refused_for_synthetic_tasks(name: str, tmp_path: Path) -> None:
     path = _write(tmp_path, _random_text(500))
     with pytest.raises(ValueError, match=rf"corpus: the '{name}' task reads no corpus"):
         get_task(name, 10, corpus=str(path))
+
+
+def test_adding_loss_reads_only_the_last_step() -> None:
+    """loss_steps=1: the loss of the last step's outputs alone equals the full one, and a
+    model asked for the last step only gives (nearly) the same outputs there."""
+    from models.cells import PackedRNN
+
+    task = get_task("adding", 12)
+    assert task.loss_steps == 1
+    x, y = task.sample(torch.Generator().manual_seed(0), 16)
+    model = PackedRNN(3, "rnn_tanh", task.input_dim, 8, task.output_dim)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.3, generator=torch.Generator().manual_seed(p.numel()))
+        full, _ = model(x)
+        last, _ = model(x, last=1)
+    assert full.shape == (3, 16, 12, 1) and last.shape == (3, 16, 1, 1)
+    torch.testing.assert_close(last[:, :, 0], full[:, :, -1], rtol=1e-6, atol=1e-6)
+    assert torch.equal(task.loss(full[:, :, -1:], y), task.loss(full, y))
+    with pytest.raises(ValueError, match="outputs must have shape"):
+        task.loss(full[:, :, -2:], y)
+    assert get_task("copy", 5).loss_steps is None

@@ -125,9 +125,75 @@ def test_packing_is_exact_for_every_cell(cell: str) -> None:
         assert member.numbers() == train_trial(spec).numbers()
 
 
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
+def test_pack_compacts_as_members_stop_and_stays_exact(optimizer: str) -> None:
+    """Members that stop at different epochs leave the pack; results stay bit-exact."""
+    base = dataclasses.replace(TINY, optimizer=optimizer, lr=0.01 if optimizer != "sgd" else 0.1)
+    specs = [
+        dataclasses.replace(base, seed=0, max_epochs=2),
+        dataclasses.replace(base, seed=1, scale=1e6, max_epochs=3),  # may diverge
+        dataclasses.replace(base, seed=2, target_loss=10.0, max_epochs=5),  # converges at 1
+        dataclasses.replace(base, seed=3, init="orthogonal", max_epochs=5, clip=0.5),
+        dataclasses.replace(base, seed=4, init="he_normal", max_epochs=4, data_seed=1),
+        dataclasses.replace(base, seed=5, target_loss=10.0, stop_on_converge=False),
+    ]
+    solo = [train_trial(spec) for spec in specs]
+    lengths = [len(r.history) for r in solo]
+    assert len(set(lengths)) >= 4 and max(lengths) == 5  # members stop at different epochs
+    assert any(r.diverged for r in solo)
+    assert (solo[2].converged_epoch, lengths[2]) == (1, 1)
+    assert (solo[5].converged_epoch, lengths[5]) == (1, 3)
+    packed = train_pack(specs)
+    for alone, member in zip(solo, packed, strict=True):
+        assert member.numbers() == alone.numbers()
+        assert member.extra["pack_size"] == len(specs)
+    # Each epoch trains the members still running (a lone one beside a copy of itself).
+    running = [sum(n >= epoch for n in lengths) for epoch in range(1, 6)]
+    assert running[-1] == 1
+    expected = sum(max(n, 2) for n in running)
+    assert packed[0].extra["member_epochs"] == expected < len(specs) * 5
+    # A lone trial is a pack of two copies for all its epochs.
+    assert solo[3].extra["member_epochs"] == 2 * lengths[3]
+
+
+@pytest.mark.parametrize(
+    ("cell", "task"), [(c, "adding") for c in sorted(CELLS)] + [("gru", "copy")]
+)
+def test_pack_may_mix_data_seeds_and_stays_exact(cell: str, task: str) -> None:
+    base = dataclasses.replace(TINY, cell=cell, task=task)
+    specs = [
+        dataclasses.replace(base, seed=0, data_seed=3),
+        dataclasses.replace(base, seed=1, data_seed=0, init="orthogonal"),
+        dataclasses.replace(base, seed=2, data_seed=3, init="uniform01", max_epochs=2),
+        dataclasses.replace(base, seed=3, data_seed=7, lr=0.003),
+        dataclasses.replace(base, seed=0, data_seed=0),
+    ]
+    packed = train_pack(specs)
+    solo = [train_trial(spec) for spec in specs]
+    for alone, member in zip(solo, packed, strict=True):
+        assert member.numbers() == alone.numbers()
+    # Same weights, different data streams: different numbers (so the streams are used).
+    assert packed[0].history[0].train_loss != packed[4].history[0].train_loss
+    assert packed[0].diagnostics.initial_loss != packed[4].diagnostics.initial_loss
+
+
+def test_members_sharing_a_data_seed_see_the_same_data() -> None:
+    """Two copies of a spec in a pack of other data seeds get identical numbers."""
+    a = dataclasses.replace(TINY, seed=4, data_seed=2)
+    packed = train_pack([a, dataclasses.replace(TINY, data_seed=9), a])
+    assert packed[0].numbers() == packed[2].numbers()
+    assert packed[0].numbers() != packed[1].numbers()
+
+
+def test_data_seed_is_not_part_of_the_shape() -> None:
+    assert dataclasses.replace(TINY, data_seed=5).shape_key() == TINY.shape_key()
+
+
 def test_pack_refuses_mixed_shapes() -> None:
     with pytest.raises(ValueError, match="share a shape"):
         train_pack([TINY, dataclasses.replace(TINY, hidden=8)])
+    with pytest.raises(ValueError, match="share a shape"):
+        train_pack([TINY, dataclasses.replace(TINY, data_seed=1, optimizer="sgd")])
 
 
 def test_diagnostics_follow_the_theory() -> None:
@@ -152,6 +218,29 @@ def test_recurrent_override_applies_to_whh_alone() -> None:
     whh = model.Whh[0].detach()
     torch.testing.assert_close(whh.T @ whh, torch.eye(spec.hidden), atol=1e-5, rtol=0)
     assert bool((model.Wxh >= 0).all()) and bool((model.Why >= 0).all())
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_fast_forward_matches_the_step_by_step_graph(cell: str) -> None:
+    """forward (a fused recurrence for the Elman cells) equals forward_steps, grads too."""
+    gen = torch.Generator().manual_seed(3)
+    model = PackedRNN(3, cell, 2, 8, 2).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float64) * 0.5)
+    x = torch.randn(3, 4, 5, 2, generator=gen, dtype=torch.float64)
+    grads = []
+    for run in (model.forward, model.forward_steps):
+        model.zero_grad(set_to_none=True)
+        outputs, hidden = run(x)
+        states = hidden if isinstance(hidden, torch.Tensor) else torch.stack(hidden, dim=1)
+        (outputs.square().sum() + states.sin().sum()).backward()
+        grads.append([outputs.detach(), states.detach()] + [p.grad for p in model.parameters()])
+    assert states.shape == (3, 5, 4, 8)
+    for fast, slow in zip(*grads, strict=True):
+        assert fast is not None and slow is not None
+        torch.testing.assert_close(fast, slow, rtol=1e-10, atol=1e-12)
+        assert float(slow.abs().sum()) > 0
 
 
 def test_member_weights_do_not_depend_on_pack_mates() -> None:

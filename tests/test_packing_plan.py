@@ -1,0 +1,104 @@
+"""How the driver forms and orders packs, keeps its counts, and sets up SQLite files
+(fast: no Ray, no training)."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from pathlib import Path
+
+from pipeline.driver import Pending, auto_pack_size, make_packs, pack_cost
+from pipeline.sqlitefiles import use_wal
+from pipeline.storage import StudyCounts
+from pipeline.studyspec import load_study_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def headline_pending() -> list[Pending]:
+    spec = load_study_spec(ROOT / "studies" / "headline.yaml")
+    return [
+        Pending(number=i, trial_id=i, spec=spec.trial_spec(params), key=f"k{i}")
+        for i, params in enumerate(spec.grid_points())
+    ]
+
+
+def test_packs_hold_one_shape_each_and_every_trial_once() -> None:
+    pending = headline_pending()
+    packs = make_packs(pending, 16)
+    assert sorted(p.number for pack in packs for p in pack) == [p.number for p in pending]
+    for pack in packs:
+        assert len({p.spec.shape_key() for p in pack}) == 1
+        assert 1 <= len(pack) <= 16
+
+
+def test_a_shape_group_is_split_into_near_equal_packs() -> None:
+    pending = headline_pending()
+    for size in (1, 4, 7, 16):
+        packs = make_packs(pending, size)
+        by_shape: dict[tuple[object, ...], list[int]] = {}
+        for pack in packs:
+            by_shape.setdefault(pack[0].spec.shape_key(), []).append(len(pack))
+        for sizes in by_shape.values():
+            assert max(sizes) <= size
+            assert max(sizes) - min(sizes) <= 1
+
+
+def test_packs_are_ordered_longest_first() -> None:
+    packs = make_packs(headline_pending(), 16)
+    costs = [pack_cost([p.spec for p in pack]) for pack in packs]
+    assert costs == sorted(costs, reverse=True)
+    # the longest sequences (the most work per step) go first
+    assert packs[0][0].spec.seq_len == max(p.spec.seq_len for pack in packs for p in pack)
+
+
+def test_pack_cost_grows_with_members_steps_and_width() -> None:
+    base = headline_pending()[0].spec
+    one = pack_cost([base])
+    assert pack_cost([base, base]) == 2 * one
+    assert pack_cost([dataclasses.replace(base, seq_len=base.seq_len * 3)]) == 3 * one
+    assert pack_cost([base, dataclasses.replace(base, max_epochs=base.max_epochs * 2)]) == 4 * one
+    assert pack_cost([dataclasses.replace(base, hidden=2 * base.hidden)]) > 3 * one
+
+
+def test_auto_pack_size_fills_every_slot() -> None:
+    assert auto_pack_size(6, 2) == 3
+    assert auto_pack_size(90, 2) == 16
+    assert auto_pack_size(1, 8) == 1
+    assert auto_pack_size(0, 2) == 1
+
+
+def test_counts_move_with_each_tell_and_fail() -> None:
+    counts = StudyCounts(
+        planned=4, complete=0, converged=0, diverged=0, censored=0, running=4, waiting=0, failed=0
+    )
+    counts = counts.after_tell("converged").after_tell("censored").after_fail()
+    assert (counts.complete, counts.converged, counts.censored, counts.diverged) == (2, 1, 1, 0)
+    assert (counts.running, counts.failed, counts.remaining) == (1, 1, 2)  # failed: redo
+    assert counts.after_tell("diverged").diverged == 1
+
+
+def test_use_wal_sets_write_ahead_logging_on_new_and_existing_files(tmp_path: Path) -> None:
+    new = tmp_path / "new.db"
+    assert use_wal(new)
+    existing = tmp_path / "old.db"
+    with sqlite3.connect(existing) as con:
+        con.execute("create table t (x)")
+    assert use_wal(existing)
+    for path in (new, existing):
+        with sqlite3.connect(path) as con:
+            assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_use_wal_leaves_a_file_that_is_no_database_alone(tmp_path: Path) -> None:
+    path = tmp_path / "notes.db"
+    path.write_text("not a database\n" * 100)
+    assert not use_wal(path)
+    assert path.read_text() == "not a database\n" * 100
+
+
+def test_trials_of_different_shapes_never_share_a_pack() -> None:
+    a = headline_pending()[0].spec
+    b = dataclasses.replace(a, hidden=8)
+    packs = make_packs([Pending(0, 0, a, "a"), Pending(1, 1, b, "b")], 16)
+    assert sorted([p.key for p in pack] for pack in packs) == [["a"], ["b"]]
