@@ -24,6 +24,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from pipeline.sqlitefiles import sqlite_file
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -231,19 +233,11 @@ def _check_url(option: str, url: str | None, schemes: tuple[str, ...]) -> None:
     scheme = url.partition("://")[0]
     if "://" not in url or scheme not in schemes:
         fail(f"{option}: {url!r} is not a supported URL; allowed schemes: {', '.join(schemes)}")
-    if scheme == "sqlite" and _sqlite_file(url) is None:
+    if scheme == "sqlite" and sqlite_file(url) is None:
         fail(
             f"{option}: {url!r} names no database file; write sqlite:///relative/path.db or"
             " sqlite:////absolute/path.db (an in-memory database would keep nothing)"
         )
-
-
-def _sqlite_file(url: str) -> Path | None:
-    """The database file of a ``sqlite:///PATH`` URL (None: not one, or in memory)."""
-    if not url.startswith("sqlite:///"):
-        return None
-    path = url.removeprefix("sqlite:///").partition("?")[0]
-    return None if path in ("", ":memory:") else Path(path)
 
 
 def _check_study(study: str) -> None:
@@ -540,7 +534,7 @@ def _read_storage(run_dir: Path, storage: str | None) -> str:
                 f"no study storage in {str(run_dir)!r} (no optuna.db); give --run-dir or --storage"
             )
         return st.default_storage_url(run_dir)
-    db = _sqlite_file(storage)
+    db = sqlite_file(storage)
     if db is not None and not db.is_file():
         fail(f"--storage: no database file {str(db)!r}; reading a study creates none")
     return storage
@@ -808,7 +802,7 @@ def ui(
     _check_study(study)
     _check_url("--tracking-uri", tracking_uri, _TRACKING_SCHEMES)
     tracking = tracking_uri or f"sqlite:///{(run_dir / 'mlflow.db').resolve()}"
-    db = _sqlite_file(tracking)
+    db = sqlite_file(tracking)
     if tracking_uri is not None and db is not None and not db.is_file():
         fail(f"--tracking-uri: no database file {str(db)!r}; the UI creates none")
     if tracking_uri is None and not (run_dir / "mlflow.db").exists():

@@ -17,6 +17,15 @@ import sqlite3
 from pathlib import Path
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a ``sqlite:///PATH`` URL (``sqlite:///rel.db``,
+    ``sqlite:////abs.db``, a ``?query`` dropped); None for other URLs and in-memory SQLite."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url.removeprefix("sqlite:///").partition("?")[0]
+    return None if path in ("", ":memory:") else Path(path)
+
+
 def use_wal(path: Path) -> bool:
     """Put the SQLite database ``path`` (created if missing) in write-ahead-log mode.
 

@@ -20,7 +20,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from models.spec import TrialResult
-from pipeline.sqlitefiles import use_wal
+from pipeline.sqlitefiles import sqlite_file, use_wal
 
 KEY = "initstudy.key"
 """Trial user attribute: the identity key (hash of the TrialSpec and the claim)."""
@@ -104,9 +104,10 @@ def default_storage_url(run_dir: Path) -> str:
 def make_storage(url: str) -> optuna.storages.RDBStorage:
     """An Optuna RDB storage for a SQLAlchemy URL (SQLite file or PostgreSQL server)."""
     if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        use_wal(path)
+        path = sqlite_file(url)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            use_wal(path)
         engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}}
     else:
         engine_kwargs = {"pool_pre_ping": True}

@@ -39,7 +39,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from models.spec import TrialResult, TrialSpec
 from pipeline.faults import failpoint
-from pipeline.sqlitefiles import use_wal
+from pipeline.sqlitefiles import sqlite_file, use_wal
 
 if TYPE_CHECKING:
     from mlflow.entities import Experiment, Metric, Param, Run, RunTag
@@ -106,7 +106,7 @@ def read_trials(tracking_uri: str, study_name: str) -> list[dict[str, Any]]:
     ``params``, ``metrics`` (latest value of each) and ``tags``. Empty when the study has
     no experiment (or, for SQLite, no database file) yet. Raises TrackingError.
     """
-    db = _sqlite_path(tracking_uri)
+    db = sqlite_file(tracking_uri)
     if db is not None and not db.exists():
         return []
     tracker = Tracker(tracking_uri)
@@ -158,7 +158,7 @@ class Tracker:
         """
         self.tracking_uri = tracking_uri
         self._retry_delays = tuple(retry_delays)
-        db = _sqlite_path(tracking_uri)
+        db = sqlite_file(tracking_uri)
         if db is not None:
             try:
                 db.parent.mkdir(parents=True, exist_ok=True)
@@ -519,14 +519,6 @@ def _safe(text: str) -> str:
     return text.strip(".") or "_"
 
 
-def _sqlite_path(tracking_uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI (None for other URIs and in-memory SQLite)."""
-    if not tracking_uri.startswith("sqlite:///"):
-        return None
-    path = tracking_uri[len("sqlite:///") :].split("?", 1)[0]
-    return Path(path) if path and path != ":memory:" else None
-
-
 def _redact(uri: str) -> str:
     """The URI without a password, fit for messages."""
     parts = urlsplit(uri)
@@ -538,7 +530,7 @@ def _redact(uri: str) -> str:
 
 
 def _new_client(tracking_uri: str) -> MlflowClient:
-    db = _sqlite_path(tracking_uri)
+    db = sqlite_file(tracking_uri)
     if db is not None:
         use_wal(db)  # before MLflow creates its tables; see pipeline.sqlitefiles
     with warnings.catch_warnings():

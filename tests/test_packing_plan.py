@@ -8,7 +8,7 @@ import sqlite3
 from pathlib import Path
 
 from pipeline.driver import Pending, auto_pack_size, make_packs, pack_cost
-from pipeline.sqlitefiles import use_wal
+from pipeline.sqlitefiles import sqlite_file, use_wal
 from pipeline.storage import StudyCounts
 from pipeline.studyspec import load_study_spec
 
@@ -102,3 +102,10 @@ def test_trials_of_different_shapes_never_share_a_pack() -> None:
     b = dataclasses.replace(a, hidden=8)
     packs = make_packs([Pending(0, 0, a, "a"), Pending(1, 1, b, "b")], 16)
     assert sorted([p.key for p in pack] for pack in packs) == [["a"], ["b"]]
+
+
+def test_sqlite_file_names_the_database_of_a_sqlite_url() -> None:
+    assert sqlite_file("sqlite:///runs/optuna.db") == Path("runs/optuna.db")
+    assert sqlite_file("sqlite:////abs/mlflow.db?timeout=5") == Path("/abs/mlflow.db")
+    for url in ("sqlite:///:memory:", "sqlite:///", "postgresql://u@h/db", "http://h:5000"):
+        assert sqlite_file(url) is None, url
