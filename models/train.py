@@ -130,9 +130,10 @@ def _train(specs: Sequence[TrialSpec], device: str | torch.device = "cpu") -> li
 
     The packed model's members ("slots") are tracked by ``slots``, the index in ``specs``
     of each. At the end of an epoch in which a member stopped, the pack is compacted to
-    the members still training (see :func:`_compact`), so a pack costs about the sum of
-    its members' epochs rather than K times the longest. A lone survivor keeps training
-    beside a copy of itself (see ``train_pack``), and is recorded once.
+    the members still training (``PackedRNN.select`` and ``PackedOptimizer.select``), so
+    a pack costs about the sum of its members' epochs rather than K times the longest. A
+    lone survivor keeps training beside a copy of itself (see ``train_pack``), and is
+    recorded once.
     """
     started = time.perf_counter()
     device = torch.device(device)

@@ -12,8 +12,8 @@ results. The loop, in order, for every trial:
 
 Resume: at start the driver takes the study's lock, then reruns trials left RUNNING by a
 driver that died (same parameters; a stored result is told without retraining), creates
-trials for the grid points that have none yet, and back-fills MLflow runs that are missing. Nothing
-is run or logged twice.
+trials for the grid points that have none yet, and back-fills MLflow runs that are
+missing. Nothing is run or logged twice.
 
 Storage outages: every storage call the driver makes is retried with backoff while the
 database is unreachable (a PostgreSQL restart, a locked SQLite file), for up to
@@ -380,11 +380,7 @@ class Driver:
             if key not in present:
                 self._create_running(study, params, distributions, key)
                 present.add(key)
-        pending = [
-            self._take(study, t)
-            for t in self._trials(study, TrialState.RUNNING)
-            if t.number not in self._claimed
-        ]
+        pending = self._take_unclaimed(study)
         for _ in range(len(self._trials(study, TrialState.WAITING))):
             pending += self._ask(study)
         return pending
@@ -442,6 +438,10 @@ class Driver:
         )
         if asked:
             return [self._take(study, asked[0])]
+        return self._take_unclaimed(study)
+
+    def _take_unclaimed(self, study: optuna.Study) -> list[Pending]:
+        """Claim every RUNNING trial this driver has not claimed yet."""
         return [
             self._take(study, t)
             for t in self._trials(study, TrialState.RUNNING)
