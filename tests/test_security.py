@@ -25,6 +25,7 @@ from unittest import mock
 
 import pytest
 import yaml
+from cluster.test_compose import run_script
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -303,16 +304,9 @@ def fake_tool(folder: Path, name: str) -> None:
 def run_deploy_script(
     script: str, env: dict[str, str], tools: Path, *args: str
 ) -> subprocess.CompletedProcess[str]:
+    """:func:`run_script` with the fake tools in ``tools`` first on PATH (and as HOME)."""
     path = f"{tools}:{Path(sys.executable).parent}:{os.environ['PATH']}"
-    base = {"PATH": path, "HOME": str(tools)}
-    return subprocess.run(
-        [str(DEPLOY / script), *args],
-        env={**base, **env},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    return run_script(script, {"PATH": path, "HOME": str(tools), **env}, *args)
 
 
 def test_mlflow_server_script_passes_allowed_hosts(
