@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from ports import free_port
 from typer.testing import CliRunner
 
 from pipeline import cli
@@ -376,12 +376,6 @@ CASES: list[Case] = [
 ]
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def snapshot(folder: Path) -> dict[str, str]:
     """Every file and folder below ``folder``: relative path -> sha256 (folders: '').
 
@@ -436,7 +430,7 @@ def prepare(bad: Case, tmp_path: Path, run_dir: Path | None) -> list[str]:
         "{tmp}": str(tmp_path),
         "{run}": str(run_dir),
         "{smoke}": str(SMOKE),
-        "{port}": str(closed_port()),
+        "{port}": str(free_port()),
     }
 
     def fill(text: str) -> str:
@@ -491,7 +485,7 @@ def test_bad_input_gives_one_line_and_leaves_nothing(
 def test_secrets_in_urls_are_not_printed(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    url = f"postgresql+psycopg://u:hunter2@127.0.0.1:{closed_port()}/db"
+    url = f"postgresql+psycopg://u:hunter2@127.0.0.1:{free_port()}/db"
     assert invoke(["run", str(SMOKE), "--storage", url, "--run-dir", str(tmp_path)]) == 2
     out, err = capsys.readouterr()
     assert "hunter2" not in out + err
@@ -546,7 +540,7 @@ def test_yes_lets_a_huge_study_past_the_size_check(
     """With --yes the size check passes and the run goes on (here to a closed database)."""
     spec = tmp_path / "huge.yaml"
     spec.write_text(HUGE_GRID)
-    url = f"postgresql+psycopg://u@127.0.0.1:{closed_port()}/db"
+    url = f"postgresql+psycopg://u@127.0.0.1:{free_port()}/db"
     argv = ["run", str(spec), "--yes", "--storage", url, "--run-dir", str(tmp_path / "r")]
     assert invoke(argv) == 2
     out, err = capsys.readouterr()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
+from ports import free_port
 
 from models import EpochRecord, TrialResult, TrialSpec, train_trial
 from pipeline import tracking
@@ -263,10 +263,7 @@ def test_batches_stay_within_mlflow_limits() -> None:
 def test_unreachable_server_raises_tracking_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
-    with socket.socket() as s:  # a port that was free a moment ago: nothing listens on it
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    uri = f"http://127.0.0.1:{port}"
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens on it
     tracker = Tracker(uri, retry_delays=(0.01, 0.01))
     start = time.monotonic()
     with pytest.raises(TrackingError, match=uri.replace(".", r"\.")) as info:
@@ -277,9 +274,7 @@ def test_unreachable_server_raises_tracking_error(monkeypatch: pytest.MonkeyPatc
 
 def test_credentials_are_not_shown_in_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     tracker = Tracker(f"http://user:secret@127.0.0.1:{port}", retry_delays=())
     with pytest.raises(TrackingError) as info:
         tracker.open_study(STUDY, SPEC_TEXT, {}, {})

@@ -30,6 +30,7 @@ from typing import IO, Any, NoReturn
 from urllib.parse import quote
 
 import pytest
+from ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -71,13 +72,6 @@ def postgres_bin_dir() -> Path:
         return int(version) if version.isdigit() else 0
 
     return Path(max(found, key=major)).parent
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now, on the loopback interface."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def port_open(port: int) -> bool:

@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 import re
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from ports import free_port
 
 from pipeline.tracking import TrackingError, read_trials
 from pipeline.ui import UiServer, start_ui
@@ -30,12 +30,6 @@ pytestmark = [
 
 DEADLINE_SERVER = 120.0
 """Seconds the MLflow server may take to start (it migrates a fresh store first)."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
