@@ -343,7 +343,12 @@ class Tracker:
                     json.dumps(encoded["diagnostics"], indent=1), encoding="utf-8"
                 )
                 (Path(folder) / "result.json").write_text(text, encoding="utf-8")
-                self._call("log the trial's artifacts", client.log_artifacts, run_id, folder)
+                # To the run's artifact store directly: client.log_artifacts(run_id, ...)
+                # would first read the run back to learn the artifact URI we already have.
+                self._call(
+                    "log the trial's artifacts",
+                    lambda: self._artifact_repo(run.info.artifact_uri).log_artifacts(folder),
+                )
             failpoint("tracking.before_finish")  # a test hook; see pipeline/faults.py
             self._call("finish the trial run", client.set_terminated, run_id, "FINISHED")
         except TrackingError:
@@ -375,6 +380,13 @@ class Tracker:
         self._call(f"log artifact {path.name}", log, self.parent_run_id, str(path), artifact_path)
 
     # -- internals ----------------------------------------------------------------------
+
+    def _artifact_repo(self, artifact_uri: str) -> Any:
+        """The artifact repository of a run's artifact URI, as MLflow's client resolves it
+        (``mlflow-artifacts:`` URIs through the tracking server)."""
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        return get_artifact_repository(artifact_uri, tracking_uri=self.tracking_uri)
 
     @property
     def _client(self) -> MlflowClient:
