@@ -25,6 +25,7 @@ interrupted ask left RUNNING is taken over rather than asked anew.
 
 from __future__ import annotations
 
+import functools
 import math
 import shutil
 import subprocess
@@ -40,6 +41,7 @@ from typing import TypeVar
 import optuna
 from optuna.trial import TrialState
 
+from models.cells import get_cell
 from models.spec import TrialResult, TrialSpec
 from pipeline import storage as st
 from pipeline.execution import PackFailed, RayExecutor, Resources
@@ -50,6 +52,13 @@ from pipeline.tracking import Tracker, TrackingError
 
 MAX_AUTO_PACK = 16
 """Largest pack the driver forms on its own (``--pack-size`` overrides)."""
+PACK_WORK_BUDGET = 128e6
+"""Multiply-adds of one batch (all time steps, all members) a CPU pack may cost when the
+driver picks the pack size. Packing pays while each member's step is small: on a 2-core
+CPU (``benchmarks/packing.py``, rnn_tanh, batch 32), 16 members run 5.2x faster than one
+by one at hidden 64 and length 10, 3.3x at length 50, but 1.5x at hidden 256 and length
+10 and nothing (0.96x, 655 MiB) at hidden 256 and length 50. The budget keeps the first
+two at 16 and makes the last two 6 and 1. Not applied to GPU packs (not measured)."""
 SAMPLED_PACK = 4
 """Trials asked per slot at a time for sampled (non-grid) studies."""
 HEARTBEAT_SECONDS = 5.0
@@ -146,36 +155,56 @@ def code_version() -> str:
     return f"{ver}+{sha}" if sha else ver
 
 
-def make_packs(pending: Sequence[Pending], pack_size: int) -> list[list[Pending]]:
-    """Group trials by shape, split each group into near-equal packs of <= pack_size, and
-    order the packs longest first (by :func:`pack_cost`), so that the last packs to start
-    are short ones and no slot idles long at the end of a study."""
+def make_packs(
+    pending: Sequence[Pending],
+    pack_size: int,
+    limit: Callable[[TrialSpec], int] | None = None,
+) -> list[list[Pending]]:
+    """Group trials by shape, deal each group into near-equal packs of <= pack_size (and
+    <= ``limit(spec)`` of the group's shape, if given), and order the packs longest first
+    (by :func:`pack_cost`), so that the last packs to start are short ones and no slot
+    idles long at the end of a study."""
     groups: dict[tuple[object, ...], list[Pending]] = {}
     for p in pending:
         groups.setdefault(p.spec.shape_key(), []).append(p)
     packs: list[list[Pending]] = []
     for members in groups.values():
-        n_packs = math.ceil(len(members) / pack_size)
-        small, bigger = divmod(len(members), n_packs)  # `bigger` packs get one more
-        start = 0
-        for i in range(n_packs):
-            end = start + small + (1 if i < bigger else 0)
-            packs.append(members[start:end])
-            start = end
+        size = pack_size if limit is None else min(pack_size, limit(members[0].spec))
+        n_packs = math.ceil(len(members) / max(1, size))
+        # Dealt like cards, so that sizes differ by at most one and the grid's neighbours
+        # (often the same init: trials that stop at about the same epoch) spread over
+        # the packs instead of filling one pack that ends early and one that runs long.
+        packs += [members[i::n_packs] for i in range(n_packs)]
     return sorted(packs, key=lambda pack: -pack_cost([p.spec for p in pack]))
 
 
+def batch_work(spec: TrialSpec) -> float:
+    """Multiply-adds of one member's forward pass over one batch: ``seq_len`` steps of the
+    recurrent and input matrices of every gate (the input width counted as one)."""
+    gates = get_cell(spec.cell).gates
+    return float(spec.batch_size * spec.seq_len * gates * spec.hidden * (spec.hidden + 1))
+
+
 def pack_cost(specs: Sequence[TrialSpec]) -> float:
-    """A relative estimate of a pack's training time: its members' largest step budget
-    times the multiply-adds of one step of all members (recurrent and input matrices)."""
+    """A relative estimate of a pack's training time: its members' largest batch budget
+    times the multiply-adds of one batch of all members."""
     s = specs[0]
-    steps = max(t.max_epochs for t in specs) * s.batches_per_epoch * s.seq_len
-    return float(steps * len(specs) * s.batch_size * s.hidden * (s.hidden + 1))
+    batches = max(t.max_epochs for t in specs) * s.batches_per_epoch
+    return batches * len(specs) * batch_work(s)
 
 
 def auto_pack_size(n_trials: int, slots: int) -> int:
     """Enough packs to keep every slot busy, each as large as that allows (<= 16)."""
     return max(1, min(MAX_AUTO_PACK, math.ceil(n_trials / max(1, slots))))
+
+
+def pack_limit(spec: TrialSpec, gpu: bool = False) -> int:
+    """The largest automatic pack for trials of this shape: on a CPU, as many members as
+    :data:`PACK_WORK_BUDGET` allows (at least 1, at most :data:`MAX_AUTO_PACK`); on a
+    GPU, :data:`MAX_AUTO_PACK`."""
+    if gpu:
+        return MAX_AUTO_PACK
+    return max(1, min(MAX_AUTO_PACK, int(PACK_WORK_BUDGET // batch_work(spec))))
 
 
 def _live_keys(study: optuna.Study) -> set[str | None]:
@@ -711,8 +740,13 @@ class Driver:
             if not self.spec.is_grid:
                 pending += self._ask_more(study, batch)
                 self._live = self._counts(study)
-            size = opts.pack_size or auto_pack_size(len(pending), slots)
-            queue = make_packs(pending, size)
+            limit: Callable[[TrialSpec], int] | None = None
+            if opts.pack_size:
+                size = opts.pack_size  # the user's size, for every shape
+            else:
+                size = auto_pack_size(len(pending), slots)
+                limit = functools.partial(pack_limit, gpu=resources.gpus > 0)
+            queue = make_packs(pending, size, limit)
             in_flight: dict[int, list[Pending]] = {}
             next_id = 0
             while queue or in_flight:
@@ -725,7 +759,7 @@ class Driver:
                     tracking.join()
                     self._finish(study, in_flight.pop(pack_id), out)
                     if not self.spec.is_grid and not queue:
-                        queue += make_packs(self._ask_more(study, batch), size)
+                        queue += make_packs(self._ask_more(study, batch), size, limit)
                         self._live = self._counts(study)
                 self.reporter.update(self._live)
         finally:
