@@ -51,11 +51,11 @@ def test_a_shape_group_is_split_into_near_equal_packs() -> None:
             assert max(sizes) - min(sizes) <= 1
 
 
-def test_a_group_is_dealt_so_neighbouring_grid_points_go_to_different_packs() -> None:
+def test_a_group_is_split_into_runs_of_consecutive_grid_points() -> None:
     spec = headline_pending()[0].spec
-    pending = [Pending(i, i, spec, f"k{i}") for i in range(6)]  # e.g. xavier x3, uniform x3
-    packs = make_packs(pending, 3)
-    assert sorted([p.number for p in pack] for pack in packs) == [[0, 2, 4], [1, 3, 5]]
+    pending = [Pending(i, i, spec, f"k{i}") for i in range(7)]  # e.g. xavier x4, uniform x3
+    packs = make_packs(pending, 4)
+    assert sorted([p.number for p in pack] for pack in packs) == [[0, 1, 2, 3], [4, 5, 6]]
 
 
 def test_packs_are_ordered_longest_first() -> None:
