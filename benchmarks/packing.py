@@ -2,6 +2,8 @@
 
 Run: python benchmarks/packing.py            (full grid, ~10 minutes on 2 cores)
      python benchmarks/packing.py --quick    (a tiny grid, seconds; used by the tests)
+     python benchmarks/packing.py --cell lstm --ks 1 4 16 --hiddens 64 256
+                                             (another cell; results in packing_lstm.json)
 
 A model-step is one member's forward, backward and optimizer update on one batch. For
 each K (pack size), hidden size and sequence length, K trials of one shape (different
@@ -49,14 +51,16 @@ MIN_SECONDS = 1.0
 MAX_REPEATS = 5
 
 
-def make_specs(k: int, hidden: int, seq_len: int, batches: int, epochs: int) -> list[Any]:
+def make_specs(
+    k: int, hidden: int, seq_len: int, batches: int, epochs: int, cell: str = "rnn_tanh"
+) -> list[Any]:
     """K adding-task specs of one shape, different seeds and init schemes, no early stop."""
     from models.spec import TrialSpec
 
     return [
         TrialSpec(
             task="adding",
-            cell="rnn_tanh",
+            cell=cell,
             seq_len=seq_len,
             hidden=hidden,
             init=INITS[i % len(INITS)],
@@ -90,8 +94,9 @@ def worker(payload: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(1)
     k, hidden, seq_len = payload["k"], payload["hidden"], payload["seq_len"]
     batches, epochs = payload["batches_per_epoch"], payload["max_epochs"]
-    specs = make_specs(k, hidden, seq_len, batches, epochs)
-    _train(make_specs(1, hidden, seq_len, 1, 1))  # warm-up: first-call costs
+    cell = payload.get("cell", "rnn_tanh")
+    specs = make_specs(k, hidden, seq_len, batches, epochs, cell)
+    _train(make_specs(1, hidden, seq_len, 1, 1, cell))  # warm-up: first-call costs
     rss_warm = peak_rss_mib()
     best, best_cpu, spent, runs = float("inf"), float("inf"), 0.0, 0
     results: list[Any] = []
@@ -154,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches-per-epoch", type=int, default=None, help="default 10")
     parser.add_argument("--epochs", type=int, default=None, help="max_epochs (default 2)")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs, best kept")
+    parser.add_argument(
+        "--cell", default="rnn_tanh", help="cell type: rnn_tanh (default), rnn_relu, lstm, gru"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     bc.add_common_args(parser)
     args = parser.parse_args(argv)
@@ -161,6 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return 0
+    from models.cells import CELLS
+
+    if args.cell not in CELLS:
+        parser.error(f"--cell: unknown cell {args.cell!r}; known: {', '.join(sorted(CELLS))}")
 
     grid = QUICK_GRID if args.quick else FULL_GRID
     ks = args.ks or grid["k"]
@@ -170,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     epochs = args.epochs or (1 if args.quick else 2)
     settings = {
         "task": "adding",
-        "cell": "rnn_tanh",
+        "cell": args.cell,
         "optimizer": "adam",
         "batch_size": BATCH_SIZE,
         "val_size": VAL_SIZE,
@@ -202,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                     "batches_per_epoch": batches,
                     "max_epochs": epochs,
                     "repeats": args.repeats,
+                    "cell": args.cell,
                 }
                 packed = run_worker({**base, "mode": "packed"})
                 alone = run_worker({**base, "mode": "one_by_one"})
@@ -263,9 +276,10 @@ def main(argv: list[str] | None = None) -> int:
         ]
 
     md = markdown(rows, settings, m, targets)
-    path = bc.write_result(
-        NAME, args.out, m, settings, rows, targets, md, variant="quick" if args.quick else ""
-    )
+    variant = "quick" if args.quick else ""
+    if args.cell != "rnn_tanh":
+        variant = f"{variant}_{args.cell}".strip("_")
+    path = bc.write_result(NAME, args.out, m, settings, rows, targets, md, variant=variant)
     print(md)
     print(f"\nwrote {path}", file=sys.stderr)
     return bc.finish(targets, args.check)
@@ -304,7 +318,7 @@ def markdown(
     ]
     note = (
         f"Model-steps/s (one member, one batch: forward + backward + update), adding task, "
-        f"rnn_tanh, Adam, batch {settings['batch_size']}, "
+        f"{settings['cell']}, Adam, batch {settings['batch_size']}, "
         f"{settings['model_steps_per_member']} steps per member "
         f"({settings['batches_per_epoch']} batches x {settings['max_epochs']} epochs, "
         f"validation on {settings['val_size']} sequences), one torch thread; whole "
