@@ -48,6 +48,10 @@ if TYPE_CHECKING:
 # initstudy works offline and reports nothing home: MLflow's usage telemetry stays off
 # unless the user turns it on explicitly (MLFLOW_DISABLE_TELEMETRY=false).
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# With a tracking server, MLflow's client reads every run back when it ends, to print
+# "View run ... at: URL" lines on stdout: one more request per trial, and two lines per
+# trial through the progress display. Off unless asked for (...=false).
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 KIND_TAG = "initstudy.kind"
 """Tag marking a run as the study's parent run (``study``) or a trial's run (``trial``)."""

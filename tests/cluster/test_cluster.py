@@ -114,6 +114,7 @@ def test_study_runs_on_both_nodes(cluster: LocalCluster, spec: Path) -> None:
         "1",
     )
     assert f"{TRIALS}/{TRIALS} trials complete" in out
+    assert "View run" not in out  # MLflow's per-run URL lines (and their extra request)
 
     trials = complete_trials(cluster, STUDY)
     assert len(trials) == TRIALS
