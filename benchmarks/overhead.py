@@ -36,6 +36,7 @@ import pstats
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,7 @@ STORE_CALLS = (
         "mlflow.store.artifact.local_artifact_repo:LocalArtifactRepository",
         "log_artifacts",
     ),
+    ("mlflow", "mlflow.store.artifact.http_artifact_repo:HttpArtifactRepository", "log_artifacts"),
     ("mlflow", "mlflow.tracking.client:MlflowClient", "set_terminated"),
 )
 """The store calls a trial costs, timed one by one in the unprofiled run: (store,
@@ -134,8 +136,17 @@ class Clock:
         return timed
 
 
-def run_study(n: int, run_dir: Path, profile: cProfile.Profile | None) -> dict[str, Any]:
-    """Run the N-trial study once through ``Driver.run()``; return the timings."""
+def run_study(
+    n: int,
+    run_dir: Path,
+    profile: cProfile.Profile | None,
+    storage: str | None = None,
+    tracking_uri: str | None = None,
+) -> dict[str, Any]:
+    """Run the N-trial study once through ``Driver.run()``; return the timings.
+
+    With a ``storage`` or ``tracking_uri`` server, the study gets a name of its own (the
+    servers outlive the run folder, and a study of the same name would resume)."""
     import ray
     import yaml
 
@@ -147,7 +158,12 @@ def run_study(n: int, run_dir: Path, profile: cProfile.Profile | None) -> dict[s
     doc = study_doc(n)
     text = yaml.safe_dump(doc, sort_keys=False)
     spec = parse_study_spec(doc, "overhead")
-    options = RunOptions(run_dir=run_dir)
+    name = None
+    if storage is not None or tracking_uri is not None:
+        name = f"overhead-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    options = RunOptions(
+        run_dir=run_dir, storage=storage, tracking_uri=tracking_uri, study_name=name
+    )
     driver = Driver(spec, text, options, Reporter(enabled=False))
     clock = Clock()
     # Instance attributes shadow the methods, so only this driver is timed; nothing in
@@ -258,6 +274,13 @@ def time_store_calls(clock: Clock, calls: CallCounter) -> list[tuple[type, str, 
         setattr(cls, name, calls.wrap(label, clock.wrap(label, method)))
         restore.append((cls, name, method))
     return restore
+
+
+def redact_url(url: str) -> str:
+    """A store URL without its password, for the result file."""
+    from pipeline.storage import redact
+
+    return redact(url)
 
 
 def _where(filename: str) -> str:
@@ -412,6 +435,14 @@ def main(argv: list[str] | None = None) -> int:
         "--quick", action="store_true", help=f"{QUICK_TRIALS} trials (for the tests)"
     )
     parser.add_argument("--no-profile", action="store_true", help="skip the cProfile run")
+    parser.add_argument(
+        "--storage", default=None, help="Optuna storage URL (default: SQLite in a temp folder)"
+    )
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking server, e.g. http://127.0.0.1:5000 (default: SQLite)",
+    )
     parser.add_argument("--keep", type=Path, default=None, help="keep the run folders here")
     parser.add_argument(
         "--pstats", type=Path, default=None, help="also save the raw profile here (pstats)"
@@ -436,11 +467,11 @@ def main(argv: list[str] | None = None) -> int:
     m = bc.machine()
     with tempfile.TemporaryDirectory(prefix="initstudy-overhead-") as tmp:
         base = args.keep or Path(tmp)
-        timing = run_study(n, base / "timed", None)
+        timing = run_study(n, base / "timed", None, args.storage, args.tracking_uri)
         profile = None
         if not args.no_profile:
             prof = cProfile.Profile()
-            profiled = run_study(n, base / "profiled", prof)
+            profiled = run_study(n, base / "profiled", prof, args.storage, args.tracking_uri)
             profile = breakdown(prof, profiled["wall_s"], n)
             if args.pstats is not None:
                 prof.dump_stats(args.pstats)
@@ -459,8 +490,12 @@ def main(argv: list[str] | None = None) -> int:
         "trials": n,
         "trial": NOOP_TRIAL,
         "driver": "pipeline.driver.Driver(...).run() in this process",
-        "storage": "Optuna RDBStorage, SQLite in a temporary run folder",
-        "tracking": "MLflow, SQLite in the same run folder",
+        "storage": redact_url(args.storage)
+        if args.storage
+        else "Optuna RDBStorage, SQLite in a temporary run folder",
+        "tracking": redact_url(args.tracking_uri)
+        if args.tracking_uri
+        else "MLflow, SQLite in the same run folder",
         "ray": "embedded (ray.init by the driver), all CPUs, default pack size",
         "imports_before_clock_s": imports,
         "profile": not args.no_profile,
@@ -468,6 +503,8 @@ def main(argv: list[str] | None = None) -> int:
     results = {"timing": timing, "profile": profile}
     md = markdown(timing, profile, m, targets)
     variant = "quick" if args.quick else ("" if n == DEFAULT_TRIALS else f"n{n}")
+    if args.storage or args.tracking_uri:
+        variant = "_".join(v for v in (variant, "servers") if v)
     path = bc.write_result(NAME, args.out, m, settings, results, targets, md, variant)
     print(md)
     print(f"\nwrote {path}", file=sys.stderr)
