@@ -114,10 +114,12 @@ def study_doc(n: int) -> dict[str, Any]:
 
 
 class Clock:
-    """Total seconds in named calls, and when the first call of each started and ended."""
+    """Total seconds and number of named calls, and when the first of each started and
+    ended."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
         self.first_start: dict[str, float] = {}
         self.first_end: dict[str, float] = {}
 
@@ -131,6 +133,7 @@ class Clock:
             finally:
                 end = time.perf_counter()
                 self.seconds[name] = self.seconds.get(name, 0.0) + end - started
+                self.calls[name] = self.calls.get(name, 0) + 1
                 self.first_end.setdefault(name, end)
 
         return timed
@@ -174,8 +177,7 @@ def run_study(
     real_init, real_shutdown = ray.init, ray.shutdown
     ray.init = clock.wrap("ray.init", real_init)
     ray.shutdown = clock.wrap("ray.shutdown", real_shutdown)
-    calls = CallCounter()
-    restore = [] if profile is not None else time_store_calls(clock, calls)
+    restore = [] if profile is not None else time_store_calls(clock)
     try:
         started = time.perf_counter()
         if profile is not None:
@@ -229,35 +231,18 @@ def run_study(
             {
                 "store": store,
                 "call": f"{target.rsplit('.', 1)[-1]}.{name}",
-                "calls": calls.counts.get(f"{target}.{name}", 0),
-                "seconds": clock.seconds.get(f"{target}.{name}", 0.0),
-                "ms_per_call": 1000
-                * clock.seconds.get(f"{target}.{name}", 0.0)
-                / max(1, calls.counts.get(f"{target}.{name}", 0)),
-                "ms_per_trial": 1000 * clock.seconds.get(f"{target}.{name}", 0.0) / n,
+                "calls": clock.calls[label],
+                "seconds": clock.seconds[label],
+                "ms_per_call": 1000 * clock.seconds[label] / clock.calls[label],
+                "ms_per_trial": 1000 * clock.seconds[label] / n,
             }
             for store, target, name in STORE_CALLS
-            if f"{target}.{name}" in calls.counts
+            if (label := f"{target}.{name}") in clock.calls
         ],
     }
 
 
-class CallCounter:
-    """How many times each timed store call ran."""
-
-    def __init__(self) -> None:
-        self.counts: dict[str, int] = {}
-
-    def wrap(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(fn)
-        def counted(*args: Any, **kwargs: Any) -> Any:
-            self.counts[name] = self.counts.get(name, 0) + 1
-            return fn(*args, **kwargs)
-
-        return counted
-
-
-def time_store_calls(clock: Clock, calls: CallCounter) -> list[tuple[type, str, Any]]:
+def time_store_calls(clock: Clock) -> list[tuple[type, str, Any]]:
     """Wrap the classes' methods in :data:`STORE_CALLS` with timers (for every instance in
     this process: only the driver uses these stores here). Returns what to put back."""
     import importlib
@@ -271,7 +256,7 @@ def time_store_calls(clock: Clock, calls: CallCounter) -> list[tuple[type, str, 
         except (ImportError, AttributeError, KeyError):
             continue
         label = f"{target}.{name}"
-        setattr(cls, name, calls.wrap(label, clock.wrap(label, method)))
+        setattr(cls, name, clock.wrap(label, method))
         restore.append((cls, name, method))
     return restore
 

@@ -131,6 +131,14 @@ def test_overhead(launched: dict[str, Launched]) -> None:
     for key in ("wall_s", "ray_startup_s", "training_s", "pipeline_ms_per_trial", "setup_s"):
         assert positive(timing[key]), (key, timing[key])
     assert timing["wall_s"] > timing["ray_startup_s"] + timing["training_s"]
+    # Every store call a trial costs was timed, once per trial (attributes: result, outcome).
+    calls = {c["call"].rsplit(".", 1)[-1]: c for c in timing["store_calls"]}
+    assert calls["create_new_trial"]["calls"] == 10
+    assert calls["set_trial_user_attr"]["calls"] == 20
+    assert calls["set_trial_state_values"]["calls"] == 10
+    assert calls["log_artifacts"]["calls"] == 10
+    for c in calls.values():
+        assert positive(c["ms_per_call"]), c
     profile = doc["results"]["profile"]
     groups = {g["group"]: g for g in profile["groups"]}
     assert {"optuna", "mlflow", "ray.wait", "ray.init", "initstudy"} <= set(groups)
