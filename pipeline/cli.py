@@ -838,9 +838,10 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    # No usage telemetry: studies run on closed networks, and we send nothing anywhere.
+    # No usage telemetry: studies run on closed networks, and we send nothing anywhere
+    # (set here too for `ui`'s MLflow server; Ray's is set where Ray starts, in
+    # pipeline.execution).
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     for name in ("mlflow", "alembic", "optuna"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
