@@ -241,7 +241,8 @@ def init_weights(model: PackedRNN, specs: Sequence[TrialSpec]) -> None:
     Member k's weights depend only on ``specs[k]`` (its init, init_recurrent, scale and
     seed), never on its pack mates. Each gate block is drawn separately so that schemes
     such as ``orthogonal`` and ``identity`` apply per block, as they would to a plain RNN.
-    The recurrent override (``init_recurrent``) applies to Whh alone; biases are zero
+    The recurrent overrides (``init_recurrent``, ``recurrent_scale``) apply to Whh alone;
+    biases are zero
     except for ``torch_default``, which mimics nn.RNN (see ``models.init.init_bias``).
     """
     if len(specs) != model.members:
@@ -256,14 +257,17 @@ def init_weights(model: PackedRNN, specs: Sequence[TrialSpec]) -> None:
                     if role == "recurrent" and spec.init_recurrent
                     else (spec.init)
                 )
+                scale = (
+                    spec.recurrent_scale
+                    if role == "recurrent" and spec.recurrent_scale is not None
+                    else spec.scale
+                )
                 weight: Tensor = getattr(model, name)
                 fan_in = weight.shape[1]
                 n_blocks = 1 if role == "output" else gates
                 block_out = weight.shape[2] // n_blocks
                 blocks = [
-                    init_matrix(
-                        scheme, fan_in, block_out, role=role, scale=spec.scale, generator=gen
-                    )
+                    init_matrix(scheme, fan_in, block_out, role=role, scale=scale, generator=gen)
                     for _ in range(n_blocks)
                 ]
                 weight[k].copy_(torch.cat(blocks, dim=1))

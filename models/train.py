@@ -9,9 +9,11 @@ pack of one. A member's result depends only on its own spec:
   same batches and validation set (common random numbers), whether they train alone or
   with others, and members with different data_seeds can share a pack (each stream's
   batch is drawn once per step and given to the members that read it);
+- a member has converged after ``spec.patience`` consecutive evaluations at or below its
+  target (the first of them is its converged epoch);
 - per-member learning rate, optimizer state and clipping (``models.optim``);
-- a member stops (is frozen) when it converges, diverges or reaches its epoch budget, and
-  a frozen member's parameters never change again; after the epoch it stopped in it
+- a member stops when it converges, diverges or reaches its epoch budget, and a stopped
+  member's parameters never change again; after the epoch it stopped in it
   leaves the pack (the pack is rebuilt from the members still training), so a pack costs
   about the sum of its members' epochs, not K times the longest.
 
@@ -61,7 +63,15 @@ def check_spec(spec: TrialSpec) -> None:
     if spec.init_recurrent is not None and spec.init_recurrent not in INIT_SCHEMES:
         known = ", ".join(sorted(INIT_SCHEMES))
         raise ValueError(f"init_recurrent: unknown value {spec.init_recurrent!r}; known: {known}")
-    for name in ("seq_len", "hidden", "batch_size", "batches_per_epoch", "max_epochs", "val_size"):
+    for name in (
+        "seq_len",
+        "hidden",
+        "batch_size",
+        "batches_per_epoch",
+        "max_epochs",
+        "val_size",
+        "patience",
+    ):
         value = getattr(spec, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}: must be a positive integer, got {value!r}")
@@ -75,8 +85,16 @@ def check_spec(spec: TrialSpec) -> None:
         value = getattr(spec, name)
         if not _is_number(value) or not math.isfinite(value) or value <= 0:
             raise ValueError(f"{name}: must be a positive finite number, got {value!r}")
-    if not _is_number(spec.scale) or not math.isfinite(spec.scale):
-        raise ValueError(f"scale: must be a finite number, got {spec.scale!r}")
+    for name in ("scale", "recurrent_scale"):
+        value = getattr(spec, name)
+        if name == "recurrent_scale" and value is None:
+            continue
+        if not _is_number(value) or not math.isfinite(value):
+            raise ValueError(f"{name}: must be a finite number, got {value!r}")
+    if spec.patience > spec.max_epochs:
+        raise ValueError(
+            f"patience: must be at most max_epochs ({spec.max_epochs}), got {spec.patience!r}"
+        )
     if spec.corpus is not None and spec.task != "charlm":
         raise ValueError(f"corpus: only the charlm task reads a corpus, not {spec.task!r}")
 
@@ -178,6 +196,7 @@ def _train(specs: Sequence[TrialSpec], device: str | torch.device = "cpu") -> li
     optimizer = get_optimizer(first.optimizer)(params, lr)
 
     converged: list[int | None] = [None] * k
+    streak = [0] * k  # consecutive evaluations at or below the target, per member
     diverged: list[int | None] = [None] * k
     history: list[list[EpochRecord]] = [[] for _ in range(k)]
     budget = max(s.max_epochs for s in specs)
@@ -240,8 +259,9 @@ def _train(specs: Sequence[TrialSpec], device: str | torch.device = "cpu") -> li
                 diverged[i] = epoch
             if diverged[i] is not None:
                 continue
-            if v <= targets[i] and converged[i] is None:
-                converged[i] = epoch
+            streak[i] = streak[i] + 1 if v <= targets[i] else 0
+            if converged[i] is None and streak[i] >= spec.patience:
+                converged[i] = epoch - spec.patience + 1  # the first of the streak
                 if spec.stop_on_converge:
                     continue
             if epoch < spec.max_epochs:
@@ -333,7 +353,8 @@ def init_diagnostics(model: PackedRNN, task: Task, x: Tensor, y: Tensor) -> list
 
     Per time step t: variance of h_t over the batch and units, the share of saturated
     units (abs(h_t) > 0.99), and the norm of dL/dh_t (how much of the loss's gradient
-    reaches step t). Also the spectral radius of the recurrent matrix (the largest over
+    reaches step t), and the norms of dL/dWxh and dL/dWhh (both exactly zero: the trial
+    is frozen, it cannot train). Also the spectral radius of the recurrent matrix (the largest over
     the gate blocks for LSTM and GRU) and the loss before training. Leaves no gradients
     behind.
     """
@@ -355,6 +376,14 @@ def init_diagnostics(model: PackedRNN, task: Task, x: Tensor, y: Tensor) -> list
         ]
         grad_norms = torch.stack(grads, dim=1).cpu()
         grad_norms[~torch.isfinite(losses).cpu()] = math.nan
+        matrix_grads = [
+            w.grad.reshape(k, -1).double().norm(dim=1).cpu()
+            if w.grad is not None
+            else torch.zeros(k, dtype=torch.float64)
+            for w in (model.Wxh, model.Whh)
+        ]
+        for g in matrix_grads:
+            g[~torch.isfinite(losses).cpu()] = math.nan
     model.zero_grad(set_to_none=True)
     result = []
     for i in range(k):
@@ -369,6 +398,8 @@ def init_diagnostics(model: PackedRNN, task: Task, x: Tensor, y: Tensor) -> list
                 hidden_sat=saturation[i].tolist(),
                 grad_norm=grad_norms[i].tolist(),
                 initial_loss=float(losses[i].detach()),
+                input_grad_norm=float(matrix_grads[0][i]),
+                recurrent_grad_norm=float(matrix_grads[1][i]),
             )
         )
     return result

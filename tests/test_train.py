@@ -85,14 +85,47 @@ def test_non_finite_loss_is_diverged_with_its_epoch() -> None:
     assert result.converged_epoch is None
 
 
-def test_convergence_stops_training_at_the_target() -> None:
-    spec = dataclasses.replace(TINY, target_loss=10.0)  # reached after the first epoch
+def test_convergence_stops_training_after_patience_evaluations_at_the_target() -> None:
+    spec = dataclasses.replace(TINY, target_loss=10.0, patience=2)  # every epoch is below
     result = train_trial(spec)
-    assert result.converged_epoch == 1
-    assert len(result.history) == 1
+    assert result.converged_epoch == 1  # the first of the two
+    assert len(result.history) == 2
+    assert result.outcome == "converged"
     keep_going = train_trial(dataclasses.replace(spec, stop_on_converge=False))
     assert keep_going.converged_epoch == 1
     assert len(keep_going.history) == spec.max_epochs
+    first_crossing = train_trial(dataclasses.replace(spec, patience=1))
+    assert (first_crossing.converged_epoch, len(first_crossing.history)) == (1, 1)
+
+
+def _first_streak(hits: list[bool], k: int) -> int | None:
+    """1-based first epoch of k consecutive hits (the rule, written out independently)."""
+    for i in range(len(hits) - k + 1):
+        if all(hits[i : i + k]):
+            return i + 1
+    return None
+
+
+def test_a_streak_broken_before_patience_does_not_converge() -> None:
+    """Convergence needs `patience` consecutive evaluations: a lone crossing is not enough."""
+    probe = train_trial(dataclasses.replace(TINY, stop_on_converge=False, max_epochs=8))
+    losses = [r.val_loss for r in probe.history]
+    # A target some epoch reaches and the next one misses (the loss rose after it).
+    rises = [i for i in range(len(losses) - 1) if losses[i + 1] > losses[i]]
+    assert rises, f"this probe trial's loss never rose: {losses}"
+    target = losses[rises[0]]
+    hits = [v <= target for v in losses]
+    assert _first_streak(hits, 1) != _first_streak(hits, 2)
+    for k in (1, 2, 3):
+        spec = dataclasses.replace(
+            TINY, stop_on_converge=False, max_epochs=8, target_loss=target, patience=k
+        )
+        assert train_trial(spec).converged_epoch == _first_streak(hits, k), k
+
+
+def test_patience_above_the_budget_is_refused() -> None:
+    with pytest.raises(ValueError, match="patience: must be at most max_epochs"):
+        train_trial(dataclasses.replace(TINY, patience=TINY.max_epochs + 1))
 
 
 def test_pack_members_match_solo_training() -> None:
@@ -141,7 +174,7 @@ def test_pack_compacts_as_members_stop_and_stays_exact(optimizer: str) -> None:
     lengths = [len(r.history) for r in solo]
     assert len(set(lengths)) >= 4 and max(lengths) == 5  # members stop at different epochs
     assert any(r.diverged for r in solo)
-    assert (solo[2].converged_epoch, lengths[2]) == (1, 1)
+    assert (solo[2].converged_epoch, lengths[2]) == (1, specs[2].patience)
     assert (solo[5].converged_epoch, lengths[5]) == (1, 3)
     packed = train_pack(specs)
     for alone, member in zip(solo, packed, strict=True):
