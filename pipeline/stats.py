@@ -9,10 +9,14 @@ at the budget: we know only that they needed more than ``max_epochs`` epochs. So
   a confidence interval read off the KM log-log confidence band, and a median that the
   curve never reaches is reported as "> budget", never as a number;
 - a speedup of scheme A over scheme B is ``median_B / median_A`` with a bootstrap
-  interval; when B's median is not reached the speedup is only a lower bound;
-- a paired speedup uses the replicate seeds (members of a pack share one data stream,
-  so A and B with the same seed saw the same batches): the geometric mean of per-seed
-  ratios, with a t-interval of the mean log ratio.
+  interval; when B's median is not reached the speedup is only a lower bound, and the
+  number to quote is the interval's lower limit (:attr:`Speedup.lo`, "at least lo");
+- a paired comparison uses the replicate seeds (members of a pack share one data
+  stream, so A and B with the same seed saw the same batches) and keeps every pair: an
+  exact sign test on which scheme converged first, plus the geometric mean of per-seed
+  ratios over the pairs where both converged (labelled so), with a t-interval;
+- a power estimate simulates studies of n seeds from the pilot's trials, censoring
+  included, and runs the table's own speedup estimator on them.
 
 Device types are never pooled: every table here groups by ``device_type`` as well.
 
@@ -28,7 +32,7 @@ import math
 import warnings
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -129,28 +133,41 @@ def km_median(durations: npt.ArrayLike, events: npt.ArrayLike, alpha: float = 0.
     )
 
 
-def _km_medians_boot(
-    d: np.ndarray, e: np.ndarray, n_boot: int, rng: np.random.Generator
-) -> np.ndarray:
-    """KM medians of ``n_boot`` resamples (with replacement) of the trials; NaN = not reached.
+def _km_median_codes(codes: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """KM medians of many samples at once; NaN = not reached.
 
-    The same estimator as :func:`km_median` (at-risk set at t includes trials censored at
-    t), vectorized over resamples because thousands of ``scipy.stats.ecdf`` calls per
-    comparison are slow; tests check it against scipy.
+    Args:
+        codes: ``(R, m)``: row r is a sample of m trials, each coded ``2 * i + event``
+            with ``i`` its duration's index into ``times`` and ``event`` 1 if it converged.
+        times: the sorted distinct durations.
+
+    Returns:
+        ``(R,)``: per row, the same estimator as :func:`km_median` (the at-risk set at t
+        includes trials censored at t).
     """
-    times, inv = np.unique(d, return_inverse=True)
-    n_t = times.size
-    idx = rng.integers(0, d.size, size=(n_boot, d.size))
-    flat = (np.arange(n_boot)[:, None] * n_t + inv[idx]).ravel()
-    size = n_boot * n_t
-    total = np.bincount(flat, minlength=size).reshape(n_boot, n_t)
-    deaths = np.bincount(flat, weights=e[idx].ravel().astype(float), minlength=size)
-    deaths = deaths.reshape(n_boot, n_t)
+    n_rows, n_t = codes.shape[0], times.size
+    flat = (np.arange(n_rows)[:, None] * (2 * n_t) + codes).ravel()
+    counts = np.bincount(flat, minlength=n_rows * 2 * n_t).reshape(n_rows, n_t, 2)
+    deaths = counts[:, :, 1].astype(float)
+    total = counts[:, :, 0] + counts[:, :, 1]  # (faster than counts.sum(axis=2))
     at_risk = np.cumsum(total[:, ::-1], axis=1)[:, ::-1]
     hazard = np.divide(deaths, at_risk, out=np.zeros_like(deaths), where=at_risk > 0)
     surv = np.cumprod(1.0 - hazard, axis=1)
     below = surv <= _HALF
     return np.where(below.any(axis=1), times[np.argmax(below, axis=1)], np.nan)
+
+
+def _km_medians_boot(
+    d: np.ndarray, e: np.ndarray, n_boot: int, rng: np.random.Generator
+) -> np.ndarray:
+    """KM medians of ``n_boot`` resamples (with replacement) of the trials; NaN = not reached.
+
+    The same estimator as :func:`km_median`, vectorized over resamples because thousands
+    of ``scipy.stats.ecdf`` calls per comparison are slow; tests check it against scipy.
+    """
+    times, inv = np.unique(d, return_inverse=True)
+    idx = rng.integers(0, d.size, size=(n_boot, d.size))
+    return _km_median_codes(2 * inv[idx] + e[idx], times)
 
 
 # -- speedups -------------------------------------------------------------------------------
@@ -160,45 +177,61 @@ def _fmt_ratio(x: float) -> str:
     return f"{x:.1f}" if x >= 1 else f"{x:.2g}"
 
 
+SpeedupKind = Literal["finite", "lower_bound", "none"]
+"""What a :class:`Speedup` estimate is: a number with a two-sided interval (``finite``),
+a lower bound because B's median was not reached (``lower_bound``), or nothing because
+A's median was not reached or a group has no trials (``none``)."""
+
+_FINITE, _LOWER, _NONE = 0, 1, 2
+"""Codes of the kinds in vectorized code."""
+
+
 @dataclass(frozen=True)
 class Speedup:
-    """Speedup of scheme A over scheme B: how many times fewer epochs A needs."""
+    """Speedup of scheme A over scheme B: how many times fewer epochs A needs.
+
+    Always ``lo <= estimate``, and ``estimate <= hi`` where ``hi`` is given.
+    """
 
     estimate: float | None
-    """median_B / median_A (paired: geometric mean of per-seed ratios); None = A's median
-    not reached (or no trials), so no speedup can be stated."""
+    """median_B / median_A; for a lower bound budget_B / median_A (a point, not a
+    confidence bound); None = A's median not reached (or no trials)."""
     lo: float | None
-    """Lower confidence limit (None = not bounded away from 0)."""
+    """Lower limit of the (1 - alpha) percentile bootstrap interval, i.e. a one-sided
+    (1 - alpha/2) confidence lower bound (None = not bounded away from 0). For a lower
+    bound this, not ``estimate``, is what a verdict may quote as "at least lo"."""
     hi: float | None
     """Upper confidence limit (None = unbounded, always so for a lower bound)."""
     lower_bound: bool
-    """True when B did not converge within its budget (in the paired case: in some pair
-    used): the speedup is then more than ``estimate``, which uses B's budget."""
+    """True when B's median was not reached within its budget: the speedup is then more
+    than ``estimate``, which uses B's budget."""
     n_a: int
-    """Trials of A (paired: pairs given)."""
+    """Trials of A."""
     n_b: int
-    """Trials of B (paired: pairs given)."""
-    n_dropped: int = 0
-    """Paired only: pairs left out because A did not converge in them."""
+    """Trials of B."""
+    alpha: float = 0.05
+    """1 - confidence level of the interval."""
+
+    @property
+    def kind(self) -> SpeedupKind:
+        """``"finite"``, ``"lower_bound"`` or ``"none"`` (see :data:`SpeedupKind`)."""
+        if self.estimate is None:
+            return "none"
+        return "lower_bound" if self.lower_bound else "finite"
 
     @property
     def text(self) -> str:
-        """``"3.2x [2.1, 5.0]"``, ``"3.2x [2.1, inf]"`` (no upper limit), ``"> 5.6x"``
-        (lower bound), ``"n/a (A did not converge)"``; paired estimates that dropped
-        pairs say how many."""
+        """``"3.2x [2.1, 5.0]"``, ``"3.2x [2.1, inf]"`` (no upper limit), ``"> 5.6x (95%
+        CI lower limit 3.1x)"`` (lower bound), ``"n/a (A did not converge)"``."""
         if self.estimate is None:
             if self.n_a == 0 or self.n_b == 0:
                 return "n/a (no trials)"
             return "n/a (A did not converge)"
+        lo = "0" if self.lo is None else _fmt_ratio(self.lo)
         if self.lower_bound:
-            out = f"> {_fmt_ratio(self.estimate)}x"
-        else:
-            lo = "0" if self.lo is None else _fmt_ratio(self.lo)
-            hi = "inf" if self.hi is None else _fmt_ratio(self.hi)
-            out = f"{_fmt_ratio(self.estimate)}x [{lo}, {hi}]"
-        if self.n_dropped:
-            out += f" ({self.n_dropped} of {self.n_a} pairs dropped: A did not converge)"
-        return out
+            return f"> {_fmt_ratio(self.estimate)}x ({1 - self.alpha:.0%} CI lower limit {lo}x)"
+        hi = "inf" if self.hi is None else _fmt_ratio(self.hi)
+        return f"{_fmt_ratio(self.estimate)}x [{lo}, {hi}]"
 
 
 def _check_boot(n_boot: int, alpha: float) -> None:
@@ -206,6 +239,48 @@ def _check_boot(n_boot: int, alpha: float) -> None:
         raise ValueError(f"`n_boot >= 1` must hold, but got {n_boot=}")
     if not 0 < alpha < 1:
         raise ValueError(f"`0 < alpha < 1` must hold, but got {alpha=}")
+
+
+def _speedup_rows(
+    med_a: np.ndarray,
+    med_b: np.ndarray,
+    budget_a: np.ndarray,
+    budget_b: np.ndarray,
+    boot_a: np.ndarray,
+    boot_b: np.ndarray,
+    alpha: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The speedup estimator of :func:`speedup`, for S studies at once.
+
+    Args:
+        med_a, med_b: ``(S,)`` KM medians of A and B, NaN = not reached.
+        budget_a, budget_b: ``(S,)`` largest durations (the censoring points).
+        boot_a, boot_b: ``(S, n_boot)`` bootstrap KM medians, NaN = not reached.
+        alpha: 1 - confidence level.
+
+    Returns:
+        ``kind`` (codes ``_FINITE``, ``_LOWER``, ``_NONE``), ``estimate`` (NaN for none),
+        ``lo`` (NaN = not bounded away from 0) and ``hi`` (NaN = unbounded), each ``(S,)``;
+        ``lo <= estimate <= hi`` wherever they are numbers.
+    """
+    a_ok, b_ok = ~np.isnan(boot_a), ~np.isnan(boot_b)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lo_vals = np.where(a_ok, np.where(b_ok, boot_b, budget_b[:, None]) / boot_a, 0.0)
+        hi_vals = np.where(
+            b_ok, np.where(a_ok, boot_b / boot_a, boot_b / budget_a[:, None]), np.inf
+        )
+        lo_q = np.quantile(lo_vals, alpha / 2, axis=1, method="lower")
+        hi_q = np.quantile(hi_vals, 1 - alpha / 2, axis=1, method="higher")
+        kind = np.where(np.isnan(med_a), _NONE, np.where(np.isnan(med_b), _LOWER, _FINITE))
+        estimate = np.where(kind == _LOWER, budget_b, med_b) / med_a
+    estimate = np.where(kind == _NONE, np.nan, estimate)
+    lo = np.where((lo_q > 0) & (kind != _NONE), np.minimum(lo_q, estimate), np.nan)
+    hi = np.where(np.isfinite(hi_q) & (kind == _FINITE), np.maximum(hi_q, estimate), np.nan)
+    return kind, estimate, lo, hi
+
+
+def _none(x: float) -> float | None:
+    return None if math.isnan(x) else float(x)
 
 
 def speedup(
@@ -227,89 +302,175 @@ def speedup(
     counts as infinite and A not reached as ``median_B* / budget_A``. So a group that
     often fails to reach its median widens the interval instead of being ignored.
 
-    When B's median is not reached in the data, the speedup is a lower bound:
-    ``estimate = budget_B / median_A`` and ``lower_bound=True``; ``lo`` is then the
-    bootstrap lower limit (at most the estimate) and ``hi`` is None. When A's median is
-    not reached, there is no estimate.
+    ``lo`` is the ``alpha/2`` quantile of those ratios: the lower end of the (1 - alpha)
+    percentile interval, equivalently a one-sided (1 - alpha/2) confidence lower bound.
+    It is clipped to at most ``estimate`` (and ``hi`` to at least it).
+
+    When B's median is not reached in the data, the speedup is a lower bound
+    (``kind == "lower_bound"``, ``lower_bound=True``, ``hi`` None): ``estimate =
+    budget_B / median_A`` is then only a point (what the ratio would be were B to
+    converge at its budget), and **``lo`` is the confidence bound a verdict may quote as
+    "at least lo"**. When A's median is not reached there is no estimate (``kind ==
+    "none"``).
+
+    Args:
+        a_durations, a_events, b_durations, b_events: per-trial durations and events of
+            A and B (see :func:`km_median`).
+        n_boot: bootstrap resamples.
+        seed: their random seed.
+        alpha: 1 - confidence level.
     """
     _check_boot(n_boot, alpha)
     a_d, a_e = _as_arrays(a_durations, a_events)
     b_d, b_e = _as_arrays(b_durations, b_events)
     n_a, n_b = int(a_d.size), int(b_d.size)
     if n_a == 0 or n_b == 0:
-        return Speedup(None, None, None, False, n_a, n_b)
+        return Speedup(None, None, None, False, n_a, n_b, alpha)
     km_a, km_b = km_median(a_d, a_e, alpha), km_median(b_d, b_e, alpha)
     if km_a.median is None:
-        return Speedup(None, None, None, False, n_a, n_b)
+        return Speedup(None, None, None, False, n_a, n_b, alpha)
     rng = np.random.default_rng(seed)
     ma = _km_medians_boot(a_d, a_e, n_boot, rng)
     mb = _km_medians_boot(b_d, b_e, n_boot, rng)
-    a_ok, b_ok = ~np.isnan(ma), ~np.isnan(mb)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lo_vals = np.where(a_ok, np.where(b_ok, mb, km_b.budget) / ma, 0.0)
-        hi_vals = np.where(b_ok, np.where(a_ok, mb / ma, mb / km_a.budget), np.inf)
-    lo_q = float(np.quantile(lo_vals, alpha / 2, method="lower"))
-    lo = lo_q if lo_q > 0 else None
-    if km_b.median is None:
-        estimate = km_b.budget / km_a.median
-        lo = None if lo is None else min(lo, estimate)
-        return Speedup(estimate, lo, None, True, n_a, n_b)
-    hi_q = float(np.quantile(hi_vals, 1 - alpha / 2, method="higher"))
-    hi = hi_q if math.isfinite(hi_q) else None
-    return Speedup(km_b.median / km_a.median, lo, hi, False, n_a, n_b)
+    kind, est, lo, hi = _speedup_rows(
+        np.array([km_a.median]),
+        np.array([_nan(km_b.median)]),
+        np.array([km_a.budget]),
+        np.array([km_b.budget]),
+        ma[None, :],
+        mb[None, :],
+        alpha,
+    )
+    return Speedup(
+        float(est[0]), _none(lo[0]), _none(hi[0]), bool(kind[0] == _LOWER), n_a, n_b, alpha
+    )
 
 
-def paired_speedup(
+# -- paired comparisons ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """A against B over pairs that share a replicate seed: who converged first, and by how much.
+
+    Every pair counts in the sign test; the ratio uses only the pairs where both converged.
+    """
+
+    n_pairs: int
+    """Pairs given."""
+    a_first: int
+    """Pairs where A converged and B had not yet (B censored at or after A's epoch, or B
+    converged at a later epoch)."""
+    b_first: int
+    """Pairs where B converged first (the same rule with A and B swapped)."""
+    ties: int
+    """The rest: both censored (whatever their budgets), both converged at the same epoch,
+    or one converged after the other was censored at an earlier budget (order unknown)."""
+    sign_p: float
+    """Two-sided exact sign test of ``a_first`` out of ``a_first + b_first`` (p = 0.5,
+    ties left out); 1.0 when every pair is tied."""
+    n_both: int
+    """Pairs where both converged: the ones the ratio is over."""
+    ratio_both_converged: float | None
+    """Geometric mean of ``epochs_B / epochs_A`` over the ``n_both`` pairs (None = none)."""
+    ratio_lo: float | None
+    """Lower limit of its t-interval (None with fewer than two such pairs)."""
+    ratio_hi: float | None
+    """Upper limit of its t-interval (None with fewer than two such pairs)."""
+
+    def describe(self, a: str = "A", b: str = "B") -> str:
+        """The comparison in words, naming the schemes ``a`` and ``b``.
+
+        ``"A first in 7 of 10 pairs (B first in 1, 2 tied), sign test p=0.07; 2.3x [1.4,
+        3.8] over the 5 pairs where both converged"``; ``"n/a (no pairs)"``.
+        """
+        if self.n_pairs == 0:
+            return "n/a (no pairs)"
+        s = "" if self.n_pairs == 1 else "s"
+        out = (
+            f"{a} first in {self.a_first} of {self.n_pairs} pair{s} ({b} first in "
+            f"{self.b_first}, {self.ties} tied), sign test p={self.sign_p:.2g}; "
+        )
+        if self.ratio_both_converged is None:
+            return out + "no pair where both converged"
+        ratio = f"{_fmt_ratio(self.ratio_both_converged)}x"
+        if self.ratio_lo is None or self.ratio_hi is None:
+            return out + f"{ratio} in the 1 pair where both converged"
+        ci = f"[{_fmt_ratio(self.ratio_lo)}, {_fmt_ratio(self.ratio_hi)}]"
+        return out + f"{ratio} {ci} over the {self.n_both} pairs where both converged"
+
+    @property
+    def text(self) -> str:
+        """:meth:`describe` with the schemes called A and B."""
+        return self.describe()
+
+
+def paired_comparison(
     a_durations: npt.ArrayLike,
     a_events: npt.ArrayLike,
     b_durations: npt.ArrayLike,
     b_events: npt.ArrayLike,
     *,
-    n_boot: int = 2000,
-    seed: int = 0,
     alpha: float = 0.05,
-) -> Speedup:
-    """Speedup of A over B from pairs that share a replicate seed (and data stream).
+) -> PairedComparison:
+    """Compare A and B over pairs that share a replicate seed (and data stream).
 
-    The arrays are aligned: element i of A and of B used the same seed. Per pair, the
-    ratio is ``dur_B / dur_A``. Pairs where A did not converge are dropped (counted in
-    ``n_dropped``). A pair where B did not converge has ``dur_B`` = B's budget, so its
-    ratio is only a lower bound, and then the whole estimate is (``lower_bound=True``,
-    ``hi`` None). The estimate is the geometric mean of the ratios.
+    The arrays are aligned: element i of A and of B used the same seed. No pair is
+    dropped. Per pair, A is first if A converged and either B converged at a later epoch
+    or B was censored at an epoch >= A's (B had not converged by then); B first likewise;
+    otherwise the pair is tied (both censored, equal epochs, or one converged after the
+    other's earlier censoring, when the order is unknown). With equal budgets this is
+    "A converged, and B did not or later".
 
-    The interval is the t-interval of the mean log ratio, ``exp(mean +- t_{1-alpha/2,
-    m-1} * sd / sqrt(m))`` over the m pairs used (None with fewer than two pairs), not a
-    percentile bootstrap: with the 5-8 seeds a study runs per cell, the bootstrap over
-    pairs covered the true ratio only 85-91% of the time for a nominal 95% (simulated
-    log-normal and t3 log ratios), the t-interval 94-98%. It is also the interval that
-    :func:`power_estimate` plans for. ``n_boot`` and ``seed`` are accepted for symmetry
-    with :func:`speedup` and unused.
+    The sign test is ``scipy.stats.binomtest(a_first, a_first + b_first, 0.5)``,
+    two-sided. The ratio ``epochs_B / epochs_A`` is averaged (geometric mean) over the
+    pairs where both converged only, with the t-interval of the mean log ratio,
+    ``exp(mean +- t_{1-alpha/2, m-1} * sd / sqrt(m))`` for m >= 2 such pairs: with the
+    5-8 seeds a study runs per cell, a bootstrap over pairs covered the true ratio only
+    85-91% of the time for a nominal 95% (simulated log-normal and t3 log ratios), the
+    t-interval 94-98%. That ratio is conditional on both converging (it leaves out the
+    pairs where either scheme failed), so it is not the speedup: read it with the sign
+    test, which counts those pairs.
+
+    Args:
+        a_durations, a_events, b_durations, b_events: per-pair durations and events.
+        alpha: 1 - confidence level of the ratio's interval.
+
+    Raises:
+        ValueError: the arrays differ in length, or bad durations or ``alpha``.
     """
-    _check_boot(n_boot, alpha)
+    if not 0 < alpha < 1:
+        raise ValueError(f"`0 < alpha < 1` must hold, but got {alpha=}")
     a_d, a_e = _as_arrays(a_durations, a_events)
     b_d, b_e = _as_arrays(b_durations, b_events)
     if a_d.size != b_d.size:
         raise ValueError(
             f"paired arrays must have the same length, but got {a_d.size} (A) and {b_d.size} (B)"
         )
-    n = int(a_d.size)
-    keep = a_e
-    n_dropped = n - int(keep.sum())
-    if not keep.any():
-        return Speedup(None, None, None, False, n, n, n_dropped)
-    logs = np.log(b_d[keep] / a_d[keep])
-    lower_bound = bool((~b_e[keep]).any())
-    estimate = float(np.exp(logs.mean()))
-    lo: float | None = None
-    hi: float | None = None
+    a_first = a_e & np.where(b_e, a_d < b_d, a_d <= b_d)
+    b_first = b_e & np.where(a_e, b_d < a_d, b_d <= a_d)
+    n_a_first, n_b_first = int(a_first.sum()), int(b_first.sum())
+    untied = n_a_first + n_b_first
+    sign_p = float(sps.binomtest(n_a_first, untied, 0.5).pvalue) if untied else 1.0
+    both = a_e & b_e
+    logs = np.log(b_d[both] / a_d[both])
+    ratio = lo = hi = None
+    if logs.size:
+        ratio = float(np.exp(logs.mean()))
     if logs.size >= 2:
         half = sps.t.ppf(1 - alpha / 2, logs.size - 1) * logs.std(ddof=1) / math.sqrt(logs.size)
         lo, hi = float(np.exp(logs.mean() - half)), float(np.exp(logs.mean() + half))
-    if lower_bound:
-        return Speedup(
-            estimate, None if lo is None else min(lo, estimate), None, True, n, n, n_dropped
-        )
-    return Speedup(estimate, lo, hi, False, n, n, n_dropped)
+    return PairedComparison(
+        n_pairs=int(a_d.size),
+        a_first=n_a_first,
+        b_first=n_b_first,
+        ties=int(a_d.size) - untied,
+        sign_p=min(sign_p, 1.0),
+        n_both=int(logs.size),
+        ratio_both_converged=ratio,
+        ratio_lo=lo,
+        ratio_hi=hi,
+    )
 
 
 # -- tables ---------------------------------------------------------------------------------
@@ -413,18 +574,22 @@ SPEEDUP_COLUMNS = [
     "b",
     "n_a",
     "n_b",
+    "kind",
     "speedup",
     "lo",
     "hi",
     "lower_bound",
     "text",
-    "paired",
-    "paired_lo",
-    "paired_hi",
-    "paired_lower_bound",
-    "paired_text",
     "n_pairs",
-    "paired_dropped",
+    "pairs_a_first",
+    "pairs_b_first",
+    "pairs_tied",
+    "sign_p",
+    "paired_ratio_both",
+    "paired_ratio_lo",
+    "paired_ratio_hi",
+    "paired_n_both",
+    "paired_text",
 ]
 """:func:`speedup_table` columns after the group keys."""
 
@@ -449,6 +614,11 @@ _FACTORS = [
     "corpus",
 ]
 """Trial settings that may vary within a cell and break the seed pairing."""
+
+
+def _label(keys: list[str], key: tuple[Hashable, ...]) -> str:
+    """``"seq_len=10, device_type='cpu'"``: a cell in messages."""
+    return ", ".join(f"{k}={v!r}" for k, v in zip(keys, key, strict=True))
 
 
 def _pairs(ta: pd.DataFrame, tb: pd.DataFrame, label: str) -> pd.DataFrame:
@@ -492,11 +662,19 @@ def speedup_table(
         n_boot, seed: bootstrap resamples and their seed (the same in every cell).
 
     Returns:
-        One row per cell where both schemes have trials: ``*by, device_type, a, b, n_a,
-        n_b, speedup, lo, hi, lower_bound, text`` (:func:`speedup`), ``paired, paired_lo,
-        paired_hi, paired_lower_bound, paired_text`` (:func:`paired_speedup` on trials
-        joined by ``seed``), ``n_pairs`` (joined pairs) and ``paired_dropped`` (pairs
-        where A did not converge). Missing numbers are NaN.
+        One row per cell where both schemes have trials: ``*by, device_type``, then
+        :data:`SPEEDUP_COLUMNS`:
+
+        - ``a, b, n_a, n_b, kind, speedup, lo, hi, lower_bound, text``: :func:`speedup`
+          (``kind`` is :attr:`Speedup.kind`; for a lower bound, ``lo`` is the number to
+          quote as "at least");
+        - ``n_pairs, pairs_a_first, pairs_b_first, pairs_tied, sign_p,
+          paired_ratio_both, paired_ratio_lo, paired_ratio_hi, paired_n_both,
+          paired_text``: :func:`paired_comparison` on the trials joined by ``seed`` (the
+          ratio and its interval over the ``paired_n_both`` pairs where both converged;
+          ``paired_text`` names the schemes).
+
+        Missing numbers are NaN.
 
     Raises:
         ValueError: a scheme has several trials for one seed in a cell.
@@ -507,14 +685,11 @@ def speedup_table(
         ta, tb = g[g[scheme_col] == a], g[g[scheme_col] == b]
         if ta.empty or tb.empty:
             continue
-        label = ", ".join(f"{k}={v!r}" for k, v in zip(keys, key, strict=True))
+        label = _label(keys, key)
         s = speedup(*time_to_event(ta), *time_to_event(tb), n_boot=n_boot, seed=seed)
         pairs = _pairs(ta, tb, label)
-        p = paired_speedup(
-            *time_to_event(_side(pairs, "_a")),
-            *time_to_event(_side(pairs, "_b")),
-            n_boot=n_boot,
-            seed=seed,
+        p = paired_comparison(
+            *time_to_event(_side(pairs, "_a")), *time_to_event(_side(pairs, "_b"))
         )
         rows.append(
             {
@@ -523,26 +698,164 @@ def speedup_table(
                 "b": b,
                 "n_a": s.n_a,
                 "n_b": s.n_b,
+                "kind": s.kind,
                 "speedup": _nan(s.estimate),
                 "lo": _nan(s.lo),
                 "hi": _nan(s.hi),
                 "lower_bound": s.lower_bound,
                 "text": s.text,
-                "paired": _nan(p.estimate),
-                "paired_lo": _nan(p.lo),
-                "paired_hi": _nan(p.hi),
-                "paired_lower_bound": p.lower_bound,
-                "paired_text": p.text if len(pairs) else "n/a (no pairs)",
-                "n_pairs": len(pairs),
-                "paired_dropped": p.n_dropped,
+                "n_pairs": p.n_pairs,
+                "pairs_a_first": p.a_first,
+                "pairs_b_first": p.b_first,
+                "pairs_tied": p.ties,
+                "sign_p": p.sign_p,
+                "paired_ratio_both": _nan(p.ratio_both_converged),
+                "paired_ratio_lo": _nan(p.ratio_lo),
+                "paired_ratio_hi": _nan(p.ratio_hi),
+                "paired_n_both": p.n_both,
+                "paired_text": p.describe(a, b),
             }
         )
     out = _with_key_dtypes(pd.DataFrame(rows, columns=[*keys, *SPEEDUP_COLUMNS]), trials, keys)
-    dtypes = {c: "float64" for c in ("speedup", "lo", "hi", "paired", "paired_lo", "paired_hi")}
-    dtypes |= {c: "int64" for c in ("n_a", "n_b", "n_pairs", "paired_dropped")}
-    dtypes |= {c: "bool" for c in ("lower_bound", "paired_lower_bound")}
-    dtypes |= {c: "string" for c in ("a", "b", "text", "paired_text")}
+    floats = ("speedup", "lo", "hi", "sign_p", "paired_ratio_both")
+    dtypes = {c: "float64" for c in (*floats, "paired_ratio_lo", "paired_ratio_hi")}
+    ints = ("n_a", "n_b", "n_pairs", "pairs_a_first", "pairs_b_first", "pairs_tied")
+    dtypes |= {c: "int64" for c in (*ints, "paired_n_both")}
+    dtypes |= {"lower_bound": "bool"}
+    dtypes |= {c: "string" for c in ("a", "b", "kind", "text", "paired_text")}
     return out.astype(dtypes)
+
+
+# -- power ----------------------------------------------------------------------------------
+
+MIN_PILOT = 2
+"""Pilot trials per scheme and cell below which :func:`power_estimate` does not simulate."""
+
+_SEED_GRID = (6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64)
+_CAP_CHECK_AFTER = 16
+"""Past this many seeds the search first checks the cap, so hopeless cells end quickly."""
+
+POWER_CELL_COLUMNS = [
+    "n_a",
+    "n_b",
+    "converged_a",
+    "converged_b",
+    "seeds_needed",
+    "power",
+    "reason",
+]
+""":func:`power_estimate`'s ``cells`` columns after the group keys."""
+
+
+@dataclass(frozen=True)
+class _Arm:
+    """One scheme's pilot trials in one cell, coded as in :func:`_km_median_codes`."""
+
+    times: np.ndarray
+    codes: np.ndarray
+    events: np.ndarray
+
+    @classmethod
+    def of(cls, d: np.ndarray, e: np.ndarray) -> _Arm:
+        times, inv = np.unique(d, return_inverse=True)
+        return cls(times, 2 * inv.reshape(-1) + e, e)
+
+    def simulate(
+        self, n: int, n_sim: int, n_boot: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """KM medians ``(n_sim,)``, budgets ``(n_sim,)`` and bootstrap medians ``(n_sim,
+        n_boot)`` of ``n_sim`` studies of ``n`` trials drawn from the pilot."""
+        study = self.codes[rng.integers(0, self.codes.size, size=(n_sim, n))]
+        med = _km_median_codes(study, self.times)
+        budget = self.times[study.max(axis=1) // 2]
+        inner = rng.integers(0, n, size=(n_sim, n_boot, n), dtype=np.int16 if n < 2**15 else int)
+        boot = study[np.arange(n_sim)[:, None, None], inner].reshape(n_sim * n_boot, n)
+        return med, budget, _km_median_codes(boot, self.times).reshape(n_sim, n_boot)
+
+
+def _decisive(
+    kind: np.ndarray, lo: np.ndarray, hi: np.ndarray, claimed: tuple[float, float]
+) -> np.ndarray:
+    """Where a speedup CI is wholly inside ``claimed``, wholly below or wholly above it."""
+    low, high = claimed
+    lo0 = np.nan_to_num(lo, nan=0.0)
+    hi_inf = np.where(np.isnan(hi), np.inf, hi)
+    finite = (kind == _FINITE) & (
+        ((lo0 >= low) & (hi_inf <= high)) | (hi_inf < low) | (lo0 > high)
+    )
+    return finite | ((kind == _LOWER) & (lo0 > high))
+
+
+def _decisive_fraction(
+    arm_a: _Arm,
+    arm_b: _Arm,
+    n: int,
+    claimed: tuple[float, float],
+    alpha: float,
+    n_sim: int,
+    n_boot: int,
+    rng: np.random.Generator,
+) -> float:
+    """Fraction of simulated n-seed studies whose :func:`speedup` CI is decisive."""
+    med_a, budget_a, boot_a = arm_a.simulate(n, n_sim, n_boot, rng)
+    med_b, budget_b, boot_b = arm_b.simulate(n, n_sim, n_boot, rng)
+    kind, _, lo, hi = _speedup_rows(med_a, med_b, budget_a, budget_b, boot_a, boot_b, alpha)
+    return float(_decisive(kind, lo, hi, claimed).mean())
+
+
+def _seeds_for_cell(
+    arm_a: _Arm,
+    arm_b: _Arm,
+    *,
+    claimed: tuple[float, float],
+    alpha: float,
+    power: float,
+    min_seeds: int,
+    max_seeds: int,
+    n_sim: int,
+    n_boot: int,
+    seed: tuple[int, ...],
+) -> tuple[int | None, float]:
+    """Smallest n in [min_seeds, max_seeds] decisive in >= ``power`` of simulations, and
+    that fraction.
+
+    Scans ``min_seeds`` and :data:`_SEED_GRID` upwards (checking ``max_seeds`` first once past
+    :data:`_CAP_CHECK_AFTER`), then bisects between the last failing and the first
+    passing grid value; power is assumed to grow with n. Returns ``(None, fraction at
+    max_seeds)`` when even ``max_seeds`` is not enough.
+    """
+
+    memo: dict[int, float] = {}
+
+    def frac(n: int) -> float:
+        if n not in memo:
+            rng = np.random.default_rng([*seed, n])
+            memo[n] = _decisive_fraction(arm_a, arm_b, n, claimed, alpha, n_sim, n_boot, rng)
+        return memo[n]
+
+    inner = [n for n in _SEED_GRID if min_seeds < n < max_seeds]
+    grid = sorted({min_seeds, *inner, max_seeds})
+    prev, found, f = min_seeds - 1, None, 0.0
+    for n in grid:
+        if n > _CAP_CHECK_AFTER and n < max_seeds and prev <= _CAP_CHECK_AFTER:
+            f_cap = frac(max_seeds)
+            if f_cap < power:
+                return None, f_cap
+        f = frac(n)
+        if f >= power:
+            found = n
+            break
+        prev = n
+    if found is None:
+        return None, f
+    while found - prev > 1:
+        mid = (prev + found) // 2
+        f_mid = frac(mid)
+        if f_mid >= power:
+            found, f = mid, f_mid
+        else:
+            prev = mid
+    return found, f
 
 
 def power_estimate(
@@ -551,72 +864,203 @@ def power_estimate(
     b: str,
     by: list[str],
     scheme_col: str = "init",
-    target_ratio: float = 5.0,
+    *,
+    claimed: tuple[float, float] = (2.0, 10.0),
     alpha: float = 0.05,
+    power: float = 0.8,
+    min_seeds: int = 5,
+    max_seeds: int = 64,
+    n_sim: int = 200,
+    n_boot: int = 100,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """Seeds per cell needed to tell speedups a factor ``target_ratio`` apart, from a pilot.
+    """Seeds per cell a study needs for a decisive speedup verdict, simulated from a pilot.
 
-    Per cell of ``by`` (and ``device_type``), A and B trials are joined on ``seed`` and
-    pairs where A converged give log ratios ``r = log(dur_B / dur_A)`` (a pair where B
-    did not converge contributes its lower bound, so the spread is then approximate).
-    The pooled within-cell standard deviation is
+    Per cell of ``by`` (and ``device_type``), each scheme's pilot trials are resampled
+    with their censoring (a trial that did not converge stays censored at its budget):
+    ``n_sim`` studies of n seeds per scheme, each run through :func:`speedup`'s own
+    estimator (KM medians, percentile bootstrap of ``n_boot`` resamples, lower bound when
+    B's median is not reached). A simulated study is *decisive* when its (1 - alpha) CI
+    lies wholly inside ``claimed`` (lo >= low and hi <= high), wholly below it (hi <
+    low) or wholly above it (lo > high; a lower bound only so). A cell needs the smallest
+    n <= ``max_seeds`` decisive in at least ``power`` of the simulations; the study needs
+    the largest over cells. Simulations use fixed seeds, so results are reproducible.
 
-        sd = sqrt( sum_cells sum_i (r_i - mean_cell)^2 / (N - K) )
+    The simulation inherits the pilot's spread: a pilot of a few seeds per cell makes the
+    answer rough, and one of fewer than :data:`MIN_PILOT` trials per scheme is not used.
 
-    over the N pairs of the K cells with at least two pairs (cell means removed, so
-    differences between cells do not count as noise). The seeds needed per cell is the
-    smallest n >= 2 with
-
-        t_{1 - alpha/2, n - 1} * sd / sqrt(n) < log(target_ratio) / 2,
-
-    i.e. the (1 - alpha) t-interval of the mean log speedup spans less than a factor
-    ``target_ratio`` (5 by default: it can tell 2x from 10x).
+    Args:
+        trials: the pilot's ``trials`` table.
+        a, b: the schemes compared (A expected faster; B the baseline).
+        by: columns that define a cell (as in :func:`speedup_table`).
+        scheme_col: the column naming the scheme.
+        claimed: the claimed speedup range (C4's 2-10x).
+        alpha: 1 - confidence level of the speedup CI.
+        power: fraction of simulated studies that must be decisive.
+        min_seeds: the smallest n tried (5: with fewer trials per scheme the percentile
+            bootstrap has so few distinct resamples that its intervals are too narrow, and
+            simulated studies of 2-4 seeds come out "decisive" more often than of 5).
+        max_seeds: the largest n tried.
+        n_sim, n_boot: simulated studies per n, bootstrap resamples per study.
+        seed: random seed of the simulations.
 
     Returns:
-        ``{"sd_log_ratio", "n_pairs", "seeds_needed", "n_cells", "censored_pairs",
-        "half_width"}``: ``sd_log_ratio`` and ``seeds_needed`` are None when fewer than
-        two pairs share a cell; ``half_width`` is the target ``log(target_ratio) / 2``.
+        A dict:
+
+        - ``seeds_needed``: the seeds per cell that suffice in every cell, or None;
+        - ``reason``: why ``seeds_needed`` is None (None otherwise), per cell, e.g. "the
+          baseline uniform01 never converges within the budget: a longer budget is
+          needed, not more seeds";
+        - ``text``: a one-line summary;
+        - ``cells``: a DataFrame, ``*by, device_type`` then :data:`POWER_CELL_COLUMNS`
+          (``seeds_needed`` Int64, ``power`` the decisive fraction at it, or at
+          ``max_seeds`` when none suffices, ``reason`` <NA> where seeds suffice);
+        - ``n_cells``: cells with both schemes; ``n_pairs``: pairs joined on ``seed``;
+          ``n_both``: pairs where both converged; ``censored_pairs``: pairs where at
+          least one was censored;
+        - ``sd_log_ratio``: descriptive, pooled within-cell sd of ``log(epochs_B /
+          epochs_A)`` over pairs where both converged (NaN with no cell of two);
+        - ``claimed``, ``target_power``, ``min_seeds``, ``max_seeds``: the settings.
+
+    Raises:
+        ValueError: a bad setting (naming it), or several trials per scheme and seed in a
+            cell (see :func:`speedup_table`).
     """
-    if not target_ratio > 1:
-        raise ValueError(f"`target_ratio > 1` must hold, but got {target_ratio=}")
+    low, high = claimed
+    if not 0 < low < high:
+        raise ValueError(f"`0 < low < high` must hold for claimed=(low, high), got {claimed}")
+    if not 0 < power < 1:
+        raise ValueError(f"`0 < power < 1` must hold, but got {power=}")
+    if not 2 <= min_seeds <= max_seeds:
+        raise ValueError(
+            f"`2 <= min_seeds <= max_seeds` must hold, but got {min_seeds=}, {max_seeds=}"
+        )
+    if n_sim < 1:
+        raise ValueError(f"`n_sim >= 1` must hold, but got {n_sim=}")
+    _check_boot(n_boot, alpha)
     keys = _keys(by)
-    ss, n_pairs, dof, cells, censored = 0.0, 0, 0, 0, 0
-    for key, g in _groups(trials, keys):
+    rows: list[dict[str, Any]] = []
+    ss, dof, n_pairs, n_both, censored = 0.0, 0, 0, 0, 0
+    for cell_no, (key, g) in enumerate(_groups(trials, keys)):
         ta, tb = g[g[scheme_col] == a], g[g[scheme_col] == b]
         if ta.empty or tb.empty:
             continue
-        label = ", ".join(f"{k}={v!r}" for k, v in zip(keys, key, strict=True))
-        pairs = _pairs(ta, tb, label)
-        a_d, a_e = time_to_event(_side(pairs, "_a"))
-        b_d, b_e = time_to_event(_side(pairs, "_b"))
-        keep = a_e
-        r = np.log(b_d[keep] / a_d[keep])
-        n_pairs += int(r.size)
-        censored += int((~b_e[keep]).sum())
+        pairs = _pairs(ta, tb, _label(keys, key))
+        pa_d, pa_e = time_to_event(_side(pairs, "_a"))
+        pb_d, pb_e = time_to_event(_side(pairs, "_b"))
+        both = pa_e & pb_e
+        r = np.log(pb_d[both] / pa_d[both])
+        n_pairs, n_both = n_pairs + len(pairs), n_both + int(both.sum())
+        censored += int((~both).sum())
         if r.size >= 2:
-            ss += float(((r - r.mean()) ** 2).sum())
-            dof += int(r.size) - 1
-            cells += 1
-    half = math.log(target_ratio) / 2
-    out: dict[str, Any] = {
-        "sd_log_ratio": None,
+            ss, dof = ss + float(((r - r.mean()) ** 2).sum()), dof + int(r.size) - 1
+        a_d, a_e = time_to_event(ta)
+        b_d, b_e = time_to_event(tb)
+        row: dict[str, Any] = {
+            **dict(zip(keys, key, strict=True)),
+            "n_a": int(a_d.size),
+            "n_b": int(b_d.size),
+            "converged_a": float(a_e.mean()),
+            "converged_b": float(b_e.mean()),
+            "seeds_needed": None,
+            "power": math.nan,
+            "reason": None,
+        }
+        rows.append(row)
+        if min(a_d.size, b_d.size) < MIN_PILOT:
+            row["reason"] = (
+                f"fewer than {MIN_PILOT} pilot trials of {a} or {b}: too few to estimate the noise"
+            )
+            continue
+        if not a_e.any() or (not b_e.any() and b_d.max() / a_d[a_e].min() <= high):
+            # No simulated study can be decisive: A never reaches its median, or B never
+            # converges and its budget over A's fastest epoch, the largest lower bound
+            # a study could show, is not above the range.
+            row["power"] = 0.0
+        else:
+            row["seeds_needed"], row["power"] = _seeds_for_cell(
+                _Arm.of(a_d, a_e),
+                _Arm.of(b_d, b_e),
+                claimed=(low, high),
+                alpha=alpha,
+                power=power,
+                min_seeds=min_seeds,
+                max_seeds=max_seeds,
+                n_sim=n_sim,
+                n_boot=n_boot,
+                seed=(seed, cell_no),
+            )
+        if row["seeds_needed"] is None:
+            row["reason"] = _why_no_seeds(a, b, a_d, a_e, b_d, b_e, max_seeds)
+    cells = _with_key_dtypes(
+        pd.DataFrame(rows, columns=[*keys, *POWER_CELL_COLUMNS]), trials, keys
+    ).astype(
+        {
+            "n_a": "int64",
+            "n_b": "int64",
+            "converged_a": "float64",
+            "converged_b": "float64",
+            "seeds_needed": "Int64",
+            "power": "float64",
+            "reason": "string",
+        }
+    )
+    needed: int | None = None
+    reason: str | None = None
+    if cells.empty:
+        reason = f"no cell of ({', '.join(keys)}) has both {a} and {b} trials"
+    elif cells["reason"].notna().any():
+        groups: dict[str, list[str]] = {}
+        for row in rows:
+            if row["reason"] is not None:
+                groups.setdefault(row["reason"], []).append(
+                    _label(keys, tuple(row[k] for k in keys))
+                )
+        reason = "; ".join(f"{why} ({' / '.join(labels)})" for why, labels in groups.items())
+    else:
+        needed = int(cells["seeds_needed"].max())
+    if needed is not None:
+        text = (
+            f"{needed} seeds per cell make the {1 - alpha:.0%} CI of the speedup decisive "
+            f"about the claimed {low:g}-{high:g}x (inside it, or wholly below or above it) in "
+            f">= {power:.0%} of {n_sim} simulated studies, in each of the {len(cells)} cells"
+        )
+    else:
+        text = f"no number of seeds up to {max_seeds} per cell suffices: {reason}"
+    return {
+        "seeds_needed": needed,
+        "reason": reason,
+        "text": text,
+        "cells": cells,
+        "n_cells": len(cells),
         "n_pairs": n_pairs,
-        "seeds_needed": None,
-        "n_cells": cells,
+        "n_both": n_both,
         "censored_pairs": censored,
-        "half_width": half,
+        "sd_log_ratio": math.sqrt(ss / dof) if dof else math.nan,
+        "claimed": (low, high),
+        "target_power": power,
+        "min_seeds": min_seeds,
+        "max_seeds": max_seeds,
     }
-    if dof < 1:
-        return out
-    sd = math.sqrt(ss / dof)
-    out["sd_log_ratio"] = sd
-    out["seeds_needed"] = _seeds_needed(sd, half, alpha)
-    return out
 
 
-def _seeds_needed(sd: float, half: float, alpha: float) -> int:
-    """Smallest n >= 2 with t_{1-alpha/2, n-1} * sd / sqrt(n) < half."""
-    n = max(2, math.ceil((sps.norm.ppf(1 - alpha / 2) * sd / half) ** 2))
-    while sps.t.ppf(1 - alpha / 2, n - 1) * sd / math.sqrt(n) >= half:
-        n += 1
-    return n
+def _why_no_seeds(
+    a: str,
+    b: str,
+    a_d: np.ndarray,
+    a_e: np.ndarray,
+    b_d: np.ndarray,
+    b_e: np.ndarray,
+    max_seeds: int,
+) -> str:
+    """Why no n up to ``max_seeds`` gives a decisive speedup in a cell."""
+    longer = "a longer budget is needed, not more seeds"
+    if not a_e.any():
+        return f"{a} never converges within the budget: {longer}"
+    if km_median(a_d, a_e).median is None:
+        return f"{a}'s median is not reached within the budget: {longer}"
+    if not b_e.any():
+        return f"the baseline {b} never converges within the budget: {longer}"
+    if km_median(b_d, b_e).median is None:
+        return f"the baseline {b}'s median is not reached within the budget: {longer}"
+    return f"more than {max_seeds} seeds per cell would be needed"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -10,6 +11,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hst
+from scipy import stats as sps
 
 from pipeline import stats
 
@@ -104,21 +106,28 @@ def test_vectorized_bootstrap_median_matches_scipy(data, seed):
 # -- speedups -------------------------------------------------------------------------------
 
 
-def test_speedup_against_all_censored_is_a_lower_bound():
+def test_speedup_against_all_censored_is_a_lower_bound_with_a_confidence_limit():
+    # A = 3 4 4 5 6, all converged; B never converges within 40 epochs. The point is
+    # budget_B / median_A = 40 / 4 = 10. The lower limit comes from A's bootstrap medians:
+    # the KM median of 5 draws (all events) is their 3rd smallest, which is 6 when at
+    # least 3 draws are the 6: P = sum_{k>=3} C(5,k) 0.2^k 0.8^(5-k) = 0.058 > 0.025. So
+    # the 97.5% quantile of A's median is 6, and lo = 40 / 6 = 6.67 < 10.
     a_d, a_e = [3, 4, 4, 5, 6], [True] * 5
     s = stats.speedup(a_d, a_e, [40] * 5, [False] * 5, n_boot=500)
-    assert s.lower_bound
+    assert s.kind == "lower_bound" and s.lower_bound
     assert s.estimate == pytest.approx(40 / 4)
     assert s.hi is None
-    assert s.lo is not None and s.lo <= 40 / 4
-    assert s.text == "> 10.0x"
+    assert s.lo == pytest.approx(40 / 6)
+    assert s.text == "> 10.0x (95% CI lower limit 6.7x)"
 
 
 def test_speedup_when_a_never_converges_is_not_a_number():
     s = stats.speedup([40] * 5, [False] * 5, [3, 4, 5], [True] * 3, n_boot=200)
     assert (s.estimate, s.lo, s.hi, s.lower_bound) == (None, None, None, False)
+    assert s.kind == "none"
     assert s.text == "n/a (A did not converge)"
-    assert stats.speedup([], [], [3], [True]).text == "n/a (no trials)"
+    none = stats.speedup([], [], [3], [True])
+    assert none.text == "n/a (no trials)" and none.kind == "none"
 
 
 def test_speedup_bootstrap_interval_contains_true_ratio():
@@ -129,7 +138,7 @@ def test_speedup_bootstrap_interval_contains_true_ratio():
     a = rng.exponential(4 / math.log(2), 40)
     b = rng.exponential(12 / math.log(2), 40)
     s = stats.speedup(np.minimum(a, budget), a < budget, np.minimum(b, budget), b < budget, seed=1)
-    assert not s.lower_bound
+    assert not s.lower_bound and s.kind == "finite"
     assert s.lo is not None and s.hi is not None and s.estimate is not None
     assert s.lo <= 3.0 <= s.hi
     assert s.lo < s.estimate < s.hi
@@ -140,27 +149,165 @@ def test_speedup_bootstrap_interval_contains_true_ratio():
     assert again == s  # reproducible with a fixed seed
 
 
-def test_paired_speedup_exact_ratio():
-    a = np.array([2, 3, 4, 5, 6, 7, 8, 9], dtype=float)
-    s = stats.paired_speedup(a, np.ones(8, bool), 3 * a, np.ones(8, bool), n_boot=500)
-    assert s.estimate == pytest.approx(3.0)
-    assert s.lo == pytest.approx(3.0) and s.hi == pytest.approx(3.0)
-    assert not s.lower_bound and s.n_dropped == 0
-    assert s.text == "3.0x [3.0, 3.0]"
+def _rows(med_a, med_b, budget_a, budget_b, boot_a, boot_b):
+    """stats._speedup_rows on one study whose bootstrap medians are given."""
+    kind, est, lo, hi = stats._speedup_rows(
+        np.array([med_a]),
+        np.array([med_b]),
+        np.array([budget_a]),
+        np.array([budget_b]),
+        np.array([boot_a], dtype=float),
+        np.array([boot_b], dtype=float),
+        0.05,
+    )
+    return int(kind[0]), float(est[0]), float(lo[0]), float(hi[0])
 
 
-def test_paired_speedup_censored_b_is_a_lower_bound_and_censored_a_is_dropped():
-    a_d = np.array([2, 3, 4, 5, 40], dtype=float)
-    a_e = np.array([True, True, True, True, False])
-    b_d = np.array([6, 9, 40, 15, 40], dtype=float)  # seed 2: B censored at 40
-    b_e = np.array([True, True, False, True, False])
-    s = stats.paired_speedup(a_d, a_e, b_d, b_e, n_boot=500)
-    assert s.lower_bound and s.hi is None
-    assert s.n_dropped == 1 and s.n_a == s.n_b == 5
-    assert s.estimate == pytest.approx(math.exp(np.log([3, 3, 10, 3]).mean()))
-    assert s.text.startswith("> ") and "1 of 5 pairs dropped" in s.text
+def test_speedup_limits_are_clipped_to_the_estimate():
+    # A percentile interval need not contain the point: here every resample has A* = 4
+    # and B* = 12 while the data's medians are 4 and 10 (estimate 2.5). lo = 12/4 = 3
+    # would sit above the point: it is clipped to 2.5; hi = 3 stays.
+    kind, est, lo, hi = _rows(4.0, 10.0, 9.0, 40.0, [4.0] * 50, [12.0] * 50)
+    assert (kind, est, lo, hi) == (stats._FINITE, 2.5, 2.5, 3.0)
+    # from above: B* = 8, so hi = 2 is clipped up to 2.5 and lo = 2 stays
+    assert _rows(4.0, 10.0, 9.0, 40.0, [4.0] * 50, [8.0] * 50)[2:] == (2.0, 2.5)
+    # a lower bound (B not reached, budget 40, A's median 5: the point is 8) whose
+    # resamples all have A* = 2 (40/2 = 20): lo is clipped to the point, hi is unbounded
+    kind, est, lo, hi = _rows(5.0, math.nan, 9.0, 40.0, [2.0] * 50, [math.nan] * 50)
+    assert (kind, est, lo) == (stats._LOWER, 8.0, 8.0) and math.isnan(hi)
+    # A not reached: nothing, whatever the resamples say
+    kind, est, lo, hi = _rows(math.nan, 10.0, 9.0, 40.0, [4.0] * 50, [8.0] * 50)
+    assert kind == stats._NONE and all(map(math.isnan, (est, lo, hi)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    hst.lists(hst.tuples(hst.integers(1, 12), hst.booleans()), min_size=1, max_size=12),
+    hst.lists(hst.tuples(hst.integers(1, 12), hst.booleans()), min_size=1, max_size=12),
+    hst.integers(0, 1000),
+)
+def test_speedup_lo_is_never_above_the_estimate(a, b, seed):
+    s = stats.speedup(
+        [d for d, _ in a], [e for _, e in a], [d for d, _ in b], [e for _, e in b], n_boot=40
+    )
+    if s.estimate is None:
+        assert (s.kind, s.lo, s.hi) == ("none", None, None)
+        return
+    assert s.kind == ("lower_bound" if s.lower_bound else "finite")
+    assert s.lo is None or s.lo <= s.estimate
+    assert s.hi is None or s.hi >= s.estimate
+    assert not s.lower_bound or s.hi is None
+
+
+# -- paired comparisons ---------------------------------------------------------------------
+
+
+def _paired(pairs: list[tuple[int | None, int | None]], budget_a: int = 40, budget_b: int = 40):
+    """paired_comparison of (A epoch, B epoch) pairs; None = censored at that budget."""
+    a = [budget_a if x is None else x for x, _ in pairs]
+    b = [budget_b if y is None else y for _, y in pairs]
+    a_e = [x is not None for x, _ in pairs]
+    b_e = [y is not None for _, y in pairs]
+    return stats.paired_comparison(a, a_e, b, b_e)
+
+
+def test_paired_exact_ratio_and_sign_test():
+    a = [2, 3, 4, 5, 6, 7, 8, 9]
+    p = _paired([(x, 3 * x) for x in a])
+    assert (p.n_pairs, p.a_first, p.b_first, p.ties, p.n_both) == (8, 8, 0, 0, 8)
+    assert p.sign_p == pytest.approx(2 / 2**8)  # two-sided: 2 * (1/2)^8
+    assert p.ratio_both_converged == pytest.approx(3.0)
+    assert p.ratio_lo == pytest.approx(3.0) and p.ratio_hi == pytest.approx(3.0)
+    assert p.text == (
+        "A first in 8 of 8 pairs (B first in 0, 0 tied), sign test p=0.0078; "
+        "3.0x [3.0, 3.0] over the 8 pairs where both converged"
+    )
+    assert p.describe("xavier", "uniform01").startswith(
+        "xavier first in 8 of 8 pairs (uniform01 first in 0, 0 tied)"
+    )
+
+
+def test_sign_test_nine_of_ten_untied_pairs():
+    # 9 pairs A first, 1 B first, 2 ties (both censored). Two-sided exact sign test:
+    # p = 2 * (C(10,9) + C(10,10)) / 2^10 = 22 / 1024 = 0.0215.
+    p = _paired([(3, 9)] * 9 + [(9, 3)] + [(None, None)] * 2)
+    assert (p.n_pairs, p.a_first, p.b_first, p.ties) == (12, 9, 1, 2)
+    assert p.sign_p == pytest.approx(22 / 1024)
+    assert p.sign_p == pytest.approx(sps.binomtest(9, 10, 0.5).pvalue)
+    assert "sign test p=0.021;" in p.text
+    flipped = _paired([(y, x) for x, y in [(3, 9)] * 9 + [(9, 3)] + [(None, None)] * 2])
+    assert (flipped.a_first, flipped.b_first, flipped.sign_p) == (1, 9, p.sign_p)
+
+
+def test_a_pair_where_a_failed_counts_as_b_first_not_dropped():
+    p = _paired([(None, 30), (5, None)])
+    assert (p.n_pairs, p.a_first, p.b_first, p.ties) == (2, 1, 1, 0)
+    assert p.n_both == 0 and p.ratio_both_converged is None and p.ratio_lo is None
+    assert p.sign_p == 1.0  # 1 of 2
+    assert p.text.endswith("; no pair where both converged")
+
+
+@pytest.mark.parametrize(
+    ("pair", "budgets", "expected"),
+    [
+        ((None, None), (40, 40), (0, 0, 1)),  # both censored
+        ((None, None), (40, 60), (0, 0, 1)),  # both censored at different budgets
+        ((7, 7), (40, 40), (0, 0, 1)),  # the same epoch
+        ((7, 8), (40, 40), (1, 0, 0)),
+        ((8, 7), (40, 40), (0, 1, 0)),
+        ((40, None), (40, 40), (1, 0, 0)),  # A converged at the last epoch, B never did
+        ((None, 40), (40, 40), (0, 1, 0)),
+        ((50, None), (60, 40), (0, 0, 1)),  # B censored at 40 may have converged by 50
+        ((None, 50), (40, 60), (0, 0, 1)),
+        ((30, None), (60, 40), (1, 0, 0)),  # B had not converged by 40 > 30
+    ],
+)
+def test_who_converged_first(pair, budgets, expected):
+    p = _paired([pair], *budgets)
+    assert (p.a_first, p.b_first, p.ties) == expected
+
+
+def test_ratio_only_over_pairs_where_both_converged():
+    pairs = [(2, 6), (4, 8), (3, None), (None, 10), (5, 20)]
+    p = _paired(pairs)
+    logs = np.log([3.0, 2.0, 4.0])  # pairs 1, 2 and 5; not 40/3 nor 10/40
+    half = sps.t.ppf(0.975, 2) * logs.std(ddof=1) / math.sqrt(3)
+    assert p.n_both == 3
+    assert p.ratio_both_converged == pytest.approx(24 ** (1 / 3))
+    assert p.ratio_lo == pytest.approx(math.exp(logs.mean() - half))
+    assert p.ratio_hi == pytest.approx(math.exp(logs.mean() + half))
+    assert (p.a_first, p.b_first, p.ties) == (4, 1, 0)
+    assert p.sign_p == pytest.approx(sps.binomtest(4, 5, 0.5).pvalue)  # 12/32 = 0.375
+    assert p.text.endswith(
+        f"2.9x [{math.exp(logs.mean() - half):.1f}, {math.exp(logs.mean() + half):.1f}] "
+        "over the 3 pairs where both converged"
+    )
+
+
+def test_paired_edge_cases():
+    one = _paired([(2, 6), (3, None)])
+    assert one.n_both == 1 and one.ratio_both_converged == pytest.approx(3.0)
+    assert one.ratio_lo is None and one.ratio_hi is None
+    assert one.text.endswith("; 3.0x in the 1 pair where both converged")
+    tied = _paired([(None, None)] * 3)
+    assert (tied.ties, tied.sign_p) == (3, 1.0)
+    empty = stats.paired_comparison([], [], [], [])
+    assert empty.n_pairs == 0 and empty.sign_p == 1.0 and empty.text == "n/a (no pairs)"
     with pytest.raises(ValueError, match="same length"):
-        stats.paired_speedup([1, 2], [True, True], [1], [True])
+        stats.paired_comparison([1, 2], [True, True], [1], [True])
+
+
+@settings(max_examples=50, deadline=None)
+@given(hst.lists(hst.tuples(hst.integers(1, 6), hst.integers(1, 6)), max_size=15))
+def test_paired_counts_add_up_and_are_symmetric(raw):
+    # epoch 6 = censored at a budget of 6
+    pairs = [(None if x == 6 else x, None if y == 6 else y) for x, y in raw]
+    p = _paired(pairs, 6, 6)
+    q = _paired([(y, x) for x, y in pairs], 6, 6)
+    assert p.a_first + p.b_first + p.ties == p.n_pairs == len(raw)
+    assert (q.a_first, q.b_first, q.ties) == (p.b_first, p.a_first, p.ties)
+    assert q.sign_p == pytest.approx(p.sign_p)
+    assert 0 < p.sign_p <= 1
 
 
 # -- tables ---------------------------------------------------------------------------------
@@ -242,11 +389,58 @@ def test_speedup_table_rows_and_columns():
     assert len(out) == 4  # 2 seq_len x 2 device types
     assert (out["n_pairs"] == 8).all() and (out["n_a"] == 8).all()
     assert out["speedup"].between(1.5, 6).all()
-    assert out["paired"].between(1.5, 6).all()
+    assert out["paired_ratio_both"].between(1.5, 6).all()
     assert str(out["lower_bound"].dtype) == "bool"
     # a cell where one scheme is missing gives no row
     only_a = t[~((t["seq_len"] == 30) & (t["init"] == "uniform01"))]
     assert len(stats.speedup_table(only_a, "xavier", "uniform01", ["seq_len"], n_boot=50)) == 2
+
+
+def _race(cells: Mapping[int, tuple[Sequence[int | None], Sequence[int | None]]]) -> pd.DataFrame:
+    """Trials of xavier (A) and uniform01 (B) per seq_len, paired by position (= seed)."""
+    rows: list[dict[str, Any]] = []
+    for seq_len, (xs, us) in cells.items():
+        for s, (x, u) in enumerate(zip(xs, us, strict=True)):
+            rows += [
+                {"init": "xavier", "seq_len": seq_len, "seed": s, "converged_epoch": x},
+                {"init": "uniform01", "seq_len": seq_len, "seed": s, "converged_epoch": u},
+            ]
+    return make_trials(rows)
+
+
+def test_speedup_table_kind_and_paired_columns():
+    t = _race(
+        {
+            10: ([3, 4, 5, 4, 3], [12, 11, 13, 12, 12]),  # both converge
+            30: ([4, 4, 5, 4, 3], [None] * 5),  # uniform01 never does: a lower bound
+            60: ([None] * 5, [12, 11, 13, 12, 12]),  # xavier never does: nothing
+        }
+    )
+    out = stats.speedup_table(t, "xavier", "uniform01", ["seq_len"], n_boot=200)
+    assert out["kind"].tolist() == ["finite", "lower_bound", "none"]
+    assert out["lower_bound"].tolist() == [False, True, False]
+    assert (out["lo"] <= out["speedup"]).iloc[:2].all()
+    assert math.isnan(out["speedup"].iloc[2]) and out["text"].iloc[2] == "n/a (A did not converge)"
+    assert out["text"].iloc[1].startswith("> 10.0x (95% CI lower limit ")
+    assert out["pairs_a_first"].tolist() == [5, 5, 0]
+    assert out["pairs_b_first"].tolist() == [0, 0, 5]
+    assert out["pairs_tied"].tolist() == [0, 0, 0]
+    assert out["sign_p"].tolist() == pytest.approx([2 / 32] * 3)
+    assert out["paired_n_both"].tolist() == [5, 0, 0]
+    assert out["paired_ratio_both"].iloc[1:].isna().all()
+    assert out["paired_text"].iloc[1] == (
+        "xavier first in 5 of 5 pairs (uniform01 first in 0, 0 tied), sign test p=0.062; "
+        "no pair where both converged"
+    )
+    assert (
+        out["paired_text"].iloc[2].startswith("xavier first in 0 of 5 pairs (uniform01 first in 5")
+    )
+    assert {c: str(out[c].dtype) for c in ("kind", "sign_p", "pairs_tied", "paired_n_both")} == {
+        "kind": "string",
+        "sign_p": "float64",
+        "pairs_tied": "int64",
+        "paired_n_both": "int64",
+    }
 
 
 def test_speedup_table_refuses_several_trials_per_seed():
@@ -255,22 +449,126 @@ def test_speedup_table_refuses_several_trials_per_seed():
         stats.speedup_table(t, "xavier", "uniform01", [], n_boot=50)
 
 
-def test_power_estimate_needs_more_seeds_for_noisier_data():
-    quiet = stats.power_estimate(_paired_table(0.2), "xavier", "uniform01", ["seq_len"])
-    noisy = stats.power_estimate(_paired_table(1.5), "xavier", "uniform01", ["seq_len"])
-    assert quiet["n_pairs"] == noisy["n_pairs"] == 16
-    assert quiet["sd_log_ratio"] < noisy["sd_log_ratio"]
-    assert quiet["seeds_needed"] < noisy["seeds_needed"]
-    # the formula: smallest n with t_{0.975, n-1} * sd / sqrt(n) < log(5) / 2
-    n, sd = noisy["seeds_needed"], noisy["sd_log_ratio"]
-    from scipy import stats as sps
+# -- power ----------------------------------------------------------------------------------
 
-    half = math.log(5) / 2
-    assert sps.t.ppf(0.975, n - 1) * sd / math.sqrt(n) < half
-    assert sps.t.ppf(0.975, n - 2) * sd / math.sqrt(n - 1) >= half or n == 2
+# A pilot of 10 seeds: xavier ~4 epochs, uniform01 ~12 (a speedup of 3, inside 2-10x).
+PILOT_A = [3, 4, 4, 5, 4, 3, 5, 4, 6, 4]
+PILOT_B = [10, 12, 14, 11, 13, 12, 16, 9, 12, 15]
+# The same with two of ten trials of each scheme censored (three pairs).
+CENSORED_A = [3, 4, 4, 5, None, 3, 5, 4, None, 4]
+CENSORED_B = [10, 12, 14, None, 13, 12, 16, 9, None, 15]
 
 
-def test_power_estimate_not_estimable_with_one_pair_per_cell():
+def _power(cells: Mapping[int, tuple[Sequence[int | None], Sequence[int | None]]], **kw: Any):
+    return stats.power_estimate(_race(cells), "xavier", "uniform01", ["seq_len"], **kw)
+
+
+def test_power_estimate_censoring_needs_more_seeds():
+    light = _power({10: (PILOT_A, PILOT_B)})
+    heavy = _power({10: (CENSORED_A, CENSORED_B)})
+    assert light["censored_pairs"] == 0 and heavy["censored_pairs"] == 3
+    assert light["seeds_needed"] is not None and heavy["seeds_needed"] is not None
+    assert light["seeds_needed"] <= 8 < 12 <= heavy["seeds_needed"] <= 32
+    for est in (light, heavy):
+        assert est["reason"] is None
+        assert est["cells"]["power"].iloc[0] >= 0.8
+        assert est["cells"]["seeds_needed"].iloc[0] == est["seeds_needed"]
+        assert est["text"].startswith(f"{est['seeds_needed']} seeds per cell make the 95% CI")
+    # what the CLI prints
+    assert isinstance(light["sd_log_ratio"], float) and light["n_pairs"] == 10
+    assert light["n_both"] == 10 and heavy["n_both"] == 7
+    # reproducible
+    again = _power({10: (CENSORED_A, CENSORED_B)})
+    assert again["seeds_needed"] == heavy["seeds_needed"]
+    pd.testing.assert_frame_equal(again["cells"], heavy["cells"])
+
+
+@pytest.mark.parametrize("seed", [0, 3])  # 20 seeds, a grid point; 22, found by bisection
+def test_power_estimate_is_the_smallest_n_that_suffices(seed):
+    est = _power({10: (CENSORED_A, CENSORED_B)}, seed=seed)
+    n = est["seeds_needed"]
+    t = _race({10: (CENSORED_A, CENSORED_B)})
+    arms = [
+        stats._Arm.of(*stats.time_to_event(t[t["init"] == s])) for s in ("xavier", "uniform01")
+    ]
+
+    def frac(k: int) -> float:  # the rng the search uses: [seed, cell number, n]
+        rng = np.random.default_rng([seed, 0, k])
+        return stats._decisive_fraction(arms[0], arms[1], k, (2.0, 10.0), 0.05, 200, 100, rng)
+
+    assert frac(n) == est["cells"]["power"].iloc[0] >= 0.8
+    assert frac(n - 1) < 0.8
+    # a fraction equal to the target is enough
+    exact = _power({10: (CENSORED_A, CENSORED_B)}, seed=seed, power=frac(n))
+    assert exact["seeds_needed"] == n
+
+
+def test_power_estimate_baseline_never_converges_needs_a_longer_budget():
+    never = [None] * 10
+    # xavier's median 4: a lower bound of at most 40 / 4 = 10x, never above the range.
+    # (40 / its fastest epoch, 3, is 13: so this is simulated, not short-cut.)
+    simulated = _power({10: (PILOT_A, never)})
+    # xavier's fastest epoch 5: no study can show more than 40 / 5 = 8x (short cut)
+    shortcut = _power({10: ([5, 6, 5, 7, 5, 6, 5, 5, 6, 5], never)})
+    for est in (simulated, shortcut):
+        assert est["seeds_needed"] is None
+        assert est["reason"] == (
+            "the baseline uniform01 never converges within the budget: a longer budget is "
+            "needed, not more seeds (seq_len=10, device_type='cpu')"
+        )
+        assert est["text"].startswith("no number of seeds up to 64 per cell suffices: ")
+        assert est["cells"]["seeds_needed"].isna().all()
+        assert est["cells"]["power"].iloc[0] < 0.8
+    # xavier converging at epoch 2 every time: every study shows "> 20x", at least 10x
+    fast = _power({10: ([2] * 10, never)})
+    assert fast["seeds_needed"] == 5 and fast["reason"] is None  # min_seeds
+    assert fast["cells"]["power"].iloc[0] == 1.0
+
+
+def test_power_estimate_decisive_rule():
+    f, lb, no = stats._FINITE, stats._LOWER, stats._NONE
+    cases = [
+        (f, 2.0, 10.0, True),  # inside, ends included
+        (f, 1.99, 10.0, False),
+        (f, 2.0, 10.01, False),
+        (f, 1.0, 1.99, True),  # below
+        (f, 1.0, 2.0, False),
+        (f, 10.01, 20.0, True),  # above
+        (f, 10.0, 20.0, False),
+        (f, 11.0, math.nan, True),  # above, no upper limit
+        (f, math.nan, 1.5, True),  # below, no lower limit
+        (lb, 10.01, math.nan, True),  # at least 10x
+        (lb, 10.0, math.nan, False),
+        (lb, 5.0, math.nan, False),
+        (no, 3.0, 5.0, False),
+    ]
+    kind = np.array([c[0] for c in cases])
+    lo = np.array([c[1] for c in cases])
+    hi = np.array([c[2] for c in cases])
+    got = stats._decisive(kind, lo, hi, (2.0, 10.0))
+    assert got.tolist() == [c[3] for c in cases]
+
+
+def test_power_estimate_needs_two_pilot_trials_per_scheme():
     out = stats.power_estimate(_paired_table(0.5, seeds=1), "xavier", "uniform01", ["seq_len"])
-    assert out["sd_log_ratio"] is None and out["seeds_needed"] is None
-    assert out["n_pairs"] == 2
+    assert out["seeds_needed"] is None and out["n_pairs"] == 2 and out["n_cells"] == 2
+    assert "fewer than 2 pilot trials of xavier or uniform01" in out["reason"]
+    assert math.isnan(out["sd_log_ratio"])
+    xavier_only = _race({10: (PILOT_A, PILOT_B)}).query("init == 'xavier'")
+    none = stats.power_estimate(xavier_only, "xavier", "uniform01", ["seq_len"])
+    assert none["seeds_needed"] is None and none["reason"].startswith("no cell of (seq_len")
+    assert none["cells"].empty
+
+
+def test_power_estimate_refuses_bad_settings():
+    t = _race({10: (PILOT_A, PILOT_B)})
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"claimed": (10.0, 2.0)}, "0 < low < high"),
+        ({"power": 1.0}, "0 < power < 1"),
+        ({"min_seeds": 1}, "2 <= min_seeds <= max_seeds"),
+        ({"min_seeds": 10, "max_seeds": 8}, "2 <= min_seeds <= max_seeds"),
+        ({"n_sim": 0}, "n_sim >= 1"),
+    ]
+    for kw, match in cases:
+        with pytest.raises(ValueError, match=match):
+            stats.power_estimate(t, "xavier", "uniform01", ["seq_len"], **kw)
