@@ -542,9 +542,7 @@ class Driver:
 
     def _tell(self, study: optuna.Study, number: int, trial_id: int, result: TrialResult) -> None:
         """Store the result on the trial, then tell the trial its value."""
-        outcome = (
-            "diverged" if result.diverged else "converged" if result.converged else "censored"
-        )
+        outcome = result.outcome
         text = result.to_json()
         self._storage(
             "store a result", lambda: st.set_trial_attr(study, trial_id, st.RESULT, text)

@@ -64,6 +64,6 @@ class Reporter:
 
 def _detail(c: StudyCounts) -> str:
     return (
-        f"[green]{c.converged} converged[/] [red]{c.diverged} diverged[/] "
-        f"{c.censored} censored {c.failed} failed"
+        f"[green]{c.converged} converged[/] {c.censored} censored {c.stalled} stalled "
+        f"[red]{c.frozen} frozen {c.diverged} diverged[/] {c.failed} failed"
     )

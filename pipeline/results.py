@@ -27,10 +27,12 @@ from typing import Any
 
 import duckdb
 import pandas as pd
+import yaml
 from optuna.trial import TrialState
 
 from models.spec import TrialResult
 from pipeline import storage as st
+from pipeline.claimspec import Comparison, parse_claims
 
 TRIAL_COLUMNS: dict[str, str] = {
     "study": "string",
@@ -41,6 +43,7 @@ TRIAL_COLUMNS: dict[str, str] = {
     "init": "string",
     "init_recurrent": "string",  # NA = same scheme as init
     "scale": "float64",
+    "recurrent_scale": "float64",  # the gain of Whh alone (= scale unless set)
     "seq_len": "int64",
     "hidden": "int64",
     "optimizer": "string",
@@ -51,15 +54,18 @@ TRIAL_COLUMNS: dict[str, str] = {
     "max_epochs": "int64",
     "target_loss": "float64",  # the target actually used (spec's or the task default)
     "divergence_factor": "float64",
+    "patience": "int64",
     "val_size": "int64",
     "seed": "int64",
     "data_seed": "int64",
     "corpus": "string",  # NA = the built-in corpus (or not a charlm task)
-    "converged": "bool",
-    "converged_epoch": "Int64",  # NA = did not converge within the budget
-    "censored": "bool",  # = not converged (diverged trials are censored too)
-    "diverged": "bool",
+    "outcome": "string",  # converged, censored, stalled, frozen or diverged (TrialResult)
+    "converged": "bool",  # outcome == converged
+    "converged_epoch": "Int64",  # NA = the outcome is not converged
+    "censored": "bool",  # = not converged (the time-to-event view: all else is censored)
+    "diverged": "bool",  # diverged at some epoch (also after converging)
     "diverged_epoch": "Int64",  # NA = did not diverge
+    "frozen_at_init": "bool",  # zero gradient into Wxh and Whh at init
     "epochs_run": "int64",
     "initial_loss": "float64",  # validation loss before training
     "best_val_loss": "float64",  # best finite validation loss (NaN if none)
@@ -72,6 +78,8 @@ TRIAL_COLUMNS: dict[str, str] = {
     "hidden_sat_last": "float64",
     "grad_norm_first": "float64",  # norm of dL/dh at step 0
     "grad_norm_last": "float64",  # norm of dL/dh at the last step
+    "input_grad_norm": "float64",  # norm of dL/dWxh at init (NaN: not measured)
+    "recurrent_grad_norm": "float64",  # norm of dL/dWhh at init (NaN: not measured)
     "wall_seconds": "float64",
     "node": "string",
     "device": "string",  # e.g. "cpu", "cuda:NVIDIA H200"
@@ -85,9 +93,13 @@ TRIAL_COLUMNS: dict[str, str] = {
 _TRIAL_ID_COLUMNS = [
     "trial_number",
     "key",
+    "task",
     "init",
     "init_recurrent",
     "scale",
+    "recurrent_scale",
+    "lr",
+    "outcome",
     "cell",
     "seq_len",
     "hidden",
@@ -133,6 +145,19 @@ class StudyTables:
     """One row per trial and epoch (:data:`EPOCH_COLUMNS`)."""
     steps: pd.DataFrame
     """One row per trial and init-diagnostics time step (:data:`STEP_COLUMNS`)."""
+
+    @property
+    def claims(self) -> list[str | Comparison] | None:
+        """The spec's ``claims:`` list (``pipeline.claimspec``), None when it has none."""
+        if not self.spec_text:
+            return None
+        try:
+            raw = yaml.safe_load(self.spec_text)
+        except yaml.YAMLError:
+            return None
+        if not isinstance(raw, dict) or raw.get("claims") is None:
+            return None
+        return parse_claims(raw["claims"])
 
 
 class QueryError(ValueError):
@@ -236,9 +261,8 @@ def device_type(device: str) -> str:
 def objective_value(result: TrialResult) -> float:
     """Epochs to converge: the converged epoch if reached before any divergence, else
     ``max_epochs + 1`` (the same rule as the study's ``epochs_to_converge`` objective)."""
-    c, d = result.converged_epoch, result.diverged_epoch
-    if c is not None and (d is None or c <= d):
-        return float(c)
+    if result.converged:
+        return float(result.converged_epoch)  # type: ignore[arg-type]
     return float(result.spec.max_epochs + 1)
 
 
@@ -261,6 +285,7 @@ def _trial_row(study: str, number: int, key: str, result: TrialResult) -> dict[s
         "init": spec.init,
         "init_recurrent": spec.init_recurrent,
         "scale": spec.scale,
+        "recurrent_scale": spec.scale if spec.recurrent_scale is None else spec.recurrent_scale,
         "seq_len": spec.seq_len,
         "hidden": spec.hidden,
         "optimizer": spec.optimizer,
@@ -271,15 +296,18 @@ def _trial_row(study: str, number: int, key: str, result: TrialResult) -> dict[s
         "max_epochs": spec.max_epochs,
         "target_loss": result.target_loss,
         "divergence_factor": spec.divergence_factor,
+        "patience": spec.patience,
         "val_size": spec.val_size,
         "seed": spec.seed,
         "data_seed": spec.data_seed,
         "corpus": spec.corpus,
+        "outcome": result.outcome,
         "converged": result.converged,
-        "converged_epoch": result.converged_epoch,
+        "converged_epoch": result.converged_epoch if result.converged else None,
         "censored": not result.converged,
         "diverged": result.diverged,
         "diverged_epoch": result.diverged_epoch,
+        "frozen_at_init": diag.frozen,
         "epochs_run": result.epochs_run,
         "initial_loss": diag.initial_loss,
         "best_val_loss": result.best_val_loss,
@@ -292,6 +320,8 @@ def _trial_row(study: str, number: int, key: str, result: TrialResult) -> dict[s
         "hidden_sat_last": _last(diag.hidden_sat),
         "grad_norm_first": _first(diag.grad_norm),
         "grad_norm_last": _last(diag.grad_norm),
+        "input_grad_norm": diag.input_grad_norm,
+        "recurrent_grad_norm": diag.recurrent_grad_norm,
         "wall_seconds": result.wall_seconds,
         "node": result.node,
         "device": result.device,

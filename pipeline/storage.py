@@ -27,7 +27,7 @@ KEY = "initstudy.key"
 RESULT = "initstudy.result"
 """Trial user attribute: the TrialResult as JSON, written before the trial is told."""
 OUTCOME = "initstudy.outcome"
-"""Trial user attribute: converged, diverged or censored."""
+"""Trial user attribute: the outcome (``TrialResult.outcome``)."""
 ERROR = "initstudy.error"
 """Trial user attribute: why the infrastructure failed this trial."""
 SPEC_HASH = "initstudy.spec_hash"
@@ -192,6 +192,8 @@ class StudyCounts:
     converged: int
     diverged: int
     censored: int
+    stalled: int
+    frozen: int
     running: int
     waiting: int
     failed: int
@@ -226,6 +228,8 @@ def study_counts(study: optuna.Study) -> StudyCounts:
         converged=outcomes.count("converged"),
         diverged=outcomes.count("diverged"),
         censored=outcomes.count("censored"),
+        stalled=outcomes.count("stalled"),
+        frozen=outcomes.count("frozen"),
         running=states.count(TrialState.RUNNING),
         waiting=states.count(TrialState.WAITING),
         failed=states.count(TrialState.FAIL),

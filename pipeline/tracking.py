@@ -60,7 +60,7 @@ KEY_TAG = "initstudy.trial_key"
 NUMBER_TAG = "initstudy.trial_number"
 """Tag holding the Optuna trial number."""
 OUTCOME_TAG = "initstudy.outcome"
-"""Tag holding converged, diverged or censored."""
+"""Tag holding the outcome: converged, censored, stalled, frozen or diverged."""
 PARENT_TAG = "mlflow.parentRunId"
 """MLflow's own tag nesting a run under a parent in the UI."""
 STUDY_LOGGED_TAG = "initstudy.study_logged"
@@ -461,11 +461,9 @@ class Tracker:
 
 
 def outcome(result: TrialResult) -> str:
-    """``converged``, ``diverged`` or ``censored``: whichever event came first, if any."""
-    c, d = result.converged_epoch, result.diverged_epoch
-    if c is not None and (d is None or c <= d):
-        return "converged"
-    return "diverged" if d is not None else "censored"
+    """The trial's outcome (``TrialResult.outcome``: converged, censored, stalled, frozen or
+    diverged)."""
+    return result.outcome
 
 
 def _trial_metrics(result: TrialResult) -> list[Metric]:
@@ -480,7 +478,10 @@ def _trial_metrics(result: TrialResult) -> list[Metric]:
     diag = result.diagnostics
     summary: dict[str, float | None] = {
         "converged": float(result.converged),
-        "converged_epoch": result.converged_epoch,
+        "converged_epoch": result.converged_epoch if result.converged else None,
+        "frozen_at_init": float(diag.frozen),
+        "input_grad_norm": diag.input_grad_norm,
+        "recurrent_grad_norm": diag.recurrent_grad_norm,
         "diverged": float(result.diverged),
         "diverged_epoch": result.diverged_epoch,
         "epochs_run": result.epochs_run,

@@ -111,12 +111,23 @@ def test_make_packs_applies_the_limit_per_shape() -> None:
 
 def test_counts_move_with_each_tell_and_fail() -> None:
     counts = StudyCounts(
-        planned=4, complete=0, converged=0, diverged=0, censored=0, running=4, waiting=0, failed=0
+        planned=6,
+        complete=0,
+        converged=0,
+        diverged=0,
+        censored=0,
+        stalled=0,
+        frozen=0,
+        running=6,
+        waiting=0,
+        failed=0,
     )
     counts = counts.after_tell("converged").after_tell("censored").after_fail()
     assert (counts.complete, counts.converged, counts.censored, counts.diverged) == (2, 1, 1, 0)
-    assert (counts.running, counts.failed, counts.remaining) == (1, 1, 2)  # failed: redo
+    assert (counts.running, counts.failed, counts.remaining) == (3, 1, 4)  # failed: redo
     assert counts.after_tell("diverged").diverged == 1
+    counts = counts.after_tell("frozen").after_tell("stalled")
+    assert (counts.frozen, counts.stalled, counts.complete, counts.running) == (1, 1, 4, 1)
 
 
 def test_use_wal_sets_write_ahead_logging_on_new_and_existing_files(tmp_path: Path) -> None:

@@ -32,8 +32,9 @@ TINY = TrialSpec(seq_len=5, hidden=8, batch_size=8, batches_per_epoch=3, max_epo
 
 @pytest.fixture(scope="module")
 def results() -> list[TrialResult]:
-    """Two ordinary trials and one that diverges (scale 1e6)."""
-    specs = [TINY, dataclasses.replace(TINY, seed=1), dataclasses.replace(TINY, scale=1e6)]
+    """Two ordinary trials and one that diverges (a huge SGD step on a ReLU cell)."""
+    diverges = dataclasses.replace(TINY, optimizer="sgd", lr=1e9, scale=3.0, cell="rnn_relu")
+    specs = [TINY, dataclasses.replace(TINY, seed=1), diverges]
     return [train_trial(s) for s in specs]
 
 
@@ -121,7 +122,7 @@ def test_log_trial_records_params_metrics_tags_artifacts(
     assert tags["mlflow.parentRunId"] == tracker.parent_run_id
     assert tags["initstudy.claim"] == "C4"
     assert tags["initstudy.device"] == result.device
-    assert tags["initstudy.outcome"] == "censored"
+    assert tags["initstudy.outcome"] == result.outcome == "stalled"  # 2 epochs: no progress
 
     metrics = run.data.metrics
     assert metrics["epochs_run"] == 2

@@ -195,6 +195,8 @@ def test_study_counts(storage: optuna.storages.RDBStorage) -> None:
         converged=2,
         diverged=1,
         censored=0,
+        stalled=0,
+        frozen=0,
         running=1,
         waiting=1,
         failed=1,
