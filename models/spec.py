@@ -276,6 +276,7 @@ class TrialResult:
             "device": self.device,
             "node": self.node,
             "extra": dict(self.extra),
+            "outcome": self.outcome,  # derived: from_dict recomputes it
         }
 
     @classmethod

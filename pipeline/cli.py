@@ -17,7 +17,7 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from models.spec import TrialResult
     from pipeline.results import StudyTables
     from pipeline.studyspec import StudySpec
+    from pipeline.verdicts import Verdict
 
 app = typer.Typer(
     help="Test claims about RNN initialization with Optuna studies on Ray, tracked in MLflow.",
@@ -91,6 +92,9 @@ def trial(
         str | None, typer.Option(help="Init scheme for the recurrent matrix alone.")
     ] = None,
     scale: Annotated[float, typer.Option(help="Gain: multiplies every drawn matrix.")] = 1.0,
+    recurrent_scale: Annotated[
+        float | None, typer.Option(help="Gain for the recurrent matrix alone (default: --scale).")
+    ] = None,
     optimizer: Annotated[str, typer.Option(help="Optimizer: sgd, adam or rmsprop.")] = "adam",
     lr: Annotated[float, typer.Option(help="Learning rate.")] = 1e-3,
     clip: Annotated[
@@ -105,7 +109,16 @@ def trial(
     divergence_factor: Annotated[
         float, typer.Option(help="Diverged when val loss > this x the initial loss.")
     ] = 10.0,
-    val_size: Annotated[int, typer.Option(help="Validation sequences.")] = 256,
+    patience: Annotated[
+        int | None,
+        typer.Option(
+            help="Consecutive evaluations at or below the target that count as converged "
+            "(default: TrialSpec's, see docs)."
+        ),
+    ] = None,
+    val_size: Annotated[
+        int | None, typer.Option(help="Validation sequences (default: TrialSpec's, see docs).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed for the weights.")] = 0,
     data_seed: Annotated[
         int | None, typer.Option(help="Seed for the data stream (default: --seed).")
@@ -121,6 +134,8 @@ def trial(
     """Train one trial here, without Ray, and print its result."""
     from models import TrialSpec, check_spec, get_task, train_trial
 
+    given = {"patience": patience, "val_size": val_size}
+    defaults_unless_set: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     spec = TrialSpec(
         task=task,
         seq_len=seq_len,
@@ -129,6 +144,7 @@ def trial(
         init=init,
         init_recurrent=init_recurrent,
         scale=scale,
+        recurrent_scale=recurrent_scale,
         optimizer=optimizer,
         lr=lr,
         clip=clip,
@@ -137,7 +153,7 @@ def trial(
         max_epochs=max_epochs,
         target_loss=target,
         divergence_factor=divergence_factor,
-        val_size=val_size,
+        **defaults_unless_set,
         seed=seed,
         data_seed=seed if data_seed is None else data_seed,
         corpus=str(corpus) if corpus is not None else None,
@@ -182,12 +198,13 @@ def _check_device(device: str) -> str:
 def print_result(result: TrialResult) -> None:
     """A readable summary of one TrialResult."""
     s, d = result.spec, result.diagnostics
-    if result.diverged:
-        outcome = f"[red]diverged[/] at epoch {result.diverged_epoch}"
-    elif result.converged:
-        outcome = f"[green]converged[/] at epoch {result.converged_epoch}"
-    else:
-        outcome = f"[yellow]censored[/]: no convergence within {s.max_epochs} epochs"
+    outcome = {
+        "converged": f"[green]converged[/] at epoch {result.converged_epoch}",
+        "diverged": f"[red]diverged[/] at epoch {result.diverged_epoch}",
+        "frozen": "[red]frozen[/]: zero gradient into Wxh and Whh at init (cannot train)",
+        "stalled": f"[yellow]stalled[/]: never left the task's baseline in {s.max_epochs} epochs",
+        "censored": f"[yellow]censored[/]: no convergence within {s.max_epochs} epochs",
+    }[result.outcome]
     init = s.init if s.init_recurrent is None else f"{s.init} (Whh: {s.init_recurrent})"
     table = Table(title=f"{s.task} T={s.seq_len}, {s.cell} H={s.hidden}, {init} x{s.scale:g}")
     table.add_column("measure")
@@ -205,6 +222,9 @@ def print_result(result: TrialResult) -> None:
     )
     table.add_row("saturated share, last step", f"{d.hidden_sat[-1]:.3g}")
     table.add_row("|dL/dh_t|, first / last step", f"{d.grad_norm[0]:.3g} / {d.grad_norm[-1]:.3g}")
+    table.add_row(
+        "|dL/dWxh|, |dL/dWhh| at init", f"{d.input_grad_norm:.3g}, {d.recurrent_grad_norm:.3g}"
+    )
     table.add_row("wall time", f"{result.wall_seconds:.2f} s on {result.device}")
     console.print(table)
 
@@ -370,18 +390,22 @@ def _print_power(study: str, storage_url: str, seeds: int | None) -> None:
     if trials.empty or not {"xavier", "uniform01"} <= set(trials["init"].astype(str)):
         console.print("power: the pilot has no xavier-vs-uniform01 pairs to estimate noise from")
         return
+    uniform = trials[trials["init"] == "uniform01"]
+    if len(uniform) and (uniform["outcome"] == "frozen").all():
+        console.print(
+            "power: uniform01 is frozen (zero gradient at init) in every pilot trial: it "
+            "cannot train, so the speedup is unbounded whatever the seeds or the budget"
+        )
+        return
     est = power_estimate(trials, "xavier", "uniform01", ["seq_len", "hidden"])
     if est["seeds_needed"] is None:
-        console.print(
-            f"power: {est['n_pairs']} xavier/uniform01 pairs where both could be compared; "
-            "too few to estimate the noise"
-        )
+        console.print(f"power: {escape(est['text'])}", highlight=False)
         return
     verdict = "enough" if seeds is not None and seeds >= est["seeds_needed"] else "not enough"
     console.print(
-        f"power: pilot sd of per-seed log speedup {est['sd_log_ratio']:.2f} over "
-        f"{est['n_pairs']} pairs; {est['seeds_needed']} seeds per cell tell 2x from 10x "
-        f"({seeds if seeds is not None else 'no'} seeds given: {verdict})"
+        f"power: {escape(est['text'])} ({seeds if seeds is not None else 'no'} seeds given: "
+        f"{verdict})",
+        highlight=False,
     )
 
 
@@ -472,7 +496,8 @@ def run(
     c = outcome.counts
     console.print(
         f"study {outcome.study_name!r}: {c.complete}/{c.planned} trials complete "
-        f"({c.converged} converged, {c.diverged} diverged, {c.censored} censored); "
+        f"({c.converged} converged, {c.censored} censored, {c.stalled} stalled, "
+        f"{c.frozen} frozen, {c.diverged} diverged); "
         f"{outcome.trained} trained and {outcome.logged} logged by this run"
     )
     for line in outcome.failed:
@@ -481,10 +506,17 @@ def run(
         from pipeline.report import verdict_table
         from pipeline.verdicts import judge
 
-        table = verdict_table(judge(_tables(outcome.study_name, options.storage_url)))
-        console.print(table)
+        tables = _tables(outcome.study_name, options.storage_url)
+        verdicts = judge(tables)
+        console.print(verdict_table(verdicts))
+        folder = run_dir / "reports" / outcome.study_name
+        path = _publish_verdicts(verdicts, folder, options.tracking, tables)
         hint = "" if run_dir == Path("runs") else f" --run-dir {run_dir}"
-        console.print(f"full report: initstudy report {outcome.study_name}{hint}")
+        console.print(
+            f"verdicts: {escape(str(path))}; full report: initstudy report "
+            f"{outcome.study_name}{hint}",
+            highlight=False,
+        )
     if outcome.failed:
         raise typer.Exit(1)
 
@@ -512,8 +544,10 @@ def status(
         ("planned", c.planned),
         ("complete", c.complete),
         ("converged", c.converged),
-        ("diverged", c.diverged),
         ("censored", c.censored),
+        ("stalled", c.stalled),
+        ("frozen", c.frozen),
+        ("diverged", c.diverged),
         ("running", c.running),
         ("waiting", c.waiting),
         ("failed", c.failed),
@@ -637,6 +671,8 @@ _SUMMARY_COLUMNS = (
     "seq_len",
     "hidden",
     "seed",
+    "lr",
+    "outcome",
     "converged_epoch",
     "diverged_epoch",
     "best_val_loss",
@@ -757,31 +793,54 @@ def report(
         option = "--out" if out is not None else "--run-dir"
         fail(f"{option}: cannot write the report to {str(folder)!r}: {exc.strerror or exc}")
     console.print(
-        f"wrote {escape(str(files['markdown']))} and {escape(str(files['html']))}"
-        f" ({len(files) - 2} figures)",
+        f"wrote {escape(str(files['markdown']))}, {escape(str(files['html']))} and "
+        f"{escape(str(files['verdicts']))} ({len(files) - 3} figures)",
         highlight=False,
     )
+
+
+def _publish_verdicts(
+    verdicts: list[Verdict], folder: Path, tracking: str | None, tables: StudyTables
+) -> Path:
+    """Write ``verdicts.json`` into ``folder`` and put it on the study's parent MLflow run."""
+    from pipeline.verdicts import write_verdicts
+
+    path = write_verdicts(verdicts, folder / "verdicts.json")
+    if tracking is not None:
+        _to_parent_run(tables, tracking, path, verdicts, "verdicts")
+    return path
+
+
+def _to_parent_run(
+    tables: StudyTables, tracking: str, path: Path, verdicts: list[Verdict], what: str
+) -> None:
+    """Upload ``path`` (a file or folder) under ``report/`` on the study's parent run and set
+    one tag per verdict; a warning, not an error, when MLflow is unreachable."""
+    from pipeline.tracking import Tracker, TrackingError
+    from pipeline.verdicts import verdict_tags
+
+    try:
+        tracker = Tracker(tracking)
+        tracker.open_study(tables.study, tables.spec_text, params={}, tags={})
+        tracker.log_parent_artifact(str(path), "report")
+        tracker.set_parent_tags(verdict_tags(verdicts))
+        tracker.close_study()
+    except TrackingError as exc:
+        err_console.print(
+            f"[yellow]warning:[/] {what} not logged to MLflow: {escape(one_line(str(exc)))}",
+            highlight=False,
+        )
 
 
 def _write_report(tables: StudyTables, folder: Path, tracking: str) -> dict[str, Path]:
     """Write the report and attach it to the study's parent MLflow run (if reachable)."""
     from pipeline.report import verdict_table, write_report
-    from pipeline.tracking import Tracker, TrackingError
     from pipeline.verdicts import judge
 
     verdicts = judge(tables)
     files = write_report(tables, folder, verdicts)
     console.print(verdict_table(verdicts))
-    try:
-        tracker = Tracker(tracking)
-        tracker.open_study(tables.study, tables.spec_text, params={}, tags={})
-        tracker.log_parent_artifact(str(folder), "report")
-        tracker.close_study()
-    except TrackingError as exc:
-        err_console.print(
-            f"[yellow]warning:[/] report not logged to MLflow: {escape(one_line(str(exc)))}",
-            highlight=False,
-        )
+    _to_parent_run(tables, tracking, folder, verdicts, "report")
     return files
 
 

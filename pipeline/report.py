@@ -32,18 +32,22 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from models.spec import OUTCOMES
 from pipeline.verdicts import (
     C4_RANGE,
     INCONCLUSIVE,
     NOT_MEASURED,
     PARTLY,
     REFUTED,
+    SPEEDUP_RULE,
     SUPPORTED,
     XAVIER,
     Verdict,
     fmt,
     judge,
     plain_scheme,
+    with_patience,
+    write_verdicts,
     xavier_speedups,
 )
 
@@ -66,7 +70,7 @@ FIGURES: tuple[str, ...] = (
 FIGURE_TITLES: dict[str, str] = {
     "km_curves": "Kaplan-Meier: fraction of trials not yet converged, by epoch",
     "speedup_vs_seq_len": "Speedup of Xavier over the other schemes vs sequence length",
-    "phase_diagram": "Outcome shares: converged, censored at the budget, diverged",
+    "phase_diagram": "Outcome shares: converged, censored, stalled, frozen, diverged",
     "hidden_stats": "Hidden-state variance and saturation share per time step, at init",
     "grad_norm": "Gradient norm |dL/dh_t| per time step, at init",
 }
@@ -102,7 +106,7 @@ def write_report(
     n_boot: int = 2000,
     seed: int = 0,
 ) -> dict[str, Path]:
-    """Write report.md, report.html and the figures of :data:`FIGURES` into ``out_dir``.
+    """Write report.md, report.html, verdicts.json and the :data:`FIGURES` into ``out_dir``.
 
     Args:
         tables: the study's tables (``pipeline.results.load_tables``).
@@ -112,7 +116,8 @@ def write_report(
         seed: seed for those resamples.
 
     Returns:
-        ``{"markdown": ..., "html": ..., "<figure name>": ...}``: the path of every file.
+        ``{"markdown": ..., "html": ..., "verdicts": ..., "<figure name>": ...}``: the
+        path of every file.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -137,6 +142,7 @@ def write_report(
             plt.close(fig)
         files[name] = path
 
+    files["verdicts"] = write_verdicts(verdicts, out_dir / "verdicts.json")
     blocks = _blocks(tables, verdicts, speedups, files)
     md_path = out_dir / "report.md"
     md_path.write_text(_to_markdown(blocks), encoding="utf-8")
@@ -209,7 +215,7 @@ def _speedup_display(frame: pd.DataFrame) -> pd.DataFrame | None:
             "n (xavier / other)": [
                 f"{a} / {b}" for a, b in zip(frame["n_a"], frame["n_b"], strict=True)
             ],
-            "speedup [95% CI]": _a_is_xavier(frame["text"]),
+            "speedup [95% CI]": [_speedup_text(r) for _, r in frame.iterrows()],
             "paired": _a_is_xavier(frame["paired_text"]),
             "C4 cell": [
                 v if bool(iv) else "(not in verdict)"
@@ -218,6 +224,19 @@ def _speedup_display(frame: pd.DataFrame) -> pd.DataFrame | None:
         }
     )
     return out.reset_index(drop=True)
+
+
+def _speedup_text(row: pd.Series) -> str:
+    """A speedup cell in words that cannot be misread: a bound says it is one."""
+    if row["kind"] == "unbounded":
+        return f"unbounded ({row['other']} frozen: cannot train)"
+    if row["kind"] == "lower_bound":
+        if pd.isna(row["lo"]):
+            return f"no bound ({row['other']}'s median not reached; 95% lower limit 0)"
+        return f"at least {fmt(row['lo'])}x ({row['other']}'s median not reached)"
+    if row["kind"] == "none":
+        return f"n/a ({XAVIER}'s median not reached)"
+    return str(row["text"])
 
 
 def _a_is_xavier(texts: pd.Series) -> pd.Series:
@@ -239,13 +258,17 @@ def _summary_display(trials: pd.DataFrame) -> pd.DataFrame | None:
     by.append("seq_len")
     summary = group_summary(frame, by)
     dims = [*by, "device_type"] if summary["device_type"].nunique() > 1 else by
+    shares = (
+        pd.crosstab([frame[c] for c in [*by, "device_type"]], frame["outcome"], normalize="index")
+        .reindex(columns=list(OUTCOMES), fill_value=0.0)
+        .reset_index()
+    )
+    summary = summary.merge(shares, on=[*by, "device_type"], how="left")
     return pd.DataFrame(
         {
             **{c: summary[c] for c in dims},
             "n": summary["n"],
-            "converged": [_pct(x) for x in summary["converged_rate"]],
-            "diverged": [_pct(x) for x in summary["diverged_rate"]],
-            "censored": [_pct(x) for x in summary["censored_rate"]],
+            **{name: [_pct(x) for x in summary[name]] for name in OUTCOMES},
             "KM median epochs [95% CI]": summary["median_text"],
         }
     ).reset_index(drop=True)
@@ -301,13 +324,16 @@ def _blocks(
         (
             "p",
             "Kaplan-Meier median epochs-to-target of the other scheme divided by Xavier's, "
-            "95% bootstrap CI; '> b' is a lower bound (the other scheme's median was not "
-            f"reached within the budget). C4 asks for {C4_RANGE[0]:g}-{C4_RANGE[1]:g}x over "
-            "uniform01.",
+            "95% bootstrap CI. Where the other scheme's median was not reached the speedup is "
+            "only a lower bound ('at least L', L its 95% confidence bound); where most of its "
+            "trials are frozen (zero gradient at init) it is unbounded. C4 asks for "
+            f"{C4_RANGE[0]:g}-{C4_RANGE[1]:g}x over uniform01; a cell is within only if its "
+            "interval lies inside.",
         ),
     ]
     display = _speedup_display(speedups)
     blocks.append(("table", display) if display is not None else ("p", _no_speedups(tables)))
+    blocks += _patience_blocks(tables, verdicts)
     blocks.append(("h2", "Outcomes by scheme and sequence length"))
     summary = _summary_display(trials)
     blocks.append(("table", summary) if summary is not None else ("p", "No complete trials."))
@@ -325,6 +351,46 @@ def _blocks(
     if tables.spec_text:
         blocks.append(("code", tables.spec_text.rstrip("\n")))
     return blocks
+
+
+def _patience_blocks(tables: StudyTables, verdicts: list[Verdict]) -> list[Block]:
+    """How the speedup verdicts move when convergence is the first crossing (patience 1)."""
+    trials = tables.trials
+    speedup_ids = [v.claim_id for v in verdicts if v.rule == SPEEDUP_RULE]
+    if trials.empty or not speedup_ids or int(trials["patience"].min()) <= 1:
+        return []
+    k = int(trials["patience"].min())
+    first = judge(with_patience(tables, 1), [c for c in _declared(tables, speedup_ids)])
+    rows = []
+    for mine, other in zip([v for v in verdicts if v.claim_id in speedup_ids], first, strict=True):
+        cells = mine.numbers.get("cells", [])
+        cells_1 = other.numbers.get("cells", [])
+        rows.append(
+            {
+                "claim": mine.claim_id,
+                f"patience {k}": mine.verdict,
+                "patience 1": other.verdict,
+                "cells that change": sum(
+                    a.get("classification") != b.get("classification")
+                    for a, b in zip(cells, cells_1, strict=False)
+                ),
+            }
+        )
+    return [
+        ("h2", "Sensitivity to the convergence rule"),
+        (
+            "p",
+            f"This study counts a trial converged after {k} consecutive evaluations at or "
+            "below the target. Re-read with the first crossing alone (patience 1):",
+        ),
+        ("table", pd.DataFrame(rows)),
+    ]
+
+
+def _declared(tables: StudyTables, ids: list[str]) -> list[Any]:
+    """The claims (ids or declared comparisons) among ``ids``, as ``judge`` takes them."""
+    declared = tables.claims or list(ids)
+    return [c for c in declared if (c if isinstance(c, str) else c.id) in ids]
 
 
 def _md_cell(value: Any) -> str:
@@ -631,7 +697,14 @@ def speedup_figure(speedups: pd.DataFrame) -> Figure:
     return fig
 
 
-OUTCOMES = (("converged", "Greens"), ("censored", "Oranges"), ("diverged", "Reds"))
+PHASE_PANELS = (
+    ("converged", "Greens"),
+    ("censored", "Oranges"),
+    ("stalled", "Oranges"),
+    ("frozen", "Blues"),
+    ("diverged", "Reds"),
+)
+"""The outcome shares the phase diagram draws, with their colour maps."""
 
 
 def phase_figure(trials: pd.DataFrame) -> Figure:
@@ -640,7 +713,8 @@ def phase_figure(trials: pd.DataFrame) -> Figure:
     if trials.empty:
         return _not_enough(name, "the study has no complete trials")
     frame = trials.copy()
-    frame["censored"] = ~frame["converged"].astype(bool) & ~frame["diverged"].astype(bool)
+    for outcome in OUTCOMES:
+        frame[f"is_{outcome}"] = frame["outcome"] == outcome
     if frame["scale"].nunique() > 1:
         ydim = "scale"
     elif frame["hidden"].nunique() > 1:
@@ -657,18 +731,16 @@ def phase_figure(trials: pd.DataFrame) -> Figure:
     ys = sorted(frame[ydim].unique())
     fig, axes = plt.subplots(
         len(panels),
-        len(OUTCOMES),
-        figsize=(3.2 * len(OUTCOMES) + 1.5, 0.45 * len(ys) * len(panels) + 1.6 * len(panels)),
+        len(PHASE_PANELS),
+        figsize=(3.2 * len(PHASE_PANELS) + 1.5, 0.45 * len(ys) * len(panels) + 1.6 * len(panels)),
         squeeze=False,
     )
     for r, (panel, group) in enumerate(panels):
         counts = group.groupby([ydim, "seq_len"]).agg(
             n=("trial_number", "size"),
-            converged=("converged", "mean"),
-            censored=("censored", "mean"),
-            diverged=("diverged", "mean"),
+            **{outcome: (f"is_{outcome}", "mean") for outcome in OUTCOMES},
         )
-        for c, (outcome, cmap) in enumerate(OUTCOMES):
+        for c, (outcome, cmap) in enumerate(PHASE_PANELS):
             ax = axes[r][c]
             grid = np.full((len(ys), len(lengths)), np.nan)
             for (yv, sv), row in counts.iterrows():
@@ -707,8 +779,40 @@ def _per_step(steps: pd.DataFrame, column: str) -> pd.DataFrame:
     return frame.groupby(["label", "step"])[column].median().unstack("label").sort_index()
 
 
+def _predictions(steps: pd.DataFrame) -> dict[str, Any]:
+    """Mean-field predictions (``models.theory``) per scheme label, for its commonest
+    (task, cell, hidden, seq_len) (the middle one on a tie, as the plotted medians mix
+    them); only where the theory applies."""
+    from models.theory import predict
+
+    out: dict[str, Any] = {}
+    frame = steps[steps["step"] == 0].assign(label=scheme_label(steps[steps["step"] == 0]))
+    keys = ["task", "cell", "hidden", "seq_len"]
+    for label, group in frame.groupby("label", sort=True):
+        sizes = group.groupby(keys).size()
+        common = sizes[sizes == sizes.max()].sort_index()
+        row = common.index[len(common) // 2]  # the middle one of the commonest, like a median
+        first = group.set_index(keys).loc[[row]].iloc[0]
+        pred = predict(
+            task=str(row[0]),
+            cell=str(row[1]),
+            hidden=int(row[2]),
+            seq_len=int(row[3]),
+            init=str(first["init"]),
+            init_recurrent=None
+            if pd.isna(first["init_recurrent"])
+            else str(first["init_recurrent"]),
+            scale=float(first["scale"]),
+            recurrent_scale=float(first["recurrent_scale"]),
+        )
+        if pred.applies:
+            out[str(label)] = pred
+    return out
+
+
 def hidden_stats_figure(steps: pd.DataFrame) -> Figure:
-    """Median hidden variance and saturation share per time step, one line per scheme."""
+    """Median hidden variance and saturation share per time step, one line per scheme, with
+    the mean-field prediction dashed beside each."""
     name = "hidden_stats"
     if steps.empty:
         return _not_enough(name, "the study recorded no per-step init diagnostics")
@@ -719,6 +823,14 @@ def hidden_stats_figure(steps: pd.DataFrame) -> Figure:
     for label in variance.columns:
         axes[0].plot(variance.index, variance[label], color=colours[label], label=label)
         axes[1].plot(saturation.index, saturation[label], color=colours[label], label=label)
+    for label, pred in _predictions(steps).items():
+        if label not in colours:
+            continue
+        t = range(len(pred.hidden_var))
+        style = {"color": colours[label], "linestyle": "--", "linewidth": 1.0, "alpha": 0.8}
+        axes[0].plot(t, pred.hidden_var, **style)
+        axes[1].plot(t, pred.hidden_sat, **style)
+    axes[0].plot([], [], color="grey", linestyle="--", label="mean-field theory")
     axes[0].set_ylabel("hidden-state variance (median over trials)")
     axes[1].set_ylabel("share of units with |h| > 0.99")
     axes[1].set_ylim(-0.03, 1.03)
@@ -757,6 +869,18 @@ def grad_norm_figure(steps: pd.DataFrame) -> Figure:
                 marker="o" if few else None,
                 markersize=4,
             )
+        predictions = _predictions(frame[frame["seq_len"] == seq_len])
+        for label, pred in predictions.items():
+            last = table[label].dropna() if label in table else pd.Series(dtype=float)
+            if last.empty or not np.isfinite(pred.chi):
+                continue
+            # Back through time the squared norm shrinks or grows by chi per step.
+            t_end = float(last.index[-1])
+            steps = np.asarray(table.index, dtype=float)
+            line = float(last.iloc[-1]) * pred.chi ** ((t_end - steps) / 2)
+            ax.plot(steps, line, color=colours[label], linestyle="--", linewidth=1.0, alpha=0.8)
+        if predictions:
+            ax.plot([], [], color="grey", linestyle="--", label="mean-field chi")
         ax.set_yscale("log")
         ax.set_xlabel("time step t")
         ax.set_ylabel("|dL/dh_t| (median over trials)")

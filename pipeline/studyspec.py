@@ -99,6 +99,7 @@ from pydantic import (
 )
 
 from models.spec import TrialSpec
+from pipeline.claimspec import ClaimError, parse_claims
 
 __all__ = [
     "DIVERGED_LOSS",
@@ -119,6 +120,7 @@ SEARCHABLE: tuple[str, ...] = (
     "init",
     "init_recurrent",
     "scale",
+    "recurrent_scale",
     "seq_len",
     "hidden",
     "cell",
@@ -159,7 +161,15 @@ _HINTS: dict[str, Any] = {
 _ADAPTERS: dict[str, TypeAdapter[Any]] = {
     name: TypeAdapter(hint, config=ConfigDict(strict=True)) for name, hint in _HINTS.items()
 }
-_POSITIVE_INT = {"seq_len", "hidden", "batch_size", "batches_per_epoch", "max_epochs", "val_size"}
+_POSITIVE_INT = {
+    "seq_len",
+    "hidden",
+    "batch_size",
+    "batches_per_epoch",
+    "max_epochs",
+    "val_size",
+    "patience",
+}
 _POSITIVE_FLOAT = {"lr", "clip", "target_loss"}
 _SEED_FIELDS = {"seed", "data_seed"}
 _REGISTRIES = {
@@ -258,7 +268,7 @@ def _check_field(name: str, value: Any) -> Any:
         raise _FieldError((), f"must be >= 1 (got {value!r})")
     if name in _POSITIVE_FLOAT and value <= 0:
         raise _FieldError((), f"must be > 0 (got {value!r})")
-    if name == "scale" and value < 0:
+    if name in ("scale", "recurrent_scale") and value < 0:
         raise _FieldError((), f"must be >= 0 (got {value!r})")
     if name in _SEED_FIELDS and not 0 <= value <= MAX_SEED:
         raise _FieldError((), f"must be in [0, 2**32 - 1] (got {value!r})")
@@ -456,6 +466,9 @@ class StudySpec(_Strict):
     """Free text."""
     claim: str | None = None
     """The claim under test; its hash is stamped on every run (``TrialSpec.key(claim)``)."""
+    claims: list[Any] | None = None
+    """Claims to judge: built-in ids and comparisons (``pipeline.claimspec``); None: every
+    built-in claim the study's data can measure. Not part of the spec hash."""
     sampler: Literal["grid", "random", "qmc", "tpe"] = "grid"
     """Optuna sampler."""
     n_trials: int | None = None
@@ -475,6 +488,17 @@ class StudySpec(_Strict):
         if not is_study_name(value):
             raise _FieldError((), f"must be {STUDY_NAME_RULE} (got {_short(value)})")
         return value
+
+    @field_validator("claims", mode="before")
+    @classmethod
+    def _check_claims(cls, raw: Any) -> Any:
+        if raw is None:
+            return None
+        try:
+            parse_claims(raw, _known_names("init"))
+        except ClaimError as exc:
+            raise _FieldError(exc.path, exc.msg) from None
+        return raw
 
     @field_validator("n_trials")
     @classmethod
@@ -796,7 +820,8 @@ class StudySpec(_Strict):
 
     def spec_hash(self) -> str:
         """sha256 (16 hex) of the canonical JSON of the validated spec (all fields)."""
-        text = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        dumped = self.model_dump(mode="json", exclude={"claims"})  # judged, not run
+        text = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def claim_hash(self) -> str:

@@ -42,7 +42,7 @@ from typer.testing import CliRunner
 from pipeline import cli
 
 ROOT = Path(__file__).resolve().parents[1]
-SMOKE = ROOT / "studies" / "smoke.yaml"
+SMOKE = ROOT / "tests" / "data" / "smoke_tiny.yaml"
 CLI = [sys.executable, "-m", "pipeline.cli"]
 DIR = object()
 """A ``files`` value: make a directory of that name instead of a file."""
@@ -412,7 +412,7 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not _SMOKE_RUNS:
         run_dir = tmp_path_factory.mktemp("smoke-run")
         proc = subprocess.run(
-            [*CLI, "run", "studies/smoke.yaml", "--run-dir", str(run_dir)],
+            [*CLI, "run", "tests/data/smoke_tiny.yaml", "--run-dir", str(run_dir)],
             capture_output=True,
             text=True,
             timeout=300,

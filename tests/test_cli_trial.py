@@ -40,10 +40,13 @@ def test_uniform01_is_censored_or_diverged_not_an_error() -> None:
     assert result["diagnostics"]["spectral_radius"] > 20  # about H/2 = 32
 
 
-def test_absurd_scale_diverges_with_exit_code_zero() -> None:
+def test_absurd_scale_is_a_result_with_exit_code_zero() -> None:
     result = trial_json("--init", "xavier", "--scale", "1e6")
     assert result["diverged_epoch"] == 1
     assert result["converged_epoch"] is None
+    # tanh is saturated to +-1: no gradient reaches Wxh or Whh, so it is frozen.
+    assert result["diagnostics"]["recurrent_grad_norm"] == 0.0
+    assert result["outcome"] == "frozen"
 
 
 def test_readable_summary() -> None:

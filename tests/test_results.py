@@ -24,7 +24,15 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     """Run the smoke study once: (storage URL, path of its SQLite file)."""
     run_dir = tmp_path_factory.mktemp("smoke_results")
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "run", "studies/smoke.yaml", "--run-dir", run_dir],
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "run",
+            "tests/data/smoke_tiny.yaml",
+            "--run-dir",
+            run_dir,
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -38,7 +38,7 @@ from pipeline.studyspec import is_study_name
 from pipeline.tracking import run_name
 
 ROOT = Path(__file__).resolve().parents[1]
-SMOKE = ROOT / "studies" / "smoke.yaml"
+SMOKE = ROOT / "tests" / "data" / "smoke_tiny.yaml"
 DEPLOY = ROOT / "deploy"
 
 # ---------------------------------------------------------------- secrets
@@ -334,7 +334,7 @@ def test_mlflow_server_script_passes_allowed_hosts(
 def test_ray_scripts_run_ray_with_token_authentication(script: str, tmp_path: Path) -> None:
     fake_tool(tmp_path, "ray")
     env = {"RAY_AUTH_TOKEN": "test-only", "POSTGRES_USER": "initstudy"}
-    args = ["studies/smoke.yaml"] if script == "study.sh" else []
+    args = ["tests/data/smoke_tiny.yaml"] if script == "study.sh" else []
     proc = run_deploy_script(script, env, tmp_path, *args)
     assert proc.returncode == 0, proc.stderr
     assert "RAY_AUTH_MODE=token" in proc.stdout
@@ -444,6 +444,7 @@ def test_report_goes_where_out_points_and_by_default_under_the_run_dir(
     out = tmp_path / "elsewhere" / "smoke-report"
     assert invoke(["report", "smoke", "--run-dir", str(run_dir), "--out", str(out)]) == 0
     assert (out / "report.md").is_file() and (out / "report.html").is_file()
-    assert not (run_dir / "reports").exists()
+    # `run` left only its verdicts.json in the default folder; the report went to --out.
+    assert sorted(p.name for p in (run_dir / "reports" / "smoke").iterdir()) == ["verdicts.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "runs"]
     capsys.readouterr()

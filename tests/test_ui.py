@@ -54,7 +54,15 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The smoke study, run through the real CLI into a fresh run folder."""
     run_dir = tmp_path_factory.mktemp("uirun")
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "run", "studies/smoke.yaml", "--run-dir", run_dir],
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "run",
+            "tests/data/smoke_tiny.yaml",
+            "--run-dir",
+            run_dir,
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -73,7 +73,7 @@ def test_storage_errors_worth_a_retry() -> None:
 def test_a_tell_that_landed_before_the_connection_dropped_is_not_told_again(
     tmp_path: Path,
 ) -> None:
-    spec = load_study_spec(ROOT / "studies" / "smoke.yaml")
+    spec = load_study_spec(ROOT / "tests" / "data" / "smoke_tiny.yaml")
     options = drv.RunOptions(run_dir=tmp_path)
     notes = Console(record=True, width=200)
     driver = drv.Driver(spec, "", options, Reporter(notes, enabled=False))
@@ -99,7 +99,7 @@ def test_a_storage_that_stays_down_ends_the_run_with_one_clear_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(drv, "STORAGE_RETRY_SECONDS", 1.0)
-    spec = load_study_spec(ROOT / "studies" / "smoke.yaml")
+    spec = load_study_spec(ROOT / "tests" / "data" / "smoke_tiny.yaml")
     driver = drv.Driver(spec, "", drv.RunOptions(run_dir=tmp_path), Reporter(enabled=False))
 
     def locked() -> None:
@@ -116,7 +116,7 @@ def test_a_storage_that_stays_down_ends_the_run_with_one_clear_error(
 
 def test_a_trial_whose_ask_was_cut_short_is_rerun_with_its_grid_point(tmp_path: Path) -> None:
     """An ask interrupted after it popped the enqueued trial, before it set the params."""
-    spec = load_study_spec(ROOT / "studies" / "smoke.yaml")
+    spec = load_study_spec(ROOT / "tests" / "data" / "smoke_tiny.yaml")
     options = drv.RunOptions(run_dir=tmp_path)
     driver = drv.Driver(spec, "", options, Reporter(enabled=False))
     storage = optuna.storages.RDBStorage(options.storage_url)
@@ -135,7 +135,7 @@ def test_a_trial_whose_ask_was_cut_short_is_rerun_with_its_grid_point(tmp_path: 
 def test_an_ask_whose_reply_was_lost_is_not_asked_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spec = load_study_spec(ROOT / "studies" / "smoke.yaml")
+    spec = load_study_spec(ROOT / "tests" / "data" / "smoke_tiny.yaml")
     options = drv.RunOptions(run_dir=tmp_path)
     driver = drv.Driver(spec, "", options, Reporter(enabled=False))
     study = optuna.create_study(storage=options.storage_url, study_name="smoke")

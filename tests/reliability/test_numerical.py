@@ -87,8 +87,8 @@ def test_exploding_training_is_a_divergence(change: dict[str, object]) -> None:
 EVERY_TRIAL_DIVERGES = """
 name: boom
 sampler: grid
-trial: {task: adding, hidden: 8, batches_per_epoch: 3, max_epochs: 2, val_size: 16,
-        batch_size: 8, scale: 1.0e+6}
+trial: {task: adding, cell: rnn_relu, hidden: 8, batches_per_epoch: 3, max_epochs: 2,
+        val_size: 16, batch_size: 8, optimizer: sgd, lr: 1.0e+9, scale: 3.0}
 space: {init: [xavier, uniform01], seq_len: [4], seed: [0, 1]}
 """
 
@@ -101,7 +101,9 @@ def test_study_where_every_trial_diverges_completes_and_reports(tmp_path: Path) 
     run_dir = tmp_path / "run"
     run = cli("run", str(spec), "--run-dir", str(run_dir))
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "4/4 trials complete (0 converged, 4 diverged, 0 censored)" in run.stdout
+    assert "4/4 trials complete (0 converged, 0 censored, 0 stalled, 0 frozen, 4 diverged)" in (
+        run.stdout
+    )
     assert "Claim verdicts" in run.stdout
     assert "Traceback" not in run.stderr
     report = cli("report", "boom", "--run-dir", str(run_dir))
