@@ -242,8 +242,8 @@ def init_weights(model: PackedRNN, specs: Sequence[TrialSpec]) -> None:
     seed), never on its pack mates. Each gate block is drawn separately so that schemes
     such as ``orthogonal`` and ``identity`` apply per block, as they would to a plain RNN.
     The recurrent overrides (``init_recurrent``, ``recurrent_scale``) apply to Whh alone;
-    biases are zero
-    except for ``torch_default``, which mimics nn.RNN (see ``models.init.init_bias``).
+    biases are zero except for ``torch_default``, which mimics nn.RNN (see
+    ``models.init.init_bias``).
     """
     if len(specs) != model.members:
         raise ValueError(f"got {len(specs)} specs for a pack of {model.members}")

@@ -231,20 +231,11 @@ class TrialResult:
         """The loss diverged at some epoch (also after converging; see ``diverged_epoch``)."""
         return self.diverged_epoch is not None
 
-    def summary(self) -> dict[str, Any]:
-        """The outcome and the numbers behind it, for tables, tags and progress lines."""
-        diag = self.diagnostics
-        return {
-            "outcome": self.outcome,
-            "converged_epoch": self.converged_epoch if self.converged else None,
-            "diverged_epoch": self.diverged_epoch,
-            "epochs_run": self.epochs_run,
-            "best_val_loss": self.best_val_loss,
-            "baseline_loss": self.baseline_loss,
-            "target_loss": self.target_loss,
-            "initial_loss": diag.initial_loss,
-            "frozen_at_init": diag.frozen,
-        }
+    @property
+    def converged_at(self) -> int | None:
+        """``converged_epoch`` when the outcome is converged, else None (the epoch the
+        statistics and the objective read: a trial that diverged first did not converge)."""
+        return self.converged_epoch if self.converged else None
 
     @property
     def epochs_run(self) -> int:

@@ -85,10 +85,9 @@ def check_spec(spec: TrialSpec) -> None:
         value = getattr(spec, name)
         if not _is_number(value) or not math.isfinite(value) or value <= 0:
             raise ValueError(f"{name}: must be a positive finite number, got {value!r}")
-    for name in ("scale", "recurrent_scale"):
+    gains = ["scale"] + (["recurrent_scale"] if spec.recurrent_scale is not None else [])
+    for name in gains:
         value = getattr(spec, name)
-        if name == "recurrent_scale" and value is None:
-            continue
         if not _is_number(value) or not math.isfinite(value):
             raise ValueError(f"{name}: must be a finite number, got {value!r}")
     if spec.patience > spec.max_epochs:
@@ -354,9 +353,9 @@ def init_diagnostics(model: PackedRNN, task: Task, x: Tensor, y: Tensor) -> list
     Per time step t: variance of h_t over the batch and units, the share of saturated
     units (abs(h_t) > 0.99), and the norm of dL/dh_t (how much of the loss's gradient
     reaches step t), and the norms of dL/dWxh and dL/dWhh (both exactly zero: the trial
-    is frozen, it cannot train). Also the spectral radius of the recurrent matrix (the largest over
-    the gate blocks for LSTM and GRU) and the loss before training. Leaves no gradients
-    behind.
+    is frozen, it cannot train). Also the spectral radius of the recurrent matrix (the
+    largest over the gate blocks for LSTM and GRU) and the loss before training. Leaves no
+    gradients behind.
     """
     k = model.members
     outputs, hs = model.forward_steps(x)
@@ -374,8 +373,9 @@ def init_diagnostics(model: PackedRNN, task: Task, x: Tensor, y: Tensor) -> list
             else torch.zeros(k, dtype=torch.float64)
             for h in hs
         ]
+        not_finite = ~torch.isfinite(losses).cpu()
         grad_norms = torch.stack(grads, dim=1).cpu()
-        grad_norms[~torch.isfinite(losses).cpu()] = math.nan
+        grad_norms[not_finite] = math.nan
         matrix_grads = [
             w.grad.reshape(k, -1).double().norm(dim=1).cpu()
             if w.grad is not None
@@ -383,7 +383,7 @@ def init_diagnostics(model: PackedRNN, task: Task, x: Tensor, y: Tensor) -> list
             for w in (model.Wxh, model.Whh)
         ]
         for g in matrix_grads:
-            g[~torch.isfinite(losses).cpu()] = math.nan
+            g[not_finite] = math.nan
     model.zero_grad(set_to_none=True)
     result = []
     for i in range(k):

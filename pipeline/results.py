@@ -261,9 +261,8 @@ def device_type(device: str) -> str:
 def objective_value(result: TrialResult) -> float:
     """Epochs to converge: the converged epoch if reached before any divergence, else
     ``max_epochs + 1`` (the same rule as the study's ``epochs_to_converge`` objective)."""
-    if result.converged:
-        return float(result.converged_epoch)  # type: ignore[arg-type]
-    return float(result.spec.max_epochs + 1)
+    epoch = result.converged_at
+    return float(result.spec.max_epochs + 1 if epoch is None else epoch)
 
 
 def _first(values: list[float]) -> float:
@@ -303,7 +302,7 @@ def _trial_row(study: str, number: int, key: str, result: TrialResult) -> dict[s
         "corpus": spec.corpus,
         "outcome": result.outcome,
         "converged": result.converged,
-        "converged_epoch": result.converged_epoch if result.converged else None,
+        "converged_epoch": result.converged_at,
         "censored": not result.converged,
         "diverged": result.diverged,
         "diverged_epoch": result.diverged_epoch,

@@ -322,7 +322,7 @@ class Tracker:
                 PARENT_TAG: self.parent_run_id,
                 "initstudy.device": result.device,
                 "initstudy.node": result.node,
-                OUTCOME_TAG: outcome(result),
+                OUTCOME_TAG: result.outcome,
             }
         )
         try:
@@ -460,12 +460,6 @@ class Tracker:
             self._call("log a batch", self._client.log_batch, run_id, metrics=m, params=p, tags=t)
 
 
-def outcome(result: TrialResult) -> str:
-    """The trial's outcome (``TrialResult.outcome``: converged, censored, stalled, frozen or
-    diverged)."""
-    return result.outcome
-
-
 def _trial_metrics(result: TrialResult) -> list[Metric]:
     from mlflow.entities import Metric
 
@@ -478,7 +472,7 @@ def _trial_metrics(result: TrialResult) -> list[Metric]:
     diag = result.diagnostics
     summary: dict[str, float | None] = {
         "converged": float(result.converged),
-        "converged_epoch": result.converged_epoch if result.converged else None,
+        "converged_epoch": result.converged_at,
         "frozen_at_init": float(diag.frozen),
         "input_grad_norm": diag.input_grad_norm,
         "recurrent_grad_norm": diag.recurrent_grad_norm,
