@@ -88,6 +88,7 @@ def initstudy_command(spec_path: Path, run_dir: Path) -> list[str]:
 def run_initstudy(spec_path: Path, run_dir: Path, log: Path) -> tuple[float, dict[str, dict]]:
     """Run the CLI; return its wall time and each grid point's result summary."""
     from pipeline import storage as st
+    from pipeline import urls
     from pipeline.studyspec import load_study_spec
 
     command = initstudy_command(spec_path, run_dir)
@@ -100,7 +101,7 @@ def run_initstudy(spec_path: Path, run_dir: Path, log: Path) -> tuple[float, dic
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} exited {proc.returncode}; see {log}")
     spec = load_study_spec(spec_path)
-    storage = st.make_storage(st.default_storage_url(run_dir))
+    storage = st.make_storage(urls.default_storage_url(run_dir))
     study = st.load_existing_study(storage, spec.name)
     found = {}
     for t in study.get_trials(deepcopy=False):

@@ -1,7 +1,7 @@
 """The ``claims:`` list of a study spec: which claims a study is judged on.
 
 A study may declare what it tests. Each entry is either a built-in claim id (``C1`` ..
-``C6``, see ``pipeline.verdicts.CLAIMS``) or a comparison of its own::
+``C6``, see ``pipeline.analysis.verdicts.CLAIMS``) or a comparison of its own::
 
     claims:
       - C4

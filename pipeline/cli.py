@@ -24,15 +24,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from pipeline.sqlitefiles import sqlite_file
+from pipeline.urls import default_storage_url, default_tracking_uri, sqlite_file
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from models.spec import TrialResult
+    from pipeline.analysis.verdicts import Verdict
     from pipeline.results import StudyTables
     from pipeline.studyspec import StudySpec
-    from pipeline.verdicts import Verdict
 
 app = typer.Typer(
     help="Test claims about RNN initialization with Optuna studies on Ray, tracked in MLflow.",
@@ -367,19 +367,13 @@ def validate(
     if storage is None and not (run_dir / "optuna.db").exists():
         console.print("power: no earlier results of this study to estimate the noise from")
         return
-    _print_power(spec.name, storage or _default_storage(run_dir), seeds)
-
-
-def _default_storage(run_dir: Path) -> str:
-    from pipeline.storage import default_storage_url
-
-    return default_storage_url(run_dir)
+    _print_power(spec.name, storage or default_storage_url(run_dir), seeds)
 
 
 def _print_power(study: str, storage_url: str, seeds: int | None) -> None:
     """From a pilot: how many seeds per cell tell a 2x speedup from a 10x one."""
+    from pipeline.analysis.stats import power_estimate
     from pipeline.results import load_tables
-    from pipeline.stats import power_estimate
     from pipeline.storage import StudyError
 
     try:
@@ -503,8 +497,8 @@ def run(
     for line in outcome.failed:
         err_console.print(f"[red]failed:[/] {escape(one_line(line))}", highlight=False)
     if c.complete:
-        from pipeline.report import verdict_table
-        from pipeline.verdicts import judge
+        from pipeline.analysis.report import verdict_table
+        from pipeline.analysis.verdicts import judge
 
         tables = _tables(outcome.study_name, options.storage_url)
         verdicts = judge(tables)
@@ -559,7 +553,6 @@ def status(
 
 def _read_storage(run_dir: Path, storage: str | None) -> str:
     """The Optuna storage URL of an existing study store; reading never creates one."""
-    from pipeline import storage as st
 
     _check_url("--storage", storage, _STORAGE_SCHEMES)
     if storage is None:
@@ -567,7 +560,7 @@ def _read_storage(run_dir: Path, storage: str | None) -> str:
             fail(
                 f"no study storage in {str(run_dir)!r} (no optuna.db); give --run-dir or --storage"
             )
-        return st.default_storage_url(run_dir)
+        return default_storage_url(run_dir)
     db = sqlite_file(storage)
     if db is not None and not db.is_file():
         fail(f"--storage: no database file {str(db)!r}; reading a study creates none")
@@ -578,7 +571,7 @@ def _stores(run_dir: Path, storage: str | None, tracking_uri: str | None) -> tup
     """The Optuna storage URL and MLflow tracking URI for reading a study."""
     _check_url("--tracking-uri", tracking_uri, _TRACKING_SCHEMES)
     url = _read_storage(run_dir, storage)
-    tracking = tracking_uri or f"sqlite:///{(run_dir / 'mlflow.db').resolve()}"
+    tracking = tracking_uri or default_tracking_uri(run_dir)
     return url, tracking
 
 
@@ -803,7 +796,7 @@ def _publish_verdicts(
     verdicts: list[Verdict], folder: Path, tracking: str | None, tables: StudyTables
 ) -> Path:
     """Write ``verdicts.json`` into ``folder`` and put it on the study's parent MLflow run."""
-    from pipeline.verdicts import write_verdicts
+    from pipeline.analysis.verdicts import write_verdicts
 
     path = write_verdicts(verdicts, folder / "verdicts.json")
     if tracking is not None:
@@ -816,8 +809,8 @@ def _to_parent_run(
 ) -> None:
     """Upload ``path`` (a file or folder) under ``report/`` on the study's parent run and set
     one tag per verdict; a warning, not an error, when MLflow is unreachable."""
+    from pipeline.analysis.verdicts import verdict_tags
     from pipeline.tracking import Tracker, TrackingError
-    from pipeline.verdicts import verdict_tags
 
     try:
         tracker = Tracker(tracking)
@@ -834,8 +827,8 @@ def _to_parent_run(
 
 def _write_report(tables: StudyTables, folder: Path, tracking: str) -> dict[str, Path]:
     """Write the report and attach it to the study's parent MLflow run (if reachable)."""
-    from pipeline.report import verdict_table, write_report
-    from pipeline.verdicts import judge
+    from pipeline.analysis.report import verdict_table, write_report
+    from pipeline.analysis.verdicts import judge
 
     verdicts = judge(tables)
     files = write_report(tables, folder, verdicts)
@@ -860,7 +853,7 @@ def ui(
 
     _check_study(study)
     _check_url("--tracking-uri", tracking_uri, _TRACKING_SCHEMES)
-    tracking = tracking_uri or f"sqlite:///{(run_dir / 'mlflow.db').resolve()}"
+    tracking = tracking_uri or default_tracking_uri(run_dir)
     db = sqlite_file(tracking)
     if tracking_uri is not None and db is not None and not db.is_file():
         fail(f"--tracking-uri: no database file {str(db)!r}; the UI creates none")

@@ -43,6 +43,7 @@ from optuna.trial import TrialState
 
 from models.cells import get_cell
 from models.spec import TrialResult, TrialSpec
+from pipeline import retry, urls
 from pipeline import storage as st
 from pipeline.execution import PackFailed, RayExecutor, Resources
 from pipeline.faults import failpoint
@@ -97,17 +98,17 @@ class RunOptions:
 
     @property
     def storage_url(self) -> str:
-        return self.storage or st.default_storage_url(self.run_dir)
+        return self.storage or urls.default_storage_url(self.run_dir)
 
     @property
     def tracking(self) -> str:
-        return self.tracking_uri or f"sqlite:///{(self.run_dir / 'mlflow.db').resolve()}"
+        return self.tracking_uri or urls.default_tracking_uri(self.run_dir)
 
     @property
     def artifact_location(self) -> str | None:
         """Local artifact folder for the embedded store; a server keeps its own."""
         if self.tracking_uri is None:
-            return (self.run_dir / "mlartifacts").resolve().as_uri()
+            return urls.default_artifact_location(self.run_dir)
         return None
 
 
@@ -511,18 +512,18 @@ class Driver:
             try:
                 value = call()
             except Exception as exc:
-                failure = st.database_error(exc)
+                failure = retry.database_error(exc)
                 if failure is None:
                     raise
                 cause = " ".join(str(getattr(failure, "orig", None) or failure).split())[:200]
-                if not st.is_transient(exc):
+                if not retry.is_transient(exc):
                     raise st.StorageUnavailable(
-                        f"the Optuna storage {st.redact(self.options.storage_url)} failed to "
+                        f"the Optuna storage {urls.redact(self.options.storage_url)} failed to "
                         f"{what}: {cause}"
                     ) from exc
                 if time.monotonic() + delay > deadline:
                     raise st.StorageUnavailable(
-                        f"the Optuna storage {st.redact(self.options.storage_url)} is "
+                        f"the Optuna storage {urls.redact(self.options.storage_url)} is "
                         f"unreachable (failed to {what}: {cause}); finished trials are kept: "
                         "run the same command again to resume"
                     ) from exc

@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -33,6 +32,7 @@ from optuna.trial import TrialState
 from models.spec import TrialResult
 from pipeline import storage as st
 from pipeline.claimspec import Comparison, parse_claims
+from pipeline.urls import sqlite_file
 
 TRIAL_COLUMNS: dict[str, str] = {
     "study": "string",
@@ -176,10 +176,9 @@ def load_tables(study: str, storage_url: str) -> StudyTables:
             exist is refused rather than created), the study is unknown, or a COMPLETE
             trial has no stored result.
     """
-    if storage_url.startswith("sqlite:///"):
-        path = Path(storage_url.removeprefix("sqlite:///"))
-        if not path.is_file():
-            raise st.StudyError(f"no Optuna storage at {path} (from {storage_url!r})")
+    path = sqlite_file(storage_url)
+    if path is not None and not path.is_file():
+        raise st.StudyError(f"no Optuna storage at {path} (from {storage_url!r})")
     optuna_study = st.load_existing_study(st.make_storage(storage_url), study)
     complete = optuna_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     rows: list[tuple[int, str, TrialResult]] = []

@@ -13,14 +13,13 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from models.spec import TrialResult
-from pipeline.sqlitefiles import sqlite_file, use_wal
+from pipeline.urls import redact, sqlite_file, use_wal
 
 KEY = "initstudy.key"
 """Trial user attribute: the identity key (hash of the TrialSpec and the claim)."""
@@ -56,51 +55,6 @@ class StorageUnavailable(RuntimeError):
     retries, or refusing writes (a full disk). Finished trials are kept; rerun to resume."""
 
 
-def database_error(exc: BaseException) -> BaseException | None:
-    """The database driver's error behind a failed storage call (SQLAlchemy's
-    OperationalError, InterfaceError or a dropped connection), else None (a bug, bad data).
-    Optuna wraps SQLAlchemy's errors in StorageInternalError; the causes are looked at."""
-    import sqlalchemy.exc
-
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
-            return seen
-        if isinstance(seen, sqlalchemy.exc.DBAPIError) and seen.connection_invalidated:
-            return seen
-        seen = seen.__cause__
-    return None
-
-
-_TRANSIENT_SQLSTATES = ("08", "57P", "53300", "40001", "40P01")
-"""PostgreSQL error classes worth a retry: connection lost or refused, server shutting
-down or starting, too many connections, serialization failure, deadlock."""
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether a storage call failed in a way a retry may cure: the database could not be
-    reached or dropped the connection (a server restart, a network blip), or a SQLite file
-    was locked. A full disk, a read-only file or bad SQL is not transient."""
-    import sqlalchemy.exc
-
-    found = database_error(exc)
-    if found is None:
-        return False
-    if isinstance(found, sqlalchemy.exc.DBAPIError) and found.connection_invalidated:
-        return True
-    orig = getattr(found, "orig", None)
-    if type(orig).__module__.startswith("sqlite3"):
-        text = str(orig).lower()
-        return "locked" in text or "busy" in text
-    sqlstate = getattr(orig, "sqlstate", None)
-    return sqlstate is None or str(sqlstate).startswith(_TRANSIENT_SQLSTATES)
-
-
-def default_storage_url(run_dir: Path) -> str:
-    """The embedded default: a SQLite file in the run folder."""
-    return f"sqlite:///{(run_dir / 'optuna.db').resolve()}"
-
-
 def make_storage(url: str) -> optuna.storages.RDBStorage:
     """An Optuna RDB storage for a SQLAlchemy URL (SQLite file or PostgreSQL server)."""
     if url.startswith("sqlite:///"):
@@ -115,16 +69,6 @@ def make_storage(url: str) -> optuna.storages.RDBStorage:
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
     except Exception as exc:
         raise StudyError(f"cannot open the Optuna storage {redact(url)}: {exc}") from exc
-
-
-def redact(url: str) -> str:
-    """Hide a password in a database URL."""
-    scheme, sep, rest = url.partition("://")
-    if sep and "@" in rest:
-        creds, _, host = rest.rpartition("@")
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}"
-    return url
 
 
 def open_study(

@@ -35,11 +35,10 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 from models.spec import TrialResult, TrialSpec
 from pipeline.faults import failpoint
-from pipeline.sqlitefiles import sqlite_file, use_wal
+from pipeline.urls import redact, redact_text, sqlite_file, use_wal
 
 if TYPE_CHECKING:
     from mlflow.entities import Experiment, Metric, Param, Run, RunTag
@@ -79,7 +78,6 @@ _PAGE_SIZE = 1000
 _EPOCH_METRICS = ("train_loss", "val_loss", "grad_norm", "hidden_var", "hidden_sat")
 _KEY_RE = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_.+-]+")
-_USERINFO = re.compile(r"(://[^/\s:@]*):[^/\s@]*@")
 _NOISE = r"The ``noload`` loader strategy is deprecated"
 """SQLAlchemy 2.1 warns about MLflow's own ORM models when its SQL store is first imported."""
 
@@ -226,7 +224,7 @@ class Tracker:
             )
         elif experiment.lifecycle_stage != "active":
             raise TrackingError(
-                f"MLflow at {_redact(self.tracking_uri)}: experiment {study_name!r} is deleted; "
+                f"MLflow at {redact(self.tracking_uri)}: experiment {study_name!r} is deleted; "
                 "restore it, remove it for good (mlflow gc) or use another study name"
             )
         else:
@@ -412,10 +410,10 @@ class Tracker:
         raise AssertionError("unreachable")
 
     def _error(self, what: str, exc: BaseException) -> TrackingError:
-        cause = _USERINFO.sub(r"\1:***@", " ".join(str(exc).split()))
+        cause = redact_text(" ".join(str(exc).split()))
         if len(cause) > 300:
             cause = cause[:297] + "..."
-        uri = _redact(self.tracking_uri)
+        uri = redact(self.tracking_uri)
         return TrackingError(f"MLflow at {uri} failed to {what}: {type(exc).__name__}: {cause}")
 
     def _search(self, experiment_id: str, filter_string: str, first: bool = False) -> list[Run]:
@@ -530,20 +528,10 @@ def _safe(text: str) -> str:
     return text.strip(".") or "_"
 
 
-def _redact(uri: str) -> str:
-    """The URI without a password, fit for messages."""
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 def _new_client(tracking_uri: str) -> MlflowClient:
     db = sqlite_file(tracking_uri)
     if db is not None:
-        use_wal(db)  # before MLflow creates its tables; see pipeline.sqlitefiles
+        use_wal(db)  # before MLflow creates its tables; see pipeline.urls
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_NOISE, category=DeprecationWarning)
         from mlflow.tracking import MlflowClient

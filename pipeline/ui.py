@@ -32,7 +32,8 @@ from collections import deque
 from pathlib import Path
 from types import TracebackType
 from typing import IO
-from urllib.parse import unquote, urlsplit
+
+from pipeline.urls import sqlite_file
 
 STOP_GRACE = 5.0
 """Seconds stop() waits after SIGTERM before it sends SIGKILL to the server's process group."""
@@ -160,7 +161,7 @@ def start_ui(
             exited, its store failed, or it did not answer within ``timeout`` (quoting the
             server's last output lines).
     """
-    db = _sqlite_path(tracking_uri)
+    db = sqlite_file(tracking_uri)
     if db is not None and not db.is_file():
         raise RuntimeError(
             f"no MLflow database at {db} (from tracking URI {tracking_uri!r}); "
@@ -325,15 +326,3 @@ def _group_alive(pgid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _sqlite_path(tracking_uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI (None for other URIs or in-memory)."""
-    parts = urlsplit(tracking_uri)
-    if parts.scheme != "sqlite":
-        return None
-    path = unquote(parts.path)
-    if path in ("", "/", "/:memory:"):
-        return None
-    # sqlite:///rel.db -> path "/rel.db" (relative); sqlite:////abs.db -> "//abs.db".
-    return Path(path[1:])

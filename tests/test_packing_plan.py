@@ -15,9 +15,9 @@ from pipeline.driver import (
     pack_cost,
     pack_limit,
 )
-from pipeline.sqlitefiles import sqlite_file, use_wal
 from pipeline.storage import StudyCounts
 from pipeline.studyspec import load_study_spec
+from pipeline.urls import sqlite_file, use_wal
 
 ROOT = Path(__file__).resolve().parents[1]
 

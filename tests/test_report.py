@@ -14,9 +14,9 @@ import pytest
 from rich.console import Console
 
 from models.spec import EpochRecord, InitDiagnostics, TrialResult, TrialSpec
-from pipeline import report as rp
+from pipeline.analysis import report as rp
+from pipeline.analysis.verdicts import VERDICTS, judge
 from pipeline.results import StudyTables, load_tables, tables_from_results
-from pipeline.verdicts import VERDICTS, judge
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -169,9 +169,9 @@ def test_a_study_without_the_data_still_gets_every_file(tmp_path: Path) -> None:
 
 def test_docs_render_the_claim_rules_from_the_registry() -> None:
     """docs/results.md's rules block is exactly what the claim registry renders."""
-    from pipeline.verdicts import CLAIMS, rules_markdown
+    from pipeline.analysis.verdicts import CLAIMS, rules_markdown
 
     text = (Path(__file__).resolve().parent.parent / "docs" / "results.md").read_text()
-    assert rules_markdown() in text, "run `python -m pipeline.verdicts` to regenerate"
+    assert rules_markdown() in text, "run `python -m pipeline.analysis.verdicts` to regenerate"
     for claim in CLAIMS.values():
         assert claim.rule in text

@@ -13,7 +13,7 @@ import pytest
 from optuna.trial import TrialState
 
 from models.spec import EpochRecord, InitDiagnostics, TrialResult, TrialSpec
-from pipeline import results
+from pipeline import results, urls
 from pipeline import storage as st
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,7 +39,7 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
         timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    return st.default_storage_url(run_dir), run_dir / "optuna.db"
+    return urls.default_storage_url(run_dir), run_dir / "optuna.db"
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,8 @@ from typing import Any
 
 import pytest
 
-from pipeline import results
-from pipeline import storage as st
-from pipeline.verdicts import VERDICTS
+from pipeline import results, urls
+from pipeline.analysis.verdicts import VERDICTS
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -62,7 +61,7 @@ def test_c4_is_never_supported_from_a_bound_or_a_wide_interval(verdicts) -> None
 
 
 def test_uniform01_is_frozen_at_hidden_64_and_trains_at_hidden_4(smoke) -> None:
-    tables = results.load_tables("smoke", st.default_storage_url(smoke[0]))
+    tables = results.load_tables("smoke", urls.default_storage_url(smoke[0]))
     trials = tables.trials
     uni = trials[trials["init"] == "uniform01"]
     assert set(uni.loc[uni["hidden"] == 64, "outcome"]) == {"frozen"}

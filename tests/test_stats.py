@@ -1,4 +1,4 @@
-"""Statistics on synthetic data with known answers (pipeline.stats)."""
+"""Statistics on synthetic data with known answers (pipeline.analysis.stats)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as hst
 from scipy import stats as sps
 
-from pipeline import stats
+from pipeline.analysis import stats
 
 
 def make_trials(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """A minimal ``trials`` table: the columns pipeline.stats reads, typed as in results."""
+    """A minimal ``trials`` table: the columns the statistics read, typed as in results."""
     df = pd.DataFrame(rows)
     defaults = {"device_type": "cpu", "max_epochs": 40, "diverged_epoch": None, "seq_len": 10}
     for col, value in defaults.items():

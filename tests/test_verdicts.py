@@ -1,6 +1,6 @@
 """Claim verdicts on synthetic studies whose answer is known, built from real TrialResults.
 
-Every rule of ``pipeline.verdicts`` is tested at its thresholds: a value exactly on a
+Every rule of ``pipeline.analysis.verdicts`` is tested at its thresholds: a value exactly on a
 boundary and the nearest one on the other side, so that changing a threshold or a
 comparison (``<`` to ``<=``, ``MIN_N`` 5 to 4, ...) makes a test fail. Boundary values are
 built from the module's constants, and ``test_thresholds_are_pinned`` pins the constants
@@ -27,10 +27,8 @@ from models.spec import (
     TrialSpec,
 )
 from models.theory import predict
-from pipeline import verdicts as vd
-from pipeline.claimspec import Comparison, parse_claims
-from pipeline.results import StudyTables, tables_from_results
-from pipeline.verdicts import (
+from pipeline.analysis import verdicts as vd
+from pipeline.analysis.verdicts import (
     INCONCLUSIVE,
     NOT_MEASURED,
     PARTLY,
@@ -40,6 +38,8 @@ from pipeline.verdicts import (
     Verdict,
     judge,
 )
+from pipeline.claimspec import Comparison, parse_claims
+from pipeline.results import StudyTables, tables_from_results
 
 N_BOOT = 200  # enough for the intervals these tests read; keeps the file fast
 OPTS = vd.Options(n_boot=N_BOOT)

@@ -26,6 +26,7 @@ import pytest
 from optuna.trial import FrozenTrial, TrialState
 
 from pipeline import storage as st
+from pipeline import urls
 from pipeline.faults import ENV as FAILPOINT_ENV
 from pipeline.tracking import read_trials
 
@@ -205,7 +206,7 @@ def wait_for(check: Callable[[], object], what: str, timeout: float = DEADLINE) 
 
 
 def sqlite_storage(run_dir: Path) -> str:
-    return st.default_storage_url(run_dir)
+    return urls.default_storage_url(run_dir)
 
 
 def sqlite_tracking(run_dir: Path) -> str:

@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 from rich.console import Console
 
 from pipeline import driver as drv
+from pipeline import retry
 from pipeline import storage as st
 from pipeline.faults import ENV, failpoint
 from pipeline.progress import Reporter
@@ -65,9 +66,10 @@ def test_storage_errors_worth_a_retry() -> None:
     locked, full = _operational("database is locked"), _operational("database or disk is full")
     wrapped = optuna.exceptions.StorageInternalError("commit failed")
     wrapped.__cause__ = locked
-    assert st.is_transient(locked) and st.is_transient(wrapped)
-    assert not st.is_transient(full) and st.database_error(full) is full
-    assert not st.is_transient(ValueError("a bug")) and st.database_error(ValueError()) is None
+    assert retry.is_transient(locked) and retry.is_transient(wrapped)
+    assert not retry.is_transient(full) and retry.database_error(full) is full
+    assert not retry.is_transient(ValueError("a bug"))
+    assert retry.database_error(ValueError()) is None
 
 
 def test_a_tell_that_landed_before_the_connection_dropped_is_not_told_again(

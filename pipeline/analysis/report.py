@@ -6,8 +6,8 @@ the figures as PNG files (:data:`FIGURES`). The set of files is always the same:
 the study's data cannot support is still written, saying "not enough data: ..." and why.
 :func:`verdict_table` renders the verdicts for the terminal.
 
-This module reads tables (``pipeline.results``), statistics (``pipeline.stats``) and
-verdicts (``pipeline.verdicts``); it knows nothing of Optuna, MLflow or Ray.
+This module reads tables (``pipeline.results``), statistics (``pipeline.analysis.stats``) and
+verdicts (``pipeline.analysis.verdicts``); it knows nothing of Optuna, MLflow or Ray.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from models.spec import OUTCOMES
-from pipeline.verdicts import (
+from pipeline.analysis.verdicts import (
     C4_RANGE,
     INCONCLUSIVE,
     NOT_MEASURED,
@@ -111,7 +111,7 @@ def write_report(
     Args:
         tables: the study's tables (``pipeline.results.load_tables``).
         out_dir: the folder to write into (created if missing; files are overwritten).
-        verdicts: the claim verdicts; judged here (``pipeline.verdicts.judge``) if None.
+        verdicts: the claim verdicts; judged here (``pipeline.analysis.verdicts.judge``) if None.
         n_boot: bootstrap resamples for speedup intervals computed here.
         seed: seed for those resamples.
 
@@ -171,7 +171,7 @@ def speedup_markdown(tables: StudyTables, *, speedups: pd.DataFrame | None = Non
 
     Args:
         tables: the study's tables.
-        speedups: a table from :func:`pipeline.verdicts.xavier_speedups` (computed if None).
+        speedups: a table from :func:`~pipeline.analysis.verdicts.xavier_speedups` (or None).
     """
     frame = xavier_speedups(tables.trials) if speedups is None else speedups
     display = _speedup_display(frame)
@@ -245,7 +245,7 @@ def _a_is_xavier(texts: pd.Series) -> pd.Series:
 
 
 def _summary_display(trials: pd.DataFrame) -> pd.DataFrame | None:
-    from pipeline.stats import group_summary
+    from pipeline.analysis.stats import group_summary
 
     if trials.empty:
         return None
@@ -582,7 +582,7 @@ def km_curve(durations: np.ndarray, events: np.ndarray) -> tuple[np.ndarray, np.
 
 def km_figure(trials: pd.DataFrame) -> Figure:
     """KM "fraction not yet converged" vs epoch, one line per scheme, a panel per seq_len."""
-    from pipeline.stats import time_to_event
+    from pipeline.analysis.stats import time_to_event
 
     if trials.empty:
         return _not_enough("km_curves", "the study has no complete trials")

@@ -1,4 +1,7 @@
-"""SQLite files for the embedded stores: write-ahead logging.
+"""Where a study's stores are: their URLs, the embedded defaults, SQLite files, redaction.
+
+The one place that parses a store URL, builds a default one or hides a password in one:
+the driver, the CLI, the results reader and the UI all ask here.
 
 The embedded Optuna and MLflow stores are SQLite files written by one process (the driver)
 and read by others (``initstudy results``, the MLflow UI) while a study runs. In SQLite's
@@ -13,8 +16,54 @@ server) is the way to share a study between machines.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+OPTUNA_DB = "optuna.db"
+"""The embedded Optuna storage's file in the run folder."""
+MLFLOW_DB = "mlflow.db"
+"""The embedded MLflow store's file in the run folder."""
+ARTIFACTS = "mlartifacts"
+"""The embedded MLflow store's artifact folder in the run folder."""
+
+_USERINFO = re.compile(r"(://[^/\s:@]*):[^/\s@]*@")
+
+
+def default_storage_url(run_dir: Path) -> str:
+    """The embedded Optuna storage: a SQLite file in the run folder."""
+    return f"sqlite:///{(run_dir / OPTUNA_DB).resolve()}"
+
+
+def default_tracking_uri(run_dir: Path) -> str:
+    """The embedded MLflow store: a SQLite file in the run folder."""
+    return f"sqlite:///{(run_dir / MLFLOW_DB).resolve()}"
+
+
+def default_artifact_location(run_dir: Path) -> str:
+    """The embedded MLflow store's artifact folder, as a file URI."""
+    return (run_dir / ARTIFACTS).resolve().as_uri()
+
+
+def redact(url: str) -> str:
+    """The URL without its password (``scheme://user:***@host``), fit for messages."""
+    if "://" not in url or "@" not in url:
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return redact_text(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def redact_text(text: str) -> str:
+    """Free text (an error message) with every ``://user:password@`` made ``user:***@``."""
+    return _USERINFO.sub(r"\1:***@", text)
 
 
 def sqlite_file(url: str) -> Path | None:
