@@ -13,6 +13,7 @@ Like :mod:`models.spec`, this module imports nothing beyond the standard library
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 from dataclasses import fields as dataclass_fields
 from typing import Any, Literal
@@ -76,11 +77,12 @@ class Field:
             return True
         return self.high is not None and value > self.high
 
-    def problem(self, value: Any) -> str | None:
+    def problem(self, value: Any, known: Collection[str] = ()) -> str | None:
         """What is wrong with ``value`` for this field, in words (``must be ...``), or None.
 
-        Checks the type, finiteness and bounds; a registry name is checked by the caller
-        (the registries live with the models, which import torch).
+        Checks the type, finiteness and bounds, and for a field with a ``registry`` that
+        the name is one of ``known`` (the caller passes the registry: the registries live
+        with the models, which import torch).
         """
         if value is None:
             return None if self.optional else f"must be {self.type_words} (got None)"
@@ -90,6 +92,8 @@ class Field:
             return f"must be finite (got {value!r})"
         if self.kind in (int, float) and self.out_of_bounds(value):
             return f"must be {self.bounds} (got {value!r})"
+        if self.registry is not None and value not in known:
+            return unknown_name(value, known)
         return None
 
     @property
@@ -103,6 +107,11 @@ class Field:
         if self.kind is float:
             return isinstance(value, int | float)
         return isinstance(value, self.kind)
+
+
+def unknown_name(value: Any, known: Collection[str]) -> str:
+    """The problem of a name that is not in its registry, listing the ``known`` ones."""
+    return f"unknown name {_short(value)}; known: {', '.join(sorted(known))}"
 
 
 _TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}

@@ -27,12 +27,13 @@ from __future__ import annotations
 import math
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import torch
 from torch import Tensor
 
 from models.cells import CELLS, PackedRNN, init_weights
+from models.fields import FIELDS
 from models.init import INIT_SCHEMES
 from models.optim import OPTIMIZERS, clip_member_grads, get_optimizer, member_grad_norms
 from models.spec import EpochRecord, InitDiagnostics, TrialResult, TrialSpec
@@ -49,47 +50,17 @@ _VAL_SEED_OFFSET = 1_000_003
 
 
 def check_spec(spec: TrialSpec) -> None:
-    """Raise ValueError naming the field and what is allowed if ``spec`` is invalid."""
-    for name, registry in (
-        ("task", TASKS),
-        ("cell", CELLS),
-        ("init", INIT_SCHEMES),
-        ("optimizer", OPTIMIZERS),
-    ):
-        value = getattr(spec, name)
-        if value not in registry:
-            known = ", ".join(sorted(registry))
-            raise ValueError(f"{name}: unknown value {value!r}; known: {known}")
-    if spec.init_recurrent is not None and spec.init_recurrent not in INIT_SCHEMES:
-        known = ", ".join(sorted(INIT_SCHEMES))
-        raise ValueError(f"init_recurrent: unknown value {spec.init_recurrent!r}; known: {known}")
-    for name in (
-        "seq_len",
-        "hidden",
-        "batch_size",
-        "batches_per_epoch",
-        "max_epochs",
-        "val_size",
-        "patience",
-    ):
-        value = getattr(spec, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: must be a positive integer, got {value!r}")
-    for name in ("seed", "data_seed"):
-        value = getattr(spec, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name}: must be a non-negative integer, got {value!r}")
-    positive = ["lr", "divergence_factor"]
-    positive += [n for n in ("clip", "target_loss") if getattr(spec, n) is not None]
-    for name in positive:
-        value = getattr(spec, name)
-        if not _is_number(value) or not math.isfinite(value) or value <= 0:
-            raise ValueError(f"{name}: must be a positive finite number, got {value!r}")
-    gains = ["scale"] + (["recurrent_scale"] if spec.recurrent_scale is not None else [])
-    for name in gains:
-        value = getattr(spec, name)
-        if not _is_number(value) or not math.isfinite(value):
-            raise ValueError(f"{name}: must be a finite number, got {value!r}")
+    """Raise ValueError naming the field and what is allowed if ``spec`` is invalid.
+
+    Each field is checked by its rule in :data:`models.fields.FIELDS` (type, finiteness,
+    bounds, registry name), the rule a study spec's values are checked by too; then the
+    rules that tie fields together, which a study spec checks by calling this.
+    """
+    for name, field in FIELDS.items():
+        known = _REGISTRIES[field.registry] if field.registry is not None else ()
+        problem = field.problem(getattr(spec, name), known)
+        if problem is not None:
+            raise ValueError(f"{name}: {problem}")
     if spec.patience > spec.max_epochs:
         raise ValueError(
             f"patience: must be at most max_epochs ({spec.max_epochs}), got {spec.patience!r}"
@@ -98,8 +69,13 @@ def check_spec(spec: TrialSpec) -> None:
         raise ValueError(f"corpus: only the charlm task reads a corpus, not {spec.task!r}")
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+_REGISTRIES: dict[str, Collection[str]] = {
+    "TASKS": TASKS,
+    "CELLS": CELLS,
+    "INIT_SCHEMES": INIT_SCHEMES,
+    "OPTIMIZERS": OPTIMIZERS,
+}
+"""The registries a field's ``registry`` names, by name."""
 
 
 def train_trial(spec: TrialSpec, device: str | torch.device = "cpu") -> TrialResult:

@@ -401,29 +401,6 @@ def invoke(argv: list[str]) -> int:
     return 0 if code is None else int(code) if isinstance(code, int) else 1
 
 
-_SMOKE_RUNS: list[Path] = []
-"""The smoke run folder, once made: test_security imports the fixture, and pytest then
-holds one fixture per module; both get this one run."""
-
-
-@pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real smoke study (6 trials), run once for the query cases (and test_security)."""
-    if not _SMOKE_RUNS:
-        run_dir = tmp_path_factory.mktemp("smoke-run")
-        proc = subprocess.run(
-            [*CLI, "run", "tests/data/smoke_tiny.yaml", "--run-dir", str(run_dir)],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            cwd=ROOT,
-            check=False,
-        )
-        assert proc.returncode == 0, proc.stderr
-        _SMOKE_RUNS.append(run_dir)
-    return _SMOKE_RUNS[0]
-
-
 def prepare(bad: Case, tmp_path: Path, run_dir: Path | None) -> list[str]:
     """Write the case's files; return its argv with the placeholders filled in."""
     values = {
@@ -454,7 +431,10 @@ def test_the_table_is_large_enough() -> None:
     assert len({c.id for c in CASES}) == len(CASES)
 
 
-@pytest.mark.parametrize("bad", CASES, ids=[c.id for c in CASES])
+@pytest.mark.parametrize(
+    "bad",
+    [pytest.param(c, id=c.id, marks=[pytest.mark.slow] if c.needs_run else []) for c in CASES],
+)
 def test_bad_input_gives_one_line_and_leaves_nothing(
     bad: Case,
     tmp_path: Path,
@@ -494,6 +474,7 @@ def test_secrets_in_urls_are_not_printed(
 REAL_PROCESS = ["yaml syntax", "run --workers abc", "storage postgres closed port"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bad", [c for c in CASES if c.id in REAL_PROCESS], ids=REAL_PROCESS)
 def test_a_real_process_prints_the_same_one_line(bad: Case, tmp_path: Path) -> None:
     argv = prepare(bad, tmp_path, None)
@@ -633,6 +614,7 @@ def expected_trials(data: dict[str, Any]) -> int:
     return int(data.get("n_trials") or size)
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(spec_documents())
 def test_validate_accepts_with_the_right_count_or_refuses_cleanly(text: str) -> None:

@@ -9,6 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from models.fields import FIELDS
+from pipeline.cli.trial import option_name
+
+pytestmark = pytest.mark.slow  # every test starts a real `initstudy` process
+
 CLI = [sys.executable, "-m", "pipeline.cli"]
 
 
@@ -80,6 +85,9 @@ def test_help_documents_every_option() -> None:
         "--json",
     ):
         assert option in proc.stdout, option
+    # every TrialSpec field has its option, the ones above and the rest
+    for name in FIELDS:
+        assert option_name(name) in proc.stdout, name
 
 
 @pytest.mark.parametrize(
@@ -90,10 +98,10 @@ def test_help_documents_every_option() -> None:
         (["--task", "bogus"], ["--task", "adding", "charlm", "copy"]),
         (["--cell", "bogus"], ["--cell", "lstm", "rnn_tanh"]),
         (["--optimizer", "bogus"], ["--optimizer", "adam", "sgd"]),
-        (["--hidden", "0"], ["--hidden", "positive"]),
-        (["--seq-len", "-2"], ["--seq-len", "positive"]),
-        (["--batch-size", "0"], ["--batch-size", "positive"]),
-        (["--lr", "-1"], ["--lr", "positive"]),
+        (["--hidden", "0"], ["--hidden", ">= 1"]),
+        (["--seq-len", "-2"], ["--seq-len", ">= 1"]),
+        (["--batch-size", "0"], ["--batch-size", ">= 1"]),
+        (["--lr", "-1"], ["--lr", "> 0"]),
         (["--device", "tpu"], ["--device", "cpu", "cuda"]),
         (["--task", "charlm", "--corpus", "/nonexistent/corpus.txt"], ["corpus", "not"]),
     ],
@@ -109,6 +117,14 @@ def test_bad_input_is_one_clear_line_and_exit_2(
         assert word in lines[0], (word, lines[0])
     assert proc.stdout == ""
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_bool_field_takes_true_or_false_as_in_a_spec() -> None:
+    result = trial_json("--hidden", "2", "--max-epochs", "2", "--stop-on-converge", "false")
+    assert result["spec"]["stop_on_converge"] is False
+    proc = run_cli("trial", "--stop-on-converge", "yes")
+    assert proc.returncode == 2
+    assert "--stop-on-converge" in proc.stderr and "true or false" in proc.stderr
 
 
 @pytest.mark.parametrize(

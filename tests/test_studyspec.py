@@ -245,10 +245,6 @@ def test_parse_names_the_source() -> None:
         parse_study_spec([1, 2])
 
 
-def test_spec_error_is_value_error() -> None:
-    assert issubclass(SpecError, ValueError)
-
-
 # --------------------------------------------------------------------------- views
 
 
@@ -506,7 +502,7 @@ def test_generated_specs_load_or_raise_spec_error(data: dict[str, Any]) -> None:
         assert spec.n_trials_planned == data["n_trials"]
         dists = spec.distributions()
         assert set(dists) == set(spec.searched())
-        assert spec.make_sampler() is not None
+        assert type(spec.make_sampler()).__name__.lower().startswith(spec.sampler)
 
 
 def test_declared_claims_load_and_stay_out_of_the_spec_hash() -> None:

@@ -356,6 +356,16 @@ def test_per_member_clipping_matches_torch() -> None:
         ({"scale": math.inf}, "scale"),
         ({"seed": -1}, "seed"),
         ({"corpus": "x.txt"}, "corpus"),
+        # the rules a study spec has always had, now the same for every trial
+        ({"scale": -0.5}, "scale"),
+        ({"recurrent_scale": -1.0}, "recurrent_scale"),
+        ({"divergence_factor": 1.0}, "divergence_factor"),
+        ({"seed": 2**32}, "seed"),
+        ({"data_seed": -1}, "data_seed"),
+        ({"target_loss": 0.0}, "target_loss"),
+        ({"val_size": 0}, "val_size"),
+        ({"hidden": 2.0}, "hidden"),
+        ({"stop_on_converge": 1}, "stop_on_converge"),
     ],
 )
 def test_check_spec_names_the_field(change: dict[str, object], field: str) -> None:

@@ -1,0 +1,106 @@
+"""The ``initstudy`` command line.
+
+Bad input (unknown names, non-positive sizes, unreadable files, malformed specs, option
+values the parser refuses, malformed storage URLs, study names that are not names) prints
+one line naming the option or field and what is allowed, and exits with code 2 before
+anything is started or written. A study larger than :data:`CONFIRM_TRIALS` trials or
+:data:`CONFIRM_CPU_HOURS` estimated CPU-hours is bad input too unless ``run`` gets
+``--yes``. Exit code 1 means the input was well formed but the work failed: a SQL query
+DuckDB refuses or cannot run (``query``: DuckDB's message, one line), MLflow unreachable,
+failed trials. Exit code 3: another driver holds the study.
+
+The commands are grouped in this package's modules: ``trial`` (one trial, its options made
+from ``models.fields.FIELDS``), ``studies`` (validate, run, status, check, sync) and
+``outputs`` (results, query, report, ui); ``base`` holds what they share. ``main`` is the
+console script; ``python -m pipeline.cli`` runs it too.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+import typer
+from rich.markup import escape
+
+from pipeline.cli.base import (
+    CONFIRM_CPU_HOURS,
+    CONFIRM_TRIALS,
+    EXIT_BAD_INPUT,
+    EXIT_BUSY,
+    app,
+    console,
+    err_console,
+    fail,
+    one_line,
+)
+
+# The command modules register their commands on ``app`` when imported, in the order
+# ``initstudy --help`` lists them.
+# isort: split
+from pipeline.cli import trial as _trial  # noqa: F401
+
+# isort: split
+from pipeline.cli import studies as _studies  # noqa: F401
+
+# isort: split
+from pipeline.cli import outputs as _outputs  # noqa: F401
+
+__all__ = [
+    "CONFIRM_CPU_HOURS",
+    "CONFIRM_TRIALS",
+    "EXIT_BAD_INPUT",
+    "EXIT_BUSY",
+    "app",
+    "console",
+    "err_console",
+    "fail",
+    "main",
+    "one_line",
+]
+
+
+def _quiet_libraries() -> None:
+    """Keep library chatter off the terminal; errors still come through."""
+    import logging
+    import os
+
+    # MLflow's HTTP client retries 7 times with backoff by default, minutes for a dead
+    # server; the tracker retries on its own, so fail fast and back-fill later.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    # No usage telemetry: studies run on closed networks, and we send nothing anywhere
+    # (set here too for `ui`'s MLflow server; Ray's is set where Ray starts, in
+    # pipeline.execution).
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    for name in ("mlflow", "alembic", "optuna"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Console-script entry point; ``argv`` defaults to ``sys.argv[1:]``. Exits.
+
+    Options the parser refuses (not an integer, unknown option, missing argument) print
+    one line and exit 2, like every other bad input, instead of Typer's usage box.
+    """
+    _quiet_libraries()
+    try:
+        code = app(args=argv, prog_name="initstudy", standalone_mode=False)
+    except typer.TyperException as exc:  # Click's usage errors (Typer vendors Click)
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            console.print(ctx.get_help())  # `initstudy` alone: the help, as before
+        else:
+            hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+            err_console.print(
+                f"[bold red]error:[/] {escape(one_line(exc.format_message()))}{escape(hint)}",
+                highlight=False,
+                soft_wrap=True,
+            )
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

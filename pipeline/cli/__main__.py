@@ -1,0 +1,5 @@
+"""``python -m pipeline.cli``: the ``initstudy`` command line."""
+
+from pipeline.cli import main
+
+main()

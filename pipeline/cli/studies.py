@@ -1,0 +1,372 @@
+"""The commands that run a study and look after its stores: ``validate``, ``run``,
+``status``, ``check`` and ``sync``."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from pipeline.cli.base import (
+    CONFIRM_CPU_HOURS,
+    CONFIRM_TRIALS,
+    EXIT_BUSY,
+    STORAGE_SCHEMES,
+    TRACKING_SCHEMES,
+    RunDir,
+    Storage,
+    TrackingUri,
+    app,
+    check_run_dir,
+    check_study_name,
+    check_url,
+    console,
+    err_console,
+    fail,
+    one_line,
+    read_storage,
+    stores,
+    study_tables,
+)
+from pipeline.urls import default_storage_url
+
+if TYPE_CHECKING:
+    from pipeline.studyspec import StudySpec
+
+_ADDRESS_RE = re.compile(r"(ray://)?([A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}")
+
+
+def _load_spec(path: Path) -> tuple[StudySpec, str]:
+    """Load and validate a spec, and build its task once (a charlm corpus is read here)."""
+    from pipeline.studyspec import SpecError, load_study_spec
+
+    try:
+        spec = load_study_spec(path)
+    except SpecError as exc:
+        fail(str(exc))
+    _check_task_data(spec, str(path))
+    return spec, path.read_text(encoding="utf-8")
+
+
+def _check_task_data(spec: StudySpec, source: str) -> None:
+    """Build the spec's task at its longest sequence: a charlm corpus file that is missing,
+    empty, binary, not UTF-8 or too short is refused now, not in every trial."""
+    from models import get_task
+
+    task, corpus = spec.values("task")[0], spec.values("corpus")[0]
+    seq_len = max(int(v) for v in spec.values("seq_len"))
+    try:
+        get_task(task, seq_len, corpus)
+    except ValueError as exc:
+        if corpus is not None:
+            field = "trial.corpus"
+        else:
+            field = "space.seq_len" if "seq_len" in spec.space else "trial.seq_len"
+        fail(f"{source}: {field}: {exc}")
+
+
+def _duration(seconds: float) -> str:
+    """A rough duration for people: 40 s, 13 min, 5.2 h, 3.1 days."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:,.1f} days"
+
+
+def _size_warning(spec: StudySpec, name: str) -> str | None:
+    """The warning for a study too large to start without ``--yes`` (None: not too large)."""
+    trials = spec.n_trials_planned
+    seconds = spec.estimated_cpu_seconds()
+    if trials <= CONFIRM_TRIALS and seconds <= CONFIRM_CPU_HOURS * 3600:
+        return None
+    return (
+        f"study {name!r} plans {trials:,} trials, up to about {_duration(seconds)} of training"
+        f" on one CPU core (more than {CONFIRM_TRIALS:,} trials or"
+        f" {CONFIRM_CPU_HOURS:g} CPU-hours)"
+    )
+
+
+@app.command()
+def validate(
+    spec_file: Annotated[Path, typer.Argument(metavar="SPEC", help="Study spec (YAML).")],
+    run_dir: RunDir = Path("runs"),
+    storage: Storage = None,
+) -> None:
+    """Check a study spec; print its trial count, seeds per cell and, from earlier
+    results of the same study (a pilot), the seeds needed to tell 2x from 10x."""
+    spec, _ = _load_spec(spec_file)
+    check_url("--storage", storage, STORAGE_SCHEMES)
+    searched = ", ".join(spec.searched()) or "nothing"
+    console.print(
+        f"{escape(str(spec_file))}: ok - study {spec.name!r}, {spec.sampler} sampler",
+        highlight=False,
+    )
+    console.print(f"trials: {spec.n_trials_planned}")
+    console.print(
+        f"training time: up to about {_duration(spec.estimated_cpu_seconds())} on one CPU core"
+        " (every trial at its full epoch budget)"
+    )
+    warning = _size_warning(spec, spec.name)
+    if warning is not None:
+        console.print(
+            f"[yellow]warning:[/] {escape(warning)}; `initstudy run` will ask for --yes",
+            highlight=False,
+        )
+    console.print(f"searched: {searched}")
+    seeds = spec.seeds_per_cell()
+    if seeds is not None:
+        console.print(f"seeds per cell: {seeds}")
+    if storage is None and not (run_dir / "optuna.db").exists():
+        console.print("power: no earlier results of this study to estimate the noise from")
+        return
+    _print_power(spec.name, storage or default_storage_url(run_dir), seeds)
+
+
+def _print_power(study: str, storage_url: str, seeds: int | None) -> None:
+    """From a pilot: how many seeds per cell tell a 2x speedup from a 10x one."""
+    from pipeline.analysis.stats import power_estimate
+    from pipeline.results import load_tables
+    from pipeline.storage import StudyError
+
+    try:
+        trials = load_tables(study, storage_url).trials
+    except StudyError:
+        console.print("power: no earlier results of this study to estimate the noise from")
+        return
+    if trials.empty or not {"xavier", "uniform01"} <= set(trials["init"].astype(str)):
+        console.print("power: the pilot has no xavier-vs-uniform01 pairs to estimate noise from")
+        return
+    est = power_estimate(trials, "xavier", "uniform01", ["seq_len", "hidden"])
+    if est["seeds_needed"] is None:
+        console.print(f"power: {escape(est['text'])}", highlight=False)
+        return
+    verdict = "enough" if seeds is not None and seeds >= est["seeds_needed"] else "not enough"
+    console.print(
+        f"power: {escape(est['text'])} ({seeds if seeds is not None else 'no'} seeds given: "
+        f"{verdict})",
+        highlight=False,
+    )
+
+
+@app.command()
+def run(
+    spec_file: Annotated[Path, typer.Argument(metavar="SPEC", help="Study spec (YAML).")],
+    run_dir: RunDir = Path("runs"),
+    storage: Storage = None,
+    tracking_uri: TrackingUri = None,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (default: start Ray here).")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="CPUs for the embedded Ray (default: all).")
+    ] = None,
+    cpus_per_trial: Annotated[
+        float, typer.Option(help="CPUs per Ray task (one pack of trials).")
+    ] = 1.0,
+    gpus_per_trial: Annotated[
+        float, typer.Option(help="GPUs per Ray task; fractions share a GPU.")
+    ] = 0.0,
+    pack_size: Annotated[
+        int | None, typer.Option(help="Trials trained together per task (1 = no packing).")
+    ] = None,
+    study_name: Annotated[
+        str | None, typer.Option(help="Study name (default: the spec's name).")
+    ] = None,
+    yes: Annotated[
+        bool,
+        typer.Option(
+            "--yes",
+            help=f"Start a study of more than {CONFIRM_TRIALS:,} trials or"
+            f" {CONFIRM_CPU_HOURS:g} estimated CPU-hours (refused without it).",
+        ),
+    ] = False,
+) -> None:
+    """Run (or resume) a study: Optuna asks, Ray trains, MLflow records."""
+    from pipeline.studyspec import STUDY_NAME_RULE, is_study_name
+
+    spec, text = _load_spec(spec_file)
+    check_url("--storage", storage, STORAGE_SCHEMES)
+    check_url("--tracking-uri", tracking_uri, TRACKING_SCHEMES)
+    if storage is None or tracking_uri is None:
+        check_run_dir(run_dir)
+    if workers is not None and workers < 1:
+        fail(f"--workers: must be >= 1, got {workers}")
+    if not cpus_per_trial > 0:
+        fail(f"--cpus-per-trial: must be > 0, got {cpus_per_trial}")
+    if not gpus_per_trial >= 0:
+        fail(f"--gpus-per-trial: must be >= 0, got {gpus_per_trial}")
+    if pack_size is not None and pack_size < 1:
+        fail(f"--pack-size: must be >= 1, got {pack_size}")
+    if study_name is not None and not is_study_name(study_name):
+        fail(f"--study-name: {study_name!r} is not a study name; a name is {STUDY_NAME_RULE}")
+    if address not in (None, "auto", "local") and not _ADDRESS_RE.fullmatch(str(address)):
+        fail(
+            f"--address: {address!r} is not a Ray address; use auto, HOST:PORT or ray://HOST:PORT"
+        )
+    warning = _size_warning(spec, study_name or spec.name)
+    if warning is not None:
+        if not yes:
+            fail(f"{warning}; add --yes to start it")
+        console.print(f"[yellow]note:[/] {escape(warning)}; starting (--yes)", highlight=False)
+
+    from pipeline.driver import Driver, RunOptions
+    from pipeline.progress import Reporter
+    from pipeline.storage import StorageUnavailable, StudyBusy, StudyError
+
+    options = RunOptions(
+        run_dir=run_dir,
+        storage=storage,
+        tracking_uri=tracking_uri,
+        address=address,
+        workers=workers,
+        cpus_per_trial=cpus_per_trial,
+        gpus_per_trial=gpus_per_trial,
+        pack_size=pack_size,
+        study_name=study_name,
+    )
+    try:
+        outcome = Driver(spec, text, options, Reporter()).run()
+    except StudyError as exc:
+        fail(str(exc))
+    except StudyBusy as exc:
+        fail(str(exc), code=EXIT_BUSY)
+    except StorageUnavailable as exc:
+        fail(str(exc), code=1)
+    c = outcome.counts
+    console.print(
+        f"study {outcome.study_name!r}: {c.complete}/{c.planned} trials complete "
+        f"({c.converged} converged, {c.censored} censored, {c.stalled} stalled, "
+        f"{c.frozen} frozen, {c.diverged} diverged); "
+        f"{outcome.trained} trained and {outcome.logged} logged by this run"
+    )
+    for line in outcome.failed:
+        err_console.print(f"[red]failed:[/] {escape(one_line(line))}", highlight=False)
+    if c.complete:
+        from pipeline.analysis.report import verdict_table
+        from pipeline.analysis.verdicts import judge
+        from pipeline.cli.outputs import publish_verdicts
+
+        tables = study_tables(outcome.study_name, options.storage_url)
+        verdicts = judge(tables)
+        console.print(verdict_table(verdicts))
+        folder = run_dir / "reports" / outcome.study_name
+        path = publish_verdicts(verdicts, folder, options.tracking, tables)
+        hint = "" if run_dir == Path("runs") else f" --run-dir {run_dir}"
+        console.print(
+            f"verdicts: {escape(str(path))}; full report: initstudy report "
+            f"{outcome.study_name}{hint}",
+            highlight=False,
+        )
+    if outcome.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def status(
+    study: Annotated[str, typer.Argument(help="Study name.")],
+    run_dir: RunDir = Path("runs"),
+    storage: Storage = None,
+) -> None:
+    """Print a study's trial counts from its Optuna storage."""
+    from pipeline import storage as st
+
+    check_study_name(study)
+    url = read_storage(run_dir, storage)
+    try:
+        found = st.load_existing_study(st.make_storage(url), study)
+    except st.StudyError as exc:
+        fail(str(exc))
+    c = st.study_counts(found)
+    table = Table(title=f"study {study}")
+    table.add_column("trials")
+    table.add_column("count", justify="right")
+    for label, value in (
+        ("planned", c.planned),
+        ("complete", c.complete),
+        ("converged", c.converged),
+        ("censored", c.censored),
+        ("stalled", c.stalled),
+        ("frozen", c.frozen),
+        ("diverged", c.diverged),
+        ("running", c.running),
+        ("waiting", c.waiting),
+        ("failed", c.failed),
+        ("remaining", c.remaining),
+    ):
+        table.add_row(label, str(value))
+    console.print(table)
+
+
+@app.command()
+def check(
+    study: Annotated[str, typer.Argument(help="Study name.")],
+    run_dir: RunDir = Path("runs"),
+    storage: Storage = None,
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Reconcile Optuna and MLflow: one run per trial, no orphans, every grid point once."""
+    from pipeline.check import check_study
+    from pipeline.storage import StudyError
+    from pipeline.tracking import TrackingError
+
+    check_study_name(study)
+    url, tracking = stores(run_dir, storage, tracking_uri)
+    try:
+        report = check_study(study, url, tracking)
+    except StudyError as exc:
+        fail(str(exc))
+    except TrackingError as exc:
+        fail(str(exc), code=1)
+    grid = f", {report.grid_points} grid points" if report.grid_points is not None else ""
+    console.print(
+        f"study {study!r}: {report.trials} complete trials, {report.runs} MLflow runs{grid}"
+    )
+    for line in report.problems:
+        console.print(f"[red]problem:[/] {escape(line)}", highlight=False)
+    if not report.ok:
+        raise typer.Exit(1)
+    console.print("[green]consistent[/]: every trial has exactly one run")
+
+
+@app.command()
+def sync(
+    study: Annotated[str, typer.Argument(help="Study name.")],
+    run_dir: RunDir = Path("runs"),
+    storage: Storage = None,
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Back-fill MLflow with complete trials it is missing (after an outage)."""
+    import yaml
+
+    from pipeline import storage as st
+    from pipeline.driver import Driver, RunOptions
+    from pipeline.progress import Reporter
+    from pipeline.studyspec import parse_study_spec
+
+    check_study_name(study)
+    url, _ = stores(run_dir, storage, tracking_uri)
+    try:
+        found = st.load_existing_study(st.make_storage(url), study)
+    except st.StudyError as exc:
+        fail(str(exc))
+    text = found.user_attrs.get(st.SPEC_TEXT, "")
+    spec = parse_study_spec(yaml.safe_load(text), source=f"study {study}")
+    options = RunOptions(
+        run_dir=run_dir, storage=storage, tracking_uri=tracking_uri, study_name=study
+    )
+    try:
+        outcome = Driver(spec, text, options, Reporter()).sync()
+    except st.StudyBusy as exc:
+        fail(str(exc), code=EXIT_BUSY)
+    except st.StorageUnavailable as exc:
+        fail(str(exc), code=1)
+    if outcome.tracking_error:
+        fail(f"MLflow is still unreachable: {outcome.tracking_error}", code=1)
+    console.print(f"study {study!r}: {outcome.logged} runs back-filled")

@@ -1,0 +1,102 @@
+"""Reading a study spec file: the bytes a spec may hold, and YAML that is safe to walk.
+
+:func:`read_spec_file` returns the document a spec file holds, or raises the one-line
+:class:`~pipeline.specerrors.SpecError` naming the file; ``pipeline.studyspec`` validates
+what it returns. Nothing is written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from pipeline.specerrors import SpecError
+
+MAX_SPEC_BYTES = 1_000_000
+"""Largest spec file read (a spec is a page of YAML)."""
+MAX_SPEC_VALUES = 100_000
+"""Most values (scalars, lists, mappings) a spec may hold once YAML aliases are expanded."""
+
+
+def read_spec_file(path: str | Path) -> object:
+    """The YAML document in a spec file (``yaml.safe_load``), not yet validated.
+
+    Raises:
+        SpecError: a missing or unreadable file, one too large, binary or not UTF-8, bad
+            YAML, or YAML whose aliases expand too far (one line, naming the file).
+    """
+    source = str(path)
+    try:
+        with Path(path).open("rb") as file:
+            raw = file.read(MAX_SPEC_BYTES + 1)
+    except FileNotFoundError:
+        raise SpecError(f"{source}: file not found") from None
+    except IsADirectoryError:
+        raise SpecError(f"{source}: is a directory, not a spec file") from None
+    except OSError as exc:
+        raise SpecError(f"{source}: cannot read: {exc.strerror or exc}") from None
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecError(f"{source}: larger than {MAX_SPEC_BYTES} bytes; not a study spec")
+    if b"\x00" in raw:
+        raise SpecError(f"{source}: binary file (it contains a NUL byte); a spec is YAML text")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{source}: not UTF-8 text (byte offset {exc.start})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = ""
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            where = f" at line {mark.line + 1}, column {mark.column + 1}"
+        what = getattr(exc, "problem", None) or str(exc)
+        raise SpecError(f"{source}: invalid YAML{where}: {what}".replace("\n", " ")) from None
+    except RecursionError:
+        raise SpecError(f"{source}: invalid YAML: nested too deeply") from None
+    _check_expansion(data, source)
+    return data
+
+
+def _check_expansion(data: object, source: str) -> None:
+    """Refuse YAML whose aliases expand to a huge (an alias bomb) or a recursive document.
+
+    ``yaml.safe_load`` shares aliased nodes, so such a document is small in memory, but
+    anything that walks it (validation, error messages) would see every expanded value.
+
+    Raises:
+        SpecError: more than :data:`MAX_SPEC_VALUES` values once expanded, a node that
+            contains itself, or nesting too deep to walk.
+    """
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: object) -> int:
+        if not isinstance(node, dict | list):
+            return 1
+        ident = id(node)
+        if ident in sizes:
+            return sizes[ident]
+        if ident in open_nodes:
+            raise SpecError(f"{source}: invalid YAML: an alias refers to a node that contains it")
+        open_nodes.add(ident)
+        children = [*node.keys(), *node.values()] if isinstance(node, dict) else node
+        total = 1
+        for child in children:
+            total += size(child)
+            if total > MAX_SPEC_VALUES:
+                break
+        open_nodes.discard(ident)
+        sizes[ident] = total
+        return total
+
+    try:
+        total = size(data)
+    except RecursionError:
+        raise SpecError(f"{source}: invalid YAML: nested too deeply") from None
+    if total > MAX_SPEC_VALUES:
+        raise SpecError(
+            f"{source}: invalid YAML: more than {MAX_SPEC_VALUES} values once aliases are"
+            " expanded (an alias bomb?)"
+        )
