@@ -67,6 +67,9 @@ OURS = (
     str(bc.ROOT / "benchmarks"),
 )
 """Files that count as initstudy's own code in the profile."""
+WRAPPERS = ("/tenacity/",)
+"""Libraries that call back into our code (the retry policy wraps every store call): their
+frames count as ours, so a store call is attributed to its store once, not twice."""
 GROUPS = (
     ("optuna", "/optuna/"),
     ("mlflow", "/mlflow/"),
@@ -270,7 +273,7 @@ def redact_url(url: str) -> str:
 
 def _where(filename: str) -> str:
     """The group of a profiled function: ours, optuna, mlflow, ray or other."""
-    if filename.startswith(OURS):
+    if filename.startswith(OURS) or any(w in filename for w in WRAPPERS):
         return "ours"
     for group, marker in GROUPS:
         if marker in filename:

@@ -1,7 +1,10 @@
-"""Ray execution: one remote task per pack of trials. The only module that imports ray.
+"""Execution: one task per pack of trials. The only module that imports ray.
 
-The driver hands this module lists of TrialSpecs and gets TrialResults back; workers
-never touch the Optuna storage or MLflow. A pack given a GPU (``gpus_per_pack`` > 0,
+The driver hands an :class:`Executor` lists of TrialSpecs and gets TrialResults back, each
+with the JSON text its worker wrote (stored and logged as it is: a result is serialised
+once); workers never touch the Optuna storage or MLflow. :class:`RayExecutor` runs real
+studies; :class:`InProcessExecutor` trains in the calling process, for tests of the
+driver's logic. A pack given a GPU (``gpus_per_pack`` > 0,
 fractions allowed so several packs share one card) trains on CUDA. A worker that dies
 mid-pack (killed, out of memory, node lost) is retried by Ray up to ``max_retries``
 times; since a result depends only on its spec, a retried pack gives the same numbers.
@@ -12,9 +15,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import ray
 
@@ -61,6 +64,46 @@ class Resources:
 
 class PackFailed(RuntimeError):
     """A pack failed for good: its worker kept dying, or training raised."""
+
+
+@dataclass(frozen=True)
+class Trained:
+    """One trial's result and the JSON its worker wrote for it (``result.to_json()``)."""
+
+    result: TrialResult
+    text: str
+
+
+PackResult = list[Trained] | PackFailed
+"""What a pack came to: its members' results, in order, or why it failed."""
+Finished = list[tuple[int, PackResult]]
+"""Packs that finished, each with its id."""
+
+
+class Executor(Protocol):
+    """Where packs train: the driver submits packs and collects them as they finish."""
+
+    def capacity(self, resources: Resources) -> int:
+        """How many packs of this size can run at once (at least 1)."""
+        ...
+
+    def submit(self, pack_id: int, specs: Sequence[TrialSpec], resources: Resources) -> None:
+        """Start training a pack; ``pack_id`` comes back from :meth:`wait`."""
+        ...
+
+    def wait(self, timeout: float) -> Finished:
+        """The packs that finished within ``timeout`` seconds (maybe none)."""
+        ...
+
+    def shutdown(self) -> None:
+        """Stop what is still running and release the workers."""
+        ...
+
+
+def _failed(exc: BaseException) -> PackFailed:
+    """A pack's failure in one line: the error's type and the first line of its text."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return PackFailed(f"{type(exc).__name__}: {first}")
 
 
 class RayExecutor:
@@ -120,23 +163,20 @@ class RayExecutor:
     def in_flight(self) -> int:
         return len(self._refs)
 
-    def wait(self, timeout: float) -> list[tuple[int, list[TrialResult] | PackFailed]]:
+    def wait(self, timeout: float) -> Finished:
         """Return the packs that finished within ``timeout`` seconds (maybe none)."""
         if not self._refs:
             return []
         ready, _ = ray.wait(list(self._refs), num_returns=len(self._refs), timeout=timeout)
-        done: list[tuple[int, list[TrialResult] | PackFailed]] = []
+        done: Finished = []
         for ref in ready:
             pack_id = self._refs.pop(ref)
             try:
                 payload = ray.get(ref)
             except (ray.exceptions.RayError, ray.exceptions.RayTaskError) as exc:
-                first = (
-                    str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                )
-                done.append((pack_id, PackFailed(f"{type(exc).__name__}: {first}")))
+                done.append((pack_id, _failed(exc)))
                 continue
-            done.append((pack_id, [TrialResult.from_json(text) for text in payload]))
+            done.append((pack_id, [Trained(TrialResult.from_json(t), t) for t in payload]))
         return done
 
     def shutdown(self) -> None:
@@ -146,3 +186,54 @@ class RayExecutor:
         self._refs.clear()
         if self._owned and ray.is_initialized():
             ray.shutdown()
+
+
+TrainPack = Callable[[Sequence[TrialSpec], str], list[TrialResult]]
+"""How a pack is trained: ``models.train.train_pack(specs, device)``."""
+
+
+class InProcessExecutor:
+    """Trains packs one after another in the calling process (no Ray), for tests of the
+    driver's logic: a pack submitted is trained by the next :meth:`wait`, and an error it
+    raises fails the pack, as a task that raised does on Ray."""
+
+    def __init__(self, slots: int = 1, train: TrainPack | None = None) -> None:
+        """A pool of ``slots`` packs at once (what :meth:`capacity` says), each trained by
+        ``train`` (default ``models.train.train_pack``, on the CPU)."""
+        self.slots = slots
+        self._train = train
+        self._queue: list[tuple[int, list[TrialSpec]]] = []
+        self.submitted: list[list[TrialSpec]] = []
+        """Every pack submitted, in order (what a test checks was trained)."""
+
+    def capacity(self, resources: Resources) -> int:
+        return self.slots
+
+    def submit(self, pack_id: int, specs: Sequence[TrialSpec], resources: Resources) -> None:
+        self._queue.append((pack_id, list(specs)))
+        self.submitted.append(list(specs))
+
+    def wait(self, timeout: float) -> Finished:
+        done: Finished = []
+        while self._queue:
+            pack_id, specs = self._queue.pop(0)
+            try:
+                results = self._run(specs)
+            except Exception as exc:
+                done.append((pack_id, _failed(exc)))
+                continue
+            node = f"{socket.gethostname()}/in-process"
+            for result in results:
+                result.node, result.device = node, "cpu"
+            done.append((pack_id, [Trained(r, r.to_json()) for r in results]))
+        return done
+
+    def _run(self, specs: Sequence[TrialSpec]) -> list[TrialResult]:
+        if self._train is not None:
+            return self._train(specs, "cpu")
+        from models.train import train_pack
+
+        return train_pack(specs, "cpu")
+
+    def shutdown(self) -> None:
+        self._queue.clear()

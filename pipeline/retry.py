@@ -8,6 +8,10 @@ for the Optuna storage and for an MLflow store on SQLite or PostgreSQL alike.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
+import tenacity
+
 
 def database_error(exc: BaseException) -> BaseException | None:
     """The database driver's error behind a failed storage call (SQLAlchemy's
@@ -47,3 +51,33 @@ def is_transient(exc: BaseException) -> bool:
         return "locked" in text or "busy" in text
     sqlstate = getattr(orig, "sqlstate", None)
     return sqlstate is None or str(sqlstate).startswith(_TRANSIENT_SQLSTATES)
+
+
+def retrying(
+    seconds: float,
+    delays: Sequence[float],
+    on_retry: Callable[[BaseException], None],
+    transient: Callable[[BaseException], bool] = is_transient,
+) -> tenacity.Retrying:
+    """A retry policy: a call that fails in a way ``transient`` accepts is tried again,
+    ``delays`` seconds apart (the last delay repeats), until ``seconds`` have passed since
+    the first try; ``on_retry(error)`` runs before each wait. Anything else, and the last
+    failure once time is up, is raised as it was (not wrapped in tenacity's RetryError).
+
+    A fresh policy per call: each keeps its own clock.
+    """
+    return tenacity.Retrying(
+        stop=tenacity.stop_after_delay(seconds),
+        wait=tenacity.wait_chain(*(tenacity.wait_fixed(d) for d in delays)),
+        retry=tenacity.retry_if_exception(transient),
+        before_sleep=lambda state: on_retry(_failure(state)),
+        reraise=True,
+    )
+
+
+def _failure(state: tenacity.RetryCallState) -> BaseException:
+    """The error of the try that just failed."""
+    assert state.outcome is not None
+    error = state.outcome.exception()
+    assert error is not None
+    return error

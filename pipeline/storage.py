@@ -4,14 +4,14 @@ Only the driver writes here. Every trial carries its identity key (``KEY``) from
 moment it is created, and its full TrialResult (``RESULT``, JSON) is written before the
 trial is told, so a result is never lost: if MLflow is down or the driver dies between
 ``tell`` and logging, the run is back-filled from here later.
+
+This module holds the pieces every reader shares (attribute names, errors, opening a
+storage and a study, counting trials); the driver's calls, their retries and its lock are
+in :mod:`pipeline.studystore`.
 """
 
 from __future__ import annotations
 
-import os
-import socket
-import time
-import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -34,7 +34,8 @@ SPEC_TEXT = "initstudy.spec"
 PLANNED = "initstudy.n_trials"
 CLAIM = "initstudy.claim"
 DRIVER = "initstudy.driver"
-"""Study user attribute: the driver that holds the study (host, pid, token, heartbeat)."""
+"""Study user attribute: the driver that holds the study (host, pid, token, heartbeat);
+see :class:`pipeline.studystore.DriverLock`."""
 
 LOCK_STALE_SECONDS = 30.0
 """A driver lock whose heartbeat is older than this belongs to a dead driver."""
@@ -116,11 +117,6 @@ def load_existing_study(storage: optuna.storages.BaseStorage, name: str) -> optu
     return optuna.load_study(study_name=name, storage=storage)
 
 
-def set_trial_attr(study: optuna.Study, trial_id: int, key: str, value: Any) -> None:
-    """Set a user attribute on a trial that is still running (one storage write)."""
-    study._storage.set_trial_user_attr(trial_id, key, value)
-
-
 def stored_result(trial: FrozenTrial) -> TrialResult | None:
     """The TrialResult stored on a trial, if any."""
     text = trial.user_attrs.get(RESULT)
@@ -178,58 +174,3 @@ def study_counts(study: optuna.Study) -> StudyCounts:
         waiting=states.count(TrialState.WAITING),
         failed=states.count(TrialState.FAIL),
     )
-
-
-class DriverLock:
-    """One live driver per study: a heartbeat in the study's user attributes.
-
-    A second driver on the same study is refused while the holder's heartbeat is fresh.
-    A lock left by a driver that died is taken over at once when that driver ran on this
-    host (its pid is gone), else once its heartbeat is ``LOCK_STALE_SECONDS`` old; that
-    driver's RUNNING trials are then rerun.
-    """
-
-    def __init__(self, study: optuna.Study, storage: optuna.storages.BaseStorage) -> None:
-        self.study = study
-        self.storage = storage
-        self.token = uuid.uuid4().hex
-        self.holder = {"host": socket.gethostname(), "pid": os.getpid(), "token": self.token}
-
-    def acquire(self) -> None:
-        current = self.study.user_attrs.get(DRIVER)
-        if current and current.get("token") != self.token:
-            age = time.time() - float(current.get("heartbeat", 0))
-            if age < LOCK_STALE_SECONDS and not self._dead_here(current):
-                raise StudyBusy(
-                    f"study {self.study.study_name!r} is being run by another driver "
-                    f"(host {current.get('host')}, pid {current.get('pid')}, heartbeat "
-                    f"{age:.0f} s ago); wait for it to finish, or stop it first"
-                )
-        self.beat()
-        time.sleep(0.2)  # let a racing driver's write land, then check who won
-        if self._read().get("token") != self.token:
-            raise StudyBusy(f"study {self.study.study_name!r} was just taken by another driver")
-
-    def _dead_here(self, holder: dict[str, Any]) -> bool:
-        """True if the holder ran on this host and its process no longer exists."""
-        if holder.get("host") != self.holder["host"]:
-            return False
-        try:
-            os.kill(int(holder.get("pid", 0)), 0)
-        except ProcessLookupError:
-            return True
-        except (PermissionError, ValueError):
-            return False
-        return False
-
-    def _read(self) -> dict[str, Any]:
-        fresh = optuna.load_study(study_name=self.study.study_name, storage=self.storage)
-        value = fresh.user_attrs.get(DRIVER) or {}
-        return dict(value)
-
-    def beat(self) -> None:
-        self.study.set_user_attr(DRIVER, {**self.holder, "heartbeat": time.time()})
-
-    def release(self) -> None:
-        if self._read().get("token") == self.token:
-            self.study.set_user_attr(DRIVER, None)

@@ -1,5 +1,6 @@
-"""How the driver forms and orders packs, keeps its counts, and sets up SQLite files
-(fast: no Ray, no training)."""
+"""How the driver forms and orders packs (pipeline.plan), what it estimates a trial and a
+study to cost, how it keeps its counts, and how it sets up SQLite files (fast: no Ray, no
+training)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import dataclasses
 import sqlite3
 from pathlib import Path
 
-from pipeline.driver import (
+import pytest
+
+from pipeline import plan
+from pipeline.plan import (
     MAX_AUTO_PACK,
     Pending,
     auto_pack_size,
@@ -69,10 +73,45 @@ def test_packs_are_ordered_longest_first() -> None:
 def test_pack_cost_grows_with_members_steps_and_width() -> None:
     base = headline_pending()[0].spec
     one = pack_cost([base])
-    assert pack_cost([base, base]) == 2 * one
-    assert pack_cost([dataclasses.replace(base, seq_len=base.seq_len * 3)]) == 3 * one
-    assert pack_cost([base, dataclasses.replace(base, max_epochs=base.max_epochs * 2)]) == 4 * one
-    assert pack_cost([dataclasses.replace(base, hidden=2 * base.hidden)]) > 3 * one
+    assert pack_cost([base, base]) == pytest.approx(2 * one)
+    longer = dataclasses.replace(base, seq_len=base.seq_len * 3)
+    assert pack_cost([longer]) == pytest.approx(3 * one)
+    twice = dataclasses.replace(base, max_epochs=base.max_epochs * 2)
+    assert pack_cost([base, twice]) == pytest.approx(4 * one)
+    # hidden 64 is mostly per-step overhead: twice as wide costs more, not four times more
+    assert 1.5 * one < pack_cost([dataclasses.replace(base, hidden=2 * base.hidden)]) < 4 * one
+    assert pack_cost([dataclasses.replace(base, cell="lstm")]) > 2 * one  # four gate blocks
+
+
+def test_a_pack_costs_what_its_members_would_alone() -> None:
+    """One estimate: a pack's cost is its members' share of the study's estimate."""
+    spec = load_study_spec(ROOT / "studies" / "headline.yaml")
+    packs = make_packs(headline_pending(), 16)
+    total = sum(pack_cost([p.spec for p in pack]) for pack in packs)
+    assert total == pytest.approx(spec.estimated_cpu_seconds())
+
+
+@pytest.mark.parametrize(
+    ("study", "seconds"),
+    [  # what `initstudy validate` printed before the estimate moved to pipeline.plan
+        ("headline", 796.6),
+        ("hidden_sweep", 1484.3),
+        ("scale_sweep", 1147.1),
+        ("smoke", 40.0),
+    ],
+)
+def test_the_study_estimate_is_the_sum_of_its_trials(study: str, seconds: float) -> None:
+    spec = load_study_spec(ROOT / "studies" / f"{study}.yaml")
+    exact = sum(plan.trial_seconds(spec.trial_spec(p)) for p in spec.grid_points())
+    assert spec.estimated_cpu_seconds() == pytest.approx(exact)
+    assert spec.estimated_cpu_seconds() == pytest.approx(seconds, rel=0.02)
+
+
+def test_copy_counts_its_recall_steps() -> None:
+    base = headline_pending()[0].spec
+    copy = dataclasses.replace(base, task="copy")
+    assert plan.time_steps(base.seq_len, "copy") == base.seq_len + 20
+    assert plan.batch_work(copy) == plan.batch_work(base) * (base.seq_len + 20) / base.seq_len
 
 
 def test_auto_pack_size_fills_every_slot() -> None:

@@ -1,5 +1,5 @@
 """The pieces the fault tests lean on, in isolation: failpoints, the storage error
-classification and the driver's retry that never repeats a write that landed."""
+classification and the study store's retry that never repeats a write that landed."""
 
 from __future__ import annotations
 
@@ -16,11 +16,12 @@ from optuna.trial import TrialState
 from rich.console import Console
 
 from pipeline import driver as drv
-from pipeline import retry
+from pipeline import retry, studystore
 from pipeline import storage as st
 from pipeline.faults import ENV, failpoint
 from pipeline.progress import Reporter
-from pipeline.studyspec import load_study_spec
+from pipeline.studyspec import StudySpec, load_study_spec
+from pipeline.studystore import StudyStore
 
 from .conftest import ROOT, child_env
 
@@ -72,26 +73,43 @@ def test_storage_errors_worth_a_retry() -> None:
     assert retry.database_error(ValueError()) is None
 
 
-def test_a_tell_that_landed_before_the_connection_dropped_is_not_told_again(
-    tmp_path: Path,
-) -> None:
-    spec = load_study_spec(ROOT / "tests" / "data" / "smoke_tiny.yaml")
-    options = drv.RunOptions(run_dir=tmp_path)
-    notes = Console(record=True, width=200)
-    driver = drv.Driver(spec, "", options, Reporter(notes, enabled=False))
-    study = optuna.create_study(storage=options.storage_url, study_name="s")
-    trial = study.ask()
-    dropped = []
+def tiny_spec() -> StudySpec:
+    return load_study_spec(ROOT / "tests" / "data" / "smoke_tiny.yaml")
 
-    def tell_then_drop() -> None:
-        study.tell(trial.number, 1.0)  # commits...
+
+def open_store(tmp_path: Path, spec: StudySpec, notes: Console | None = None) -> StudyStore:
+    """The study store of ``spec`` in an empty SQLite file, as the driver opens it."""
+    return StudyStore.open(
+        drv.RunOptions(run_dir=tmp_path).storage_url,
+        spec.name,
+        spec_hash=spec.spec_hash(),
+        spec_text="",
+        planned=spec.n_trials_planned,
+        claim=spec.claim,
+        note=Reporter(notes, enabled=False).note,
+    )
+
+
+def test_a_tell_that_landed_before_the_connection_dropped_is_not_told_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    notes = Console(record=True, width=200)
+    store = open_store(tmp_path, tiny_spec(), notes)
+    study = store.study
+    trial = study.ask()
+    real_tell, dropped = study.tell, []
+
+    def tell_then_drop(*args: object, **kwargs: object) -> object:
+        told = real_tell(*args, **kwargs)  # type: ignore[arg-type]  # commits...
         if not dropped:  # ...but the first time the reply is lost
             dropped.append(True)
             raise optuna.exceptions.StorageInternalError("lost") from _operational(
                 "database is locked"
             )
+        return told
 
-    driver._tell_once(study, trial.number, trial._trial_id, tell_then_drop)
+    monkeypatch.setattr(study, "tell", tell_then_drop)
+    store.tell(trial.number, trial._trial_id, 1.0)
     assert dropped and study.trials[0].state == TrialState.COMPLETE
     text = notes.export_text()
     assert "retrying" in text and "reachable again" in text
@@ -100,9 +118,8 @@ def test_a_tell_that_landed_before_the_connection_dropped_is_not_told_again(
 def test_a_storage_that_stays_down_ends_the_run_with_one_clear_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(drv, "STORAGE_RETRY_SECONDS", 1.0)
-    spec = load_study_spec(ROOT / "tests" / "data" / "smoke_tiny.yaml")
-    driver = drv.Driver(spec, "", drv.RunOptions(run_dir=tmp_path), Reporter(enabled=False))
+    monkeypatch.setattr(studystore, "STORAGE_RETRY_SECONDS", 1.0)
+    store = open_store(tmp_path, tiny_spec())
 
     def locked() -> None:
         raise _operational("database is locked")
@@ -111,36 +128,34 @@ def test_a_storage_that_stays_down_ends_the_run_with_one_clear_error(
         raise _operational("database or disk is full")
 
     with pytest.raises(st.StorageUnavailable, match="run the same command again"):
-        driver._storage("count the trials", locked)
+        store.call("count the trials", locked)
     with pytest.raises(st.StorageUnavailable, match="disk is full"):
-        driver._storage("store a result", full)  # not transient: no retry
+        store.call("store a result", full)  # not transient: no retry
 
 
 def test_a_trial_whose_ask_was_cut_short_is_rerun_with_its_grid_point(tmp_path: Path) -> None:
     """An ask interrupted after it popped the enqueued trial, before it set the params."""
-    spec = load_study_spec(ROOT / "tests" / "data" / "smoke_tiny.yaml")
-    options = drv.RunOptions(run_dir=tmp_path)
-    driver = drv.Driver(spec, "", options, Reporter(enabled=False))
-    storage = optuna.storages.RDBStorage(options.storage_url)
-    study = optuna.create_study(storage=storage, study_name="smoke")
+    spec = tiny_spec()
+    driver = drv.Driver(spec, "", drv.RunOptions(run_dir=tmp_path), Reporter(enabled=False))
+    store = open_store(tmp_path, spec)
     point = spec.grid_points()[3]
     key = spec.trial_spec(point).key(spec.claim or "")
-    study.enqueue_trial(point, user_attrs={st.KEY: key})
-    waiting = study.get_trials(states=(TrialState.WAITING,))[0]
-    assert storage.set_trial_state_values(waiting._trial_id, TrialState.RUNNING)  # the pop
+    store.study.enqueue_trial(point, user_attrs={st.KEY: key})
+    waiting = store.study.get_trials(states=(TrialState.WAITING,))[0]
+    assert store.storage.set_trial_state_values(waiting._trial_id, TrialState.RUNNING)  # the pop
 
-    [pending] = driver._recover(study)
+    [pending] = driver._recover(store)
     assert pending.spec == spec.trial_spec(point) and pending.key == key
-    assert study.trials[0].params == point
+    assert store.study.trials[0].params == point
 
 
 def test_an_ask_whose_reply_was_lost_is_not_asked_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spec = load_study_spec(ROOT / "tests" / "data" / "smoke_tiny.yaml")
-    options = drv.RunOptions(run_dir=tmp_path)
-    driver = drv.Driver(spec, "", options, Reporter(enabled=False))
-    study = optuna.create_study(storage=options.storage_url, study_name="smoke")
+    spec = tiny_spec()
+    driver = drv.Driver(spec, "", drv.RunOptions(run_dir=tmp_path), Reporter(enabled=False))
+    store = open_store(tmp_path, spec)
+    study = store.study
     for point in spec.grid_points()[:2]:
         study.enqueue_trial(point, user_attrs={st.KEY: spec.trial_spec(point).key(spec.claim)})
     real_ask, lost = study.ask, []
@@ -153,7 +168,7 @@ def test_an_ask_whose_reply_was_lost_is_not_asked_again(
         return trial
 
     monkeypatch.setattr(study, "ask", ask_then_drop)
-    [pending] = driver._ask(study)
+    [pending] = driver._ask(store)
     assert lost == [pending.number]
     states = sorted(t.state.name for t in study.get_trials())
     assert states == ["RUNNING", "WAITING"]  # one asked, the other grid point still waits

@@ -1,0 +1,431 @@
+"""The study store: one study in the Optuna storage, behind the few calls the driver makes.
+
+Every call is retried while the database is unreachable (a PostgreSQL restart, a locked
+SQLite file), for up to ``STORAGE_RETRY_SECONDS`` (:func:`pipeline.retry.retrying`), with
+one note when it fails and one when it is back. A retried write that may have landed
+before the connection dropped is checked first: a trial already told is not told again, a
+grid point's trial is not created twice, and an ask that created its trial is not asked
+again. The store also holds the study's lock (:class:`DriverLock`) while the driver runs.
+
+Optuna has no public API for some of this (creating a RUNNING trial with its params in one
+call, a tell that skips the sampler, drawing the params of an interrupted ask, writing an
+attribute by trial id): every use of its private API in initstudy is in this module, so an
+Optuna upgrade is checked here (and by ``tests/cluster/test_storage_contract.py``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from models.spec import TrialResult
+from pipeline import retry, urls
+from pipeline import storage as st
+
+STORAGE_RETRY_SECONDS = 60.0
+"""How long a storage call is retried while the database is unreachable."""
+STORAGE_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
+"""Seconds between retries of a storage call (the last one repeats)."""
+HEARTBEAT_SECONDS = 5.0
+"""How often the lock's holder refreshes its heartbeat (well under LOCK_STALE_SECONDS)."""
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class StoredTrial:
+    """A trial as the driver sees it: who it is, its params, key and stored result."""
+
+    number: int
+    trial_id: int
+    params: dict[str, Any]
+    key: str | None
+    result_json: str | None
+    """The TrialResult stored on the trial, as the worker wrote it (None: not trained)."""
+
+    @property
+    def result(self) -> TrialResult | None:
+        return TrialResult.from_json(self.result_json) if self.result_json else None
+
+
+def _stored(t: FrozenTrial | optuna.trial.Trial) -> StoredTrial:
+    attrs = t.user_attrs
+    return StoredTrial(
+        t.number, t._trial_id, dict(t.params), attrs.get(st.KEY), attrs.get(st.RESULT)
+    )
+
+
+def _unless_landed(write: Callable[[], object], landed: Callable[[], bool]) -> Callable[[], None]:
+    """A write for :meth:`StudyStore.call` that is not repeated if its failed try landed.
+
+    The first call writes. A later call (a retry after a dropped connection, when the
+    first try may have committed all the same) first asks ``landed()`` and writes only if
+    it says no.
+    """
+    tried = False
+
+    def attempt() -> None:
+        nonlocal tried
+        if tried and landed():
+            return
+        tried = True
+        write()
+
+    return attempt
+
+
+class StudyStore:
+    """One study, opened by :meth:`open`; the only writer of its trials is the driver."""
+
+    def __init__(
+        self,
+        url: str,
+        storage: optuna.storages.RDBStorage,
+        study: optuna.Study,
+        note: Callable[[str], None],
+    ) -> None:
+        self.url = url
+        self.storage = storage
+        self.study = study
+        """The Optuna study (for tests and readers; the driver goes through the methods)."""
+        self._note = note
+        self._down = False
+        """Whether the last call failed and is being retried (for the two notes)."""
+
+    @classmethod
+    def open(
+        cls,
+        url: str,
+        name: str,
+        *,
+        spec_hash: str,
+        spec_text: str,
+        planned: int,
+        claim: str | None,
+        sampler: optuna.samplers.BaseSampler | None = None,
+        sampler_seed: int = 0,
+        note: Callable[[str], None] = lambda _: None,
+    ) -> StudyStore:
+        """Create the study or load it (same spec only); see :func:`storage.open_study`.
+
+        ``sampler`` None is for a study whose trials are all created here (a grid): it gets
+        a seeded random sampler, consulted only to finish an interrupted ask.
+        ``note`` is told when the storage goes away and when it is back.
+
+        Raises:
+            storage.StudyError: bad URL, or the study exists with a different spec.
+        """
+        storage = st.make_storage(url)
+        study = st.open_study(
+            storage,
+            name,
+            spec_hash=spec_hash,
+            spec_text=spec_text,
+            planned=planned,
+            claim=claim,
+            sampler=sampler or optuna.samplers.RandomSampler(seed=sampler_seed),
+        )
+        return cls(url, storage, study, note)
+
+    @property
+    def name(self) -> str:
+        return self.study.study_name
+
+    def close(self) -> None:
+        """Close the storage's connections (the store is not used after this)."""
+        self.storage.remove_session()
+        self.storage.engine.dispose()
+
+    # -- the retry ---------------------------------------------------------------------
+
+    def call(self, what: str, fn: Callable[[], _T]) -> _T:
+        """Make one storage call; while the database is unreachable, retry it with backoff
+        for up to ``STORAGE_RETRY_SECONDS``, with a note when it fails and when it is back.
+
+        ``fn`` must be safe to repeat (reads, attribute writes) or guard itself
+        (:func:`_unless_landed`).
+
+        Raises:
+            storage.StorageUnavailable: still unreachable after that long, or the database
+                refused the call for good (a full disk, a read-only file).
+        """
+
+        def on_retry(exc: BaseException) -> None:
+            if not self._down:
+                self._down = True
+                self._note(
+                    f"the Optuna storage failed to {what} ({_cause(exc)}); retrying for up to "
+                    f"{STORAGE_RETRY_SECONDS:.0f} s"
+                )
+
+        policy = retry.retrying(STORAGE_RETRY_SECONDS, STORAGE_RETRY_DELAYS, on_retry)
+        try:
+            value = policy(fn)
+        except Exception as exc:
+            if retry.database_error(exc) is None:
+                raise  # a bug or bad data, not the database
+            where = f"the Optuna storage {urls.redact(self.url)}"
+            if not retry.is_transient(exc):
+                raise st.StorageUnavailable(f"{where} failed to {what}: {_cause(exc)}") from exc
+            raise st.StorageUnavailable(
+                f"{where} is unreachable (failed to {what}: {_cause(exc)}); finished trials "
+                "are kept: run the same command again to resume"
+            ) from exc
+        if self._down:
+            self._down = False
+            self._note("the Optuna storage is reachable again")
+        return value
+
+    # -- reads -------------------------------------------------------------------------
+
+    def counts(self) -> st.StudyCounts:
+        return self.call("count the trials", lambda: st.study_counts(self.study))
+
+    def trials(self, *states: TrialState) -> list[StoredTrial]:
+        """The trials in these states (all, if none given)."""
+        return [_stored(t) for t in self._frozen(*states)]
+
+    def running(self) -> list[StoredTrial]:
+        return self.trials(TrialState.RUNNING)
+
+    def complete(self) -> list[StoredTrial]:
+        return self.trials(TrialState.COMPLETE)
+
+    def n_waiting(self) -> int:
+        """Trials enqueued and not asked yet."""
+        return len(self._frozen(TrialState.WAITING))
+
+    def live_keys(self) -> set[str | None]:
+        """Keys of the trials that are complete, running or waiting."""
+        return self.call("read the trials", self._live_keys)
+
+    def _live_keys(self) -> set[str | None]:
+        live = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+        return {t.user_attrs.get(st.KEY) for t in self.study.get_trials(False, states=live)}
+
+    def _frozen(self, *states: TrialState) -> list[FrozenTrial]:
+        return self.call(
+            "read the trials", lambda: self.study.get_trials(deepcopy=False, states=states or None)
+        )
+
+    # -- new trials --------------------------------------------------------------------
+
+    def create_running(
+        self, params: dict[str, Any], distributions: dict[str, BaseDistribution], key: str
+    ) -> None:
+        """Create one grid point's trial, RUNNING, with its params and key, in one write
+        (what ``enqueue_trial`` then ``ask`` would leave, at a constant cost per trial: each
+        ``ask`` scans the waiting trials, which made enqueueing a large grid quadratic).
+        A retry first checks that the failed try did not land."""
+        template = FrozenTrial(
+            number=-1,
+            state=TrialState.RUNNING,
+            value=None,
+            datetime_start=datetime.now(),
+            datetime_complete=None,
+            params=params,
+            distributions=distributions,
+            user_attrs={st.KEY: key},
+            system_attrs={},
+            intermediate_values={},
+            trial_id=-1,
+        )
+        study = self.study
+        self.call(
+            "create a grid trial",
+            _unless_landed(
+                lambda: study._storage.create_new_trial(study._study_id, template_trial=template),
+                lambda: key in self._live_keys(),
+            ),
+        )
+
+    def ask(
+        self, distributions: dict[str, BaseDistribution], claimed: Collection[int]
+    ) -> StoredTrial | None:
+        """Ask Optuna for one trial (an enqueued one first).
+
+        An ask that failed may still have created (or popped) its trial: if a RUNNING trial
+        not in ``claimed`` exists, that ask landed and is not repeated, and None is returned
+        (the caller takes the RUNNING trials it has not claimed). This needs the study's
+        lock: every RUNNING trial is then the caller's.
+        """
+        asked: list[StoredTrial] = []
+
+        def unclaimed() -> bool:
+            running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            return any(t.number not in claimed for t in running)
+
+        self.call(
+            "ask for a trial",
+            _unless_landed(
+                lambda: asked.append(_stored(self.study.ask(distributions))), unclaimed
+            ),
+        )
+        return asked[0] if asked else None
+
+    def finish_ask(
+        self, trial: StoredTrial, distributions: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        """The params of a RUNNING trial whose ask was interrupted (a dead driver, a
+        dropped connection): those it lacks are drawn now as the ask would have (enqueued
+        values first, then the sampler)."""
+
+        def draw() -> dict[str, Any]:
+            live = optuna.trial.Trial(self.study, trial.trial_id)
+            return {name: live._suggest(name, d) for name, d in distributions.items()}
+
+        return self.call("finish an interrupted ask", draw)
+
+    # -- writes to a RUNNING trial -----------------------------------------------------
+
+    def set_key(self, trial_id: int, key: str) -> None:
+        self.call("set a trial's key", lambda: self._set_attr(trial_id, st.KEY, key))
+
+    def store_result(self, trial_id: int, result_json: str, outcome: str) -> None:
+        """Store a trial's result (the worker's JSON, as it is) and outcome, before the
+        tell: a result stored is never lost, even if the driver dies before telling."""
+        self.call("store a result", lambda: self._set_attr(trial_id, st.RESULT, result_json))
+        self.call("store an outcome", lambda: self._set_attr(trial_id, st.OUTCOME, outcome))
+
+    def store_error(self, trial_id: int, error: str) -> None:
+        """Record why the infrastructure failed a trial."""
+        self.call("store an error", lambda: self._set_attr(trial_id, st.ERROR, error))
+
+    def _set_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self.study._storage.set_trial_user_attr(trial_id, key, value)
+
+    # -- finishing a trial -------------------------------------------------------------
+
+    def tell(self, number: int, trial_id: int, value: float, direct: bool = False) -> None:
+        """Tell a trial COMPLETE with its value.
+
+        ``direct`` is for a study that never consults its sampler (a grid): the tell is
+        then the state write alone (``study.tell`` also reads the trial back and calls the
+        sampler's hook). A value that is not finite always goes through ``study.tell``.
+        """
+        if direct and math.isfinite(value):
+            storage = self.study._storage
+            self._tell_once(
+                number,
+                trial_id,
+                lambda: storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [value]),
+            )
+        else:
+            self._tell_once(number, trial_id, lambda: self.study.tell(number, value))
+
+    def fail(self, number: int, trial_id: int) -> None:
+        """Tell a trial FAIL (it is rerun on resume)."""
+        self._tell_once(number, trial_id, lambda: self.study.tell(number, state=TrialState.FAIL))
+
+    def _tell_once(self, number: int, trial_id: int, tell: Callable[[], object]) -> None:
+        """A tell, retried while the storage is down; a retry after a tell that did commit
+        before the connection dropped finds the trial finished and tells nothing."""
+        storage = self.study._storage
+
+        def finished() -> bool:
+            return storage.get_trial(trial_id).state.is_finished()
+
+        self.call(f"tell trial {number}", _unless_landed(tell, finished))
+
+    # -- the lock ----------------------------------------------------------------------
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the study's lock, its heartbeat refreshed on a thread, then release it.
+
+        Raises:
+            storage.StudyBusy: another live driver holds it.
+        """
+        lock = DriverLock(self.study, self.storage)
+        lock.acquire()
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(HEARTBEAT_SECONDS):
+                with suppress(Exception):  # a missed heartbeat is retried on the next beat
+                    lock.beat()
+
+        thread = threading.Thread(target=beat, name="initstudy-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=HEARTBEAT_SECONDS)
+            # A lock that cannot be released goes stale on its own (LOCK_STALE_SECONDS).
+            with suppress(st.StorageUnavailable):
+                self.call("release the study's lock", lock.release)
+
+
+def _cause(exc: BaseException) -> str:
+    """The database's own words for a failed call, on one line (200 characters at most)."""
+    failure = retry.database_error(exc) or exc
+    return " ".join(str(getattr(failure, "orig", None) or failure).split())[:200]
+
+
+class DriverLock:
+    """One live driver per study: a heartbeat in the study's user attributes.
+
+    A second driver on the same study is refused while the holder's heartbeat is fresh.
+    A lock left by a driver that died is taken over at once when that driver ran on this
+    host (its pid is gone), else once its heartbeat is ``LOCK_STALE_SECONDS`` old; that
+    driver's RUNNING trials are then rerun.
+    """
+
+    def __init__(self, study: optuna.Study, storage: optuna.storages.BaseStorage) -> None:
+        self.study = study
+        self.storage = storage
+        self.token = uuid.uuid4().hex
+        self.holder = {"host": socket.gethostname(), "pid": os.getpid(), "token": self.token}
+
+    def acquire(self) -> None:
+        current = self.study.user_attrs.get(st.DRIVER)
+        if current and current.get("token") != self.token:
+            age = time.time() - float(current.get("heartbeat", 0))
+            if age < st.LOCK_STALE_SECONDS and not self._dead_here(current):
+                raise st.StudyBusy(
+                    f"study {self.study.study_name!r} is being run by another driver "
+                    f"(host {current.get('host')}, pid {current.get('pid')}, heartbeat "
+                    f"{age:.0f} s ago); wait for it to finish, or stop it first"
+                )
+        self.beat()
+        time.sleep(0.2)  # let a racing driver's write land, then check who won
+        if self._read().get("token") != self.token:
+            raise st.StudyBusy(f"study {self.study.study_name!r} was just taken by another driver")
+
+    def _dead_here(self, holder: dict[str, Any]) -> bool:
+        """True if the holder ran on this host and its process no longer exists."""
+        if holder.get("host") != self.holder["host"]:
+            return False
+        try:
+            os.kill(int(holder.get("pid", 0)), 0)
+        except ProcessLookupError:
+            return True
+        except (PermissionError, ValueError):
+            return False
+        return False
+
+    def _read(self) -> dict[str, Any]:
+        fresh = optuna.load_study(study_name=self.study.study_name, storage=self.storage)
+        value = fresh.user_attrs.get(st.DRIVER) or {}
+        return dict(value)
+
+    def beat(self) -> None:
+        self.study.set_user_attr(st.DRIVER, {**self.holder, "heartbeat": time.time()})
+
+    def release(self) -> None:
+        if self._read().get("token") == self.token:
+            self.study.set_user_attr(st.DRIVER, None)
