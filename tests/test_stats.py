@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as hst
 from scipy import stats as sps
 
-from pipeline.analysis import stats
+from pipeline.analysis import power, speedups, stats, survival
 
 
 def make_trials(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -52,6 +52,19 @@ def test_km_median_hand_computed():
     km = stats.km_median(durations, events)
     assert (km.n, km.events, km.median, km.lo, km.hi, km.budget) == (8, 6, 6.0, 2.0, None, 9.0)
     assert km.text == "6 [2, > 9]"
+
+
+def test_km_curve_hand_computed():
+    # The data of test_km_median_hand_computed: S steps at each epoch a trial converged
+    # (2, 3, 5, 6, 8, 9), not at the censored 3+ and 8+; at t=8 n=3, d=1 -> S = 0.3, and
+    # at t=9 the last one at risk converges -> S = 0.
+    durations = [2, 3, 3, 5, 6, 8, 8, 9]
+    events = [True, True, False, True, True, True, False, True]
+    times, surv = stats.km_curve(durations, events)
+    assert times.tolist() == [0, 2, 3, 5, 6, 8, 9]
+    assert surv == pytest.approx([1, 0.875, 0.75, 0.6, 0.45, 0.3, 0.0])
+    none_t, none_s = stats.km_curve([4, 4], [False, False])
+    assert none_t.tolist() == [0.0] and none_s.tolist() == [1.0]
 
 
 def test_km_median_with_both_limits():
@@ -96,7 +109,7 @@ def test_vectorized_bootstrap_median_matches_scipy(data, seed):
     d = np.array([x for x, _ in data], dtype=float)
     e = np.array([ev for _, ev in data], dtype=bool)
     n_boot = 8
-    fast = stats._km_medians_boot(d, e, n_boot, np.random.default_rng(seed))
+    fast = survival._km_medians_boot(d, e, n_boot, np.random.default_rng(seed))
     idx = np.random.default_rng(seed).integers(0, d.size, size=(n_boot, d.size))
     for row, got in zip(idx, fast, strict=True):
         want = stats.km_median(d[row], e[row]).median
@@ -150,8 +163,8 @@ def test_speedup_bootstrap_interval_contains_true_ratio():
 
 
 def _rows(med_a, med_b, budget_a, budget_b, boot_a, boot_b):
-    """stats._speedup_rows on one study whose bootstrap medians are given."""
-    kind, est, lo, hi = stats._speedup_rows(
+    """speedups._speedup_rows on one study whose bootstrap medians are given."""
+    kind, est, lo, hi = speedups._speedup_rows(
         np.array([med_a]),
         np.array([med_b]),
         np.array([budget_a]),
@@ -168,16 +181,16 @@ def test_speedup_limits_are_clipped_to_the_estimate():
     # and B* = 12 while the data's medians are 4 and 10 (estimate 2.5). lo = 12/4 = 3
     # would sit above the point: it is clipped to 2.5; hi = 3 stays.
     kind, est, lo, hi = _rows(4.0, 10.0, 9.0, 40.0, [4.0] * 50, [12.0] * 50)
-    assert (kind, est, lo, hi) == (stats._FINITE, 2.5, 2.5, 3.0)
+    assert (kind, est, lo, hi) == (speedups._FINITE, 2.5, 2.5, 3.0)
     # from above: B* = 8, so hi = 2 is clipped up to 2.5 and lo = 2 stays
     assert _rows(4.0, 10.0, 9.0, 40.0, [4.0] * 50, [8.0] * 50)[2:] == (2.0, 2.5)
     # a lower bound (B not reached, budget 40, A's median 5: the point is 8) whose
     # resamples all have A* = 2 (40/2 = 20): lo is clipped to the point, hi is unbounded
     kind, est, lo, hi = _rows(5.0, math.nan, 9.0, 40.0, [2.0] * 50, [math.nan] * 50)
-    assert (kind, est, lo) == (stats._LOWER, 8.0, 8.0) and math.isnan(hi)
+    assert (kind, est, lo) == (speedups._LOWER, 8.0, 8.0) and math.isnan(hi)
     # A not reached: nothing, whatever the resamples say
     kind, est, lo, hi = _rows(math.nan, 10.0, 9.0, 40.0, [4.0] * 50, [8.0] * 50)
-    assert kind == stats._NONE and all(map(math.isnan, (est, lo, hi)))
+    assert kind == speedups._NONE and all(map(math.isnan, (est, lo, hi)))
 
 
 @settings(max_examples=40, deadline=None)
@@ -489,12 +502,12 @@ def test_power_estimate_is_the_smallest_n_that_suffices(seed):
     n = est["seeds_needed"]
     t = _race({10: (CENSORED_A, CENSORED_B)})
     arms = [
-        stats._Arm.of(*stats.time_to_event(t[t["init"] == s])) for s in ("xavier", "uniform01")
+        power._Arm.of(*stats.time_to_event(t[t["init"] == s])) for s in ("xavier", "uniform01")
     ]
 
     def frac(k: int) -> float:  # the rng the search uses: [seed, cell number, n]
         rng = np.random.default_rng([seed, 0, k])
-        return stats._decisive_fraction(arms[0], arms[1], k, (2.0, 10.0), 0.05, 200, 100, rng)
+        return power._decisive_fraction(arms[0], arms[1], k, (2.0, 10.0), 0.05, 200, 100, rng)
 
     assert frac(n) == est["cells"]["power"].iloc[0] >= 0.8
     assert frac(n - 1) < 0.8
@@ -526,7 +539,7 @@ def test_power_estimate_baseline_never_converges_needs_a_longer_budget():
 
 
 def test_power_estimate_decisive_rule():
-    f, lb, no = stats._FINITE, stats._LOWER, stats._NONE
+    f, lb, no = speedups._FINITE, speedups._LOWER, speedups._NONE
     cases = [
         (f, 2.0, 10.0, True),  # inside, ends included
         (f, 1.99, 10.0, False),
@@ -545,7 +558,7 @@ def test_power_estimate_decisive_rule():
     kind = np.array([c[0] for c in cases])
     lo = np.array([c[1] for c in cases])
     hi = np.array([c[2] for c in cases])
-    got = stats._decisive(kind, lo, hi, (2.0, 10.0))
+    got = power._decisive(kind, lo, hi, (2.0, 10.0))
     assert got.tolist() == [c[3] for c in cases]
 
 
@@ -558,6 +571,26 @@ def test_power_estimate_needs_two_pilot_trials_per_scheme():
     none = stats.power_estimate(xavier_only, "xavier", "uniform01", ["seq_len"])
     assert none["seeds_needed"] is None and none["reason"].startswith("no cell of (seq_len")
     assert none["cells"].empty
+
+
+def test_power_estimate_says_a_frozen_baseline_cannot_train():
+    t = _race({10: (PILOT_A, PILOT_B), 30: (PILOT_A, PILOT_B)})
+    t["outcome"] = np.where(t["init"] == "uniform01", "frozen", "converged")
+    t["converged_epoch"] = t["converged_epoch"].where(t["init"] == "xavier", pd.NA)
+    est = stats.power_estimate(t, "xavier", "uniform01", ["seq_len"])
+    assert est["frozen_baseline"] and est["seeds_needed"] is None
+    frozen = (
+        "uniform01 is frozen (zero gradient at init) in every pilot trial: it cannot train, "
+        "so the speedup is unbounded whatever the seeds or the budget"
+    )
+    assert est["text"] == est["reason"] == frozen
+    assert est["n_cells"] == 2 and est["cells"]["reason"].eq(est["reason"]).all()
+    # Nothing is paired or simulated, so several trials per seed are no obstacle.
+    doubled = pd.concat([t, t], ignore_index=True)
+    assert stats.power_estimate(doubled, "xavier", "uniform01", [])["frozen_baseline"]
+    # One uniform01 trial that is not frozen: the estimate is simulated as usual.
+    t.loc[t.index[1], "outcome"] = "censored"
+    assert not stats.power_estimate(t, "xavier", "uniform01", ["seq_len"])["frozen_baseline"]
 
 
 def test_power_estimate_refuses_bad_settings():

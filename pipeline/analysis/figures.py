@@ -1,0 +1,450 @@
+"""The report's figures, drawn with matplotlib from a study's tables.
+
+Every report has the same :data:`FIGURES`, written as ``<name>.png`` by
+:func:`write_figures`: a figure the study's data cannot support is still written, saying
+"not enough data: ..." and why. The Kaplan-Meier curves are
+:func:`pipeline.analysis.survival.km_curve` (``scipy.stats.ecdf``), the estimator of every
+median the report quotes. This module reads tables; it knows nothing of Optuna, MLflow or
+Ray.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # after matplotlib.use: the backend must be chosen first
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from models.spec import OUTCOMES
+from pipeline.analysis.judging import C4_RANGE, XAVIER
+from pipeline.analysis.survival import km_curve, time_to_event
+
+__all__ = [
+    "FIGURES",
+    "FIGURE_TITLES",
+    "grad_norm_figure",
+    "hidden_stats_figure",
+    "km_figure",
+    "phase_figure",
+    "scheme_label",
+    "speedup_figure",
+    "write_figures",
+]
+
+FIGURES: tuple[str, ...] = (
+    "km_curves",
+    "speedup_vs_seq_len",
+    "phase_diagram",
+    "hidden_stats",
+    "grad_norm",
+)
+"""The figures every report has, written as ``<name>.png``."""
+
+FIGURE_TITLES: dict[str, str] = {
+    "km_curves": "Kaplan-Meier: fraction of trials not yet converged, by epoch",
+    "speedup_vs_seq_len": "Speedup of Xavier over the other schemes vs sequence length",
+    "phase_diagram": "Outcome shares: converged, censored, stalled, frozen, diverged",
+    "hidden_stats": "Hidden-state variance and saturation share per time step, at init",
+    "grad_norm": "Gradient norm |dL/dh_t| per time step, at init",
+}
+
+_DPI = 110
+
+
+def write_figures(
+    trials: pd.DataFrame, steps: pd.DataFrame, speedups: pd.DataFrame, out_dir: Path
+) -> dict[str, Path]:
+    """Draw every one of :data:`FIGURES` and write it to ``out_dir/<name>.png``.
+
+    Args:
+        trials, steps: the study's ``trials`` and ``steps`` tables.
+        speedups: Xavier's speedups (``pipeline.analysis.speedup_rule.xavier_speedups``).
+        out_dir: an existing folder (files are overwritten).
+
+    Returns:
+        ``{name: path}`` in the order of :data:`FIGURES`.
+    """
+    drawers: dict[str, Callable[[], Figure]] = {
+        "km_curves": lambda: km_figure(trials),
+        "speedup_vs_seq_len": lambda: speedup_figure(speedups),
+        "phase_diagram": lambda: phase_figure(trials),
+        "hidden_stats": lambda: hidden_stats_figure(steps),
+        "grad_norm": lambda: grad_norm_figure(steps),
+    }
+    files: dict[str, Path] = {}
+    for name in FIGURES:
+        path = out_dir / f"{name}.png"
+        fig = drawers[name]()
+        try:
+            fig.savefig(path, dpi=_DPI)
+        finally:
+            plt.close(fig)
+        files[name] = path
+    return files
+
+
+def _not_enough(name: str, reason: str) -> Figure:
+    """A placeholder figure that says why it could not be drawn."""
+    fig, ax = plt.subplots(figsize=(7, 3))
+    ax.set_axis_off()
+    ax.text(
+        0.5,
+        0.5,
+        f"not enough data: {reason}",
+        ha="center",
+        va="center",
+        wrap=True,
+        fontsize=11,
+        transform=ax.transAxes,
+    )
+    ax.set_title(FIGURE_TITLES[name], fontsize=11)
+    return fig
+
+
+def scheme_label(frame: pd.DataFrame, with_scale: bool | None = None) -> pd.Series:
+    """A readable scheme name per row: init, "/rec" override, " x scale" if scales vary."""
+    label = frame["init"].astype(str)
+    rec = frame["init_recurrent"]
+    if rec.notna().any():
+        label = label + rec.astype(object).map(lambda r: "" if pd.isna(r) else f" / Whh {r}")
+    if with_scale is None:
+        with_scale = frame["scale"].nunique() > 1
+    if with_scale:
+        label = label + frame["scale"].map(lambda s: f" x{float(s):g}")
+    return label
+
+
+def _grid(n: int, width: float = 5.0, height: float = 3.6) -> tuple[Figure, list[Axes]]:
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    size = (max(width * cols, 8.0), height * rows + 0.4)  # room for the suptitle
+    fig, axes = plt.subplots(rows, cols, figsize=size, squeeze=False)
+    flat = list(axes.ravel())
+    for ax in flat[n:]:
+        ax.set_axis_off()
+    return fig, flat[:n]
+
+
+def _colours(labels: list[str]) -> dict[str, Any]:
+    cmap = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
+    return {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
+
+
+def km_figure(trials: pd.DataFrame) -> Figure:
+    """KM "fraction not yet converged" vs epoch, one line per scheme, a panel per seq_len."""
+    if trials.empty:
+        return _not_enough("km_curves", "the study has no complete trials")
+    frame = trials.assign(label=scheme_label(trials))
+    if frame["hidden"].nunique() > 1:
+        frame["label"] = frame["label"] + frame["hidden"].map(lambda h: f", h={h}")
+    lengths = sorted(frame["seq_len"].unique())
+    colours = _colours(sorted(frame["label"].unique()))
+    fig, axes = _grid(len(lengths))
+    budget = float(frame["max_epochs"].max())
+    for ax, seq_len in zip(axes, lengths, strict=True):
+        part = frame[frame["seq_len"] == seq_len]
+        for label, group in part.groupby("label", sort=True):
+            durations, events = time_to_event(group)
+            times, surv = km_curve(durations, events)
+            times = np.append(times, max(float(durations.max()), times[-1]))
+            surv = np.append(surv, surv[-1])
+            colour = colours[label]
+            ax.step(times, surv, where="post", color=colour, label=f"{label} (n={len(group)})")
+            cens = durations[~events]
+            if len(cens):
+                level = [surv[np.searchsorted(times, c, side="right") - 1] for c in cens]
+                ax.plot(cens, level, "|", color=colour, markersize=10, markeredgewidth=1.5)
+        ax.set_xlim(0, budget * 1.02)
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("fraction not yet converged")
+        ax.set_title(f"seq_len {seq_len}", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower left")
+    fig.suptitle(FIGURE_TITLES["km_curves"] + " (| = censored)", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def speedup_figure(speedups: pd.DataFrame) -> Figure:
+    """Speedup of Xavier over each scheme vs seq_len, CI bars, lower bounds as triangles."""
+    name = "speedup_vs_seq_len"
+    if speedups is None or speedups.empty:
+        return _not_enough(name, "needs xavier and at least one other scheme at scale 1")
+    est = pd.to_numeric(speedups["speedup"], errors="coerce").astype(float)
+    if not np.isfinite(est).any():
+        return _not_enough(
+            name, "no speedup could be estimated (xavier's median epochs was never reached)"
+        )
+    frame = speedups.assign(est=est)
+    dims = [c for c in ("task", "cell", "hidden", "device_type") if frame[c].nunique() > 1]
+    frame["line"] = "over " + frame["other"].astype(str)
+    for dim in dims:
+        frame["line"] = frame["line"] + frame[dim].map(lambda v, d=dim: f", {d} {v}")
+    colours = _colours(list(dict.fromkeys(frame["line"])))
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    low, high = C4_RANGE
+    ax.axhspan(low, high, color="#2da44e", alpha=0.12, label=f"claimed {low:g}-{high:g}x")
+    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+    lengths = sorted(frame["seq_len"].unique())
+    lines = list(colours)
+    width = 0.35 / max(len(lines), 1)
+    positions = {s: i for i, s in enumerate(lengths)}
+    shown: list[float] = [0.8, 15.0]  # keep 1x and the claimed band in view
+    for k, line in enumerate(lines):
+        part = frame[(frame["line"] == line) & np.isfinite(frame["est"])].sort_values("seq_len")
+        if part.empty:
+            continue
+        x = np.array([positions[s] for s in part["seq_len"]]) + (k - (len(lines) - 1) / 2) * width
+        y = part["est"].to_numpy()
+        bound = part["lower_bound"].astype(bool).to_numpy()
+        colour = colours[line]
+        ax.plot(x, y, "-", color=colour, alpha=0.5, lw=1, label=line)
+        exact = ~bound
+        if exact.any():
+            lo = pd.to_numeric(part["lo"], errors="coerce").astype(float).to_numpy()[exact]
+            hi = pd.to_numeric(part["hi"], errors="coerce").astype(float).to_numpy()[exact]
+            ye = y[exact]
+            yerr = np.vstack([np.nan_to_num(ye - lo, nan=0.0), np.nan_to_num(hi - ye, nan=0.0)])
+            ax.errorbar(
+                x[exact], ye, yerr=np.clip(yerr, 0, None), fmt="o", color=colour, capsize=3
+            )
+            shown += [*lo[np.isfinite(lo)], *hi[np.isfinite(hi)]]
+        if bound.any():
+            ax.plot(x[bound], y[bound], "^", color=colour, markersize=9)
+            for xi, yi in zip(x[bound], y[bound], strict=True):
+                ax.annotate(
+                    "",
+                    xy=(xi, yi * 1.8),
+                    xytext=(xi, yi),
+                    arrowprops={"arrowstyle": "->", "color": colour},
+                )
+        shown += [*y, *(y[bound] * 1.8)]
+    for seq_len, pos in positions.items():
+        if not np.isfinite(frame.loc[frame["seq_len"] == seq_len, "est"]).any():
+            ax.annotate(
+                f"no estimate:\n{XAVIER}'s median\nnot reached",
+                xy=(pos, 0.04),
+                xycoords=("data", "axes fraction"),
+                ha="center",
+                fontsize=7,
+                color="#57606a",
+            )
+    ax.plot([], [], "ko", label="estimate, 95% CI")
+    ax.plot([], [], "k^", label="lower bound (other's median not reached)")
+    ax.set_yscale("log")
+    ax.set_ylim(min(shown) / 1.3, max(shown) * 1.3)
+    ax.set_xticks(range(len(lengths)), [str(s) for s in lengths])
+    ax.set_xlim(-0.6, len(lengths) - 0.4)
+    ax.set_xlabel("sequence length")
+    ax.set_ylabel("speedup of Xavier (x, log scale)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="best")
+    ax.set_title(FIGURE_TITLES[name], fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+PHASE_PANELS = (
+    ("converged", "Greens"),
+    ("censored", "Oranges"),
+    ("stalled", "Oranges"),
+    ("frozen", "Blues"),
+    ("diverged", "Reds"),
+)
+"""The outcome shares the phase diagram draws, with their colour maps."""
+
+
+def phase_figure(trials: pd.DataFrame) -> Figure:
+    """Outcome shares over scale x seq_len (or hidden x seq_len, or scheme x seq_len)."""
+    name = "phase_diagram"
+    if trials.empty:
+        return _not_enough(name, "the study has no complete trials")
+    frame = trials.copy()
+    for outcome in OUTCOMES:
+        frame[f"is_{outcome}"] = frame["outcome"] == outcome
+    if frame["scale"].nunique() > 1:
+        ydim = "scale"
+    elif frame["hidden"].nunique() > 1:
+        ydim = "hidden"
+    else:
+        ydim = "scheme"
+    if ydim == "scheme":
+        frame["scheme"] = scheme_label(frame)
+        panels: list[tuple[str, pd.DataFrame]] = [("", frame)]
+    else:
+        frame["panel"] = scheme_label(frame, with_scale=False)
+        panels = [(str(k), g) for k, g in frame.groupby("panel", sort=True)]
+    lengths = sorted(frame["seq_len"].unique())
+    ys = sorted(frame[ydim].unique())
+    fig, axes = plt.subplots(
+        len(panels),
+        len(PHASE_PANELS),
+        figsize=(3.2 * len(PHASE_PANELS) + 1.5, 0.45 * len(ys) * len(panels) + 1.6 * len(panels)),
+        squeeze=False,
+    )
+    for r, (panel, group) in enumerate(panels):
+        counts = group.groupby([ydim, "seq_len"]).agg(
+            n=("trial_number", "size"),
+            **{outcome: (f"is_{outcome}", "mean") for outcome in OUTCOMES},
+        )
+        for c, (outcome, cmap) in enumerate(PHASE_PANELS):
+            ax = axes[r][c]
+            grid = np.full((len(ys), len(lengths)), np.nan)
+            for (yv, sv), row in counts.iterrows():
+                grid[ys.index(yv), lengths.index(sv)] = float(row[outcome])
+            ax.imshow(grid, cmap=cmap, vmin=0, vmax=1, aspect="auto", origin="lower")
+            for i in range(len(ys)):
+                for j in range(len(lengths)):
+                    if not np.isnan(grid[i, j]):
+                        ax.text(
+                            j,
+                            i,
+                            f"{grid[i, j]:.0%}",
+                            ha="center",
+                            va="center",
+                            fontsize=8,
+                            color="black" if grid[i, j] < 0.6 else "white",
+                        )
+            ax.set_xticks(range(len(lengths)), [str(s) for s in lengths])
+            ax.set_yticks(range(len(ys)), [_tick(y) for y in ys], fontsize=8)
+            ax.set_xlabel("seq_len")
+            if c == 0:
+                ax.set_ylabel(f"{panel}\n{ydim}" if panel else ydim)
+            ax.set_title(outcome if r == 0 else "", fontsize=10)
+    fig.suptitle(FIGURE_TITLES[name], fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def _tick(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _per_step(steps: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Median of ``column`` over trials, per scheme label and time step."""
+    frame = steps.assign(label=scheme_label(steps))
+    return frame.groupby(["label", "step"])[column].median().unstack("label").sort_index()
+
+
+def _predictions(steps: pd.DataFrame) -> dict[str, Any]:
+    """Mean-field predictions (``models.theory``) per scheme label, for its commonest
+    (task, cell, hidden, seq_len) (the middle one on a tie, as the plotted medians mix
+    them); only where the theory applies."""
+    from models.theory import predict
+
+    out: dict[str, Any] = {}
+    frame = steps[steps["step"] == 0].assign(label=scheme_label(steps[steps["step"] == 0]))
+    keys = ["task", "cell", "hidden", "seq_len"]
+    for label, group in frame.groupby("label", sort=True):
+        sizes = group.groupby(keys).size()
+        common = sizes[sizes == sizes.max()].sort_index()
+        row = common.index[len(common) // 2]  # the middle one of the commonest, like a median
+        first = group.set_index(keys).loc[[row]].iloc[0]
+        pred = predict(
+            task=str(row[0]),
+            cell=str(row[1]),
+            hidden=int(row[2]),
+            seq_len=int(row[3]),
+            init=str(first["init"]),
+            init_recurrent=None
+            if pd.isna(first["init_recurrent"])
+            else str(first["init_recurrent"]),
+            scale=float(first["scale"]),
+            recurrent_scale=float(first["recurrent_scale"]),
+        )
+        if pred.applies:
+            out[str(label)] = pred
+    return out
+
+
+def hidden_stats_figure(steps: pd.DataFrame) -> Figure:
+    """Median hidden variance and saturation share per time step, one line per scheme, with
+    the mean-field prediction dashed beside each."""
+    name = "hidden_stats"
+    if steps.empty:
+        return _not_enough(name, "the study recorded no per-step init diagnostics")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    variance = _per_step(steps, "hidden_var")
+    saturation = _per_step(steps, "hidden_sat")
+    colours = _colours(list(variance.columns))
+    for label in variance.columns:
+        axes[0].plot(variance.index, variance[label], color=colours[label], label=label)
+        axes[1].plot(saturation.index, saturation[label], color=colours[label], label=label)
+    for label, pred in _predictions(steps).items():
+        if label not in colours:
+            continue
+        t = range(len(pred.hidden_var))
+        style = {"color": colours[label], "linestyle": "--", "linewidth": 1.0, "alpha": 0.8}
+        axes[0].plot(t, pred.hidden_var, **style)
+        axes[1].plot(t, pred.hidden_sat, **style)
+    axes[0].plot([], [], color="grey", linestyle="--", label="mean-field theory")
+    axes[0].set_ylabel("hidden-state variance (median over trials)")
+    axes[1].set_ylabel("share of units with |h| > 0.99")
+    axes[1].set_ylim(-0.03, 1.03)
+    for ax in axes:
+        ax.set_xlabel("time step t")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(FIGURE_TITLES[name], fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def grad_norm_figure(steps: pd.DataFrame) -> Figure:
+    """Median |dL/dh_t| per time step and scheme, log y, a panel per seq_len."""
+    name = "grad_norm"
+    if steps.empty:
+        return _not_enough(name, "the study recorded no per-step init diagnostics")
+    values = pd.to_numeric(steps["grad_norm"], errors="coerce").astype(float)
+    positive = values.where(values > 0)  # 0 = underflow; a log axis cannot show it
+    if not np.isfinite(positive).any():
+        return _not_enough(name, "every recorded gradient norm is zero or missing")
+    frame = steps.assign(grad_norm=positive)
+    lengths = sorted(frame["seq_len"].unique())
+    labels = sorted(set(scheme_label(frame)))
+    colours = _colours(labels)
+    fig, axes = _grid(len(lengths))
+    for ax, seq_len in zip(axes, lengths, strict=True):
+        table = _per_step(frame[frame["seq_len"] == seq_len], "grad_norm")
+        for label in table.columns:
+            few = int(table[label].notna().sum()) <= 3  # a lone point draws no line
+            ax.plot(
+                table.index,
+                table[label],
+                color=colours[label],
+                label=label,
+                marker="o" if few else None,
+                markersize=4,
+            )
+        predictions = _predictions(frame[frame["seq_len"] == seq_len])
+        for label, pred in predictions.items():
+            last = table[label].dropna() if label in table else pd.Series(dtype=float)
+            if last.empty or not np.isfinite(pred.chi):
+                continue
+            # Back through time the squared norm shrinks or grows by chi per step.
+            t_end = float(last.index[-1])
+            steps = np.asarray(table.index, dtype=float)
+            line = float(last.iloc[-1]) * pred.chi ** ((t_end - steps) / 2)
+            ax.plot(steps, line, color=colours[label], linestyle="--", linewidth=1.0, alpha=0.8)
+        if predictions:
+            ax.plot([], [], color="grey", linestyle="--", label="mean-field chi")
+        ax.set_yscale("log")
+        ax.set_xlabel("time step t")
+        ax.set_ylabel("|dL/dh_t| (median over trials)")
+        ax.set_title(f"seq_len {seq_len}", fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    fig.suptitle(FIGURE_TITLES[name] + " (zeros, i.e. underflow, not drawn)", fontsize=11)
+    fig.tight_layout()
+    return fig
