@@ -1,9 +1,9 @@
 """MLflow tracking: one experiment per study, one parent run, one child run per trial.
 
-This is the only module in initstudy that imports mlflow, and only the driver process calls
-it (workers never hold a connection to the tracking store). It moves specs and results; it
-knows nothing of tensors, Ray or Optuna. mlflow is imported lazily, so importing this module
-is cheap.
+This module and :mod:`pipeline.mlflowio` (the entities it logs) are the only ones in
+initstudy that import mlflow, and only the driver process calls them (workers never hold a
+connection to the tracking store). They move specs and results; they know nothing of
+tensors, Ray or Optuna. mlflow is imported lazily, so importing this module is cheap.
 
 Layout in MLflow, for a study named ``study``:
 
@@ -17,10 +17,12 @@ A trial is logged exactly once per key: a run counts only once it is FINISHED, w
 last call :meth:`Tracker.log_trial` makes; runs left unfinished by a dead driver are deleted
 and logged again. All of this assumes one writer (the driver) per study.
 
-Every MLflow call is retried on connection-type failures; what still fails raises
-:class:`TrackingError` naming the tracking URI. Non-finite metric values are logged as they
-are: MLflow's SQL stores keep NaN but store +-inf as +-1.7976931348623157e308 (``result.json``
-keeps the exact values).
+Every MLflow call is retried (by tenacity, after each of :data:`RETRY_DELAYS`) on
+connection-type failures; whether the database behind an MLflow SQL store is unreachable is
+decided by :func:`pipeline.retry.is_transient`, as for the Optuna storage. What still fails
+raises :class:`TrackingError` naming the tracking URI. Non-finite metric values are logged
+as they are: MLflow's SQL stores keep NaN but store +-inf as +-1.7976931348623157e308
+(``result.json`` keeps the exact values).
 """
 
 from __future__ import annotations
@@ -30,13 +32,15 @@ import json
 import os
 import re
 import tempfile
-import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import tenacity
+
 from models.spec import TrialResult, TrialSpec
+from pipeline import mlflowio, retry
 from pipeline.faults import failpoint
 from pipeline.urls import redact, redact_text, sqlite_file, use_wal
 
@@ -65,17 +69,11 @@ PARENT_TAG = "mlflow.parentRunId"
 STUDY_LOGGED_TAG = "initstudy.study_logged"
 """Set on the parent run after its params, tags and spec are logged (the last step)."""
 
-MAX_METRICS_PER_CALL = 1000
-MAX_PARAMS_PER_CALL = 100
-MAX_TAGS_PER_CALL = 100
-MAX_ENTITIES_PER_CALL = 1000
-"""MLflow's log_batch limits (mlflow.utils.validation)."""
 MAX_RUN_NAME = 100
 RETRY_DELAYS = (0.2, 0.5, 1.0)
 """Seconds to wait before each retry of a failed MLflow call (3 retries after the first try)."""
 
 _PAGE_SIZE = 1000
-_EPOCH_METRICS = ("train_loss", "val_loss", "grad_norm", "hidden_var", "hidden_sat")
 _KEY_RE = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_.+-]+")
 _NOISE = r"The ``noload`` loader strategy is deprecated"
@@ -247,7 +245,7 @@ class Tracker:
         if parent.data.tags.get(STUDY_LOGGED_TAG) != "1":
             # Logged afresh when a driver died half-way: params and tags with the same
             # values are idempotent in MLflow and spec.yaml is overwritten.
-            self._log_batch(run_id, params=_params(params), tags=_tags(tags))
+            self._log_batch(run_id, params=mlflowio.params(params), tags=mlflowio.tags(tags))
             self._call("log spec.yaml", client.log_text, run_id, spec_text, "spec.yaml")
             self._call("mark the study logged", client.set_tag, run_id, STUDY_LOGGED_TAG, "1")
         elif parent.info.status != "RUNNING":
@@ -278,7 +276,13 @@ class Tracker:
         return logged
 
     def log_trial(
-        self, key: str, trial_number: int, result: TrialResult, tags: dict[str, str]
+        self,
+        key: str,
+        trial_number: int,
+        result: TrialResult,
+        tags: dict[str, str],
+        *,
+        result_json: str | None = None,
     ) -> str:
         """Log one trial as a child run of the parent run, exactly once per key.
 
@@ -291,6 +295,9 @@ class Tracker:
             trial_number: the Optuna trial number.
             result: what training produced.
             tags: extra tags (spec hash, claim, code version, ...); the identifying tags win.
+            result_json: ``result.to_json()``, when the caller has that text already (the
+                worker sent it): written as ``result.json`` as is, and ``diagnostics.json``
+                taken from it, so the result is not serialised again.
 
         Raises:
             ValueError: ``key`` has characters outside ``[A-Za-z0-9_.:-]``.
@@ -311,6 +318,8 @@ class Tracker:
         if existing is not None:
             return existing
 
+        text = result.to_json() if result_json is None else result_json
+        diagnostics = json.loads(text)["diagnostics"]  # non-finite as "NaN"/"Infinity"
         run_tags = {str(k): str(v) for k, v in tags.items()}
         run_tags.update(
             {
@@ -336,13 +345,14 @@ class Tracker:
             raise
         run_id = run.info.run_id
         try:
-            params = {name: _param_value(v) for name, v in result.spec.to_dict().items()}
-            self._log_batch(run_id, metrics=_trial_metrics(result), params=_params(params))
-            text = result.to_json()
-            encoded = json.loads(text)  # non-finite floats as "NaN"/"Infinity"
+            self._log_batch(
+                run_id,
+                metrics=mlflowio.trial_metrics(result),
+                params=mlflowio.trial_params(result.spec),
+            )
             with tempfile.TemporaryDirectory(prefix="initstudy-") as folder:
                 (Path(folder) / "diagnostics.json").write_text(
-                    json.dumps(encoded["diagnostics"], indent=1), encoding="utf-8"
+                    json.dumps(diagnostics, indent=1), encoding="utf-8"
                 )
                 (Path(folder) / "result.json").write_text(text, encoding="utf-8")
                 # To the run's artifact store directly: client.log_artifacts(run_id, ...)
@@ -365,7 +375,7 @@ class Tracker:
 
     def set_parent_tags(self, tags: dict[str, str]) -> None:
         """Set (or overwrite) tags on the parent run."""
-        self._log_batch(self.parent_run_id, tags=_tags(tags))
+        self._log_batch(self.parent_run_id, tags=mlflowio.tags(tags))
 
     def log_parent_artifact(self, local_path: str, artifact_path: str | None = None) -> None:
         """Upload a local file or folder to the parent run's artifacts (under artifact_path).
@@ -397,17 +407,17 @@ class Tracker:
         return self._client_obj
 
     def _call(self, what: str, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
-        """Call ``fn``, retrying connection-type failures; raise TrackingError at the end."""
-        for delay in (*self._retry_delays, None):
-            try:
-                return fn(*args, **kwargs)
-            except Exception as exc:
-                if not _is_tracking_failure(exc):
-                    raise
-                if delay is None or not _is_transient(exc):
-                    raise self._error(what, exc) from exc
-                time.sleep(delay)
-        raise AssertionError("unreachable")
+        """Call ``fn``, retrying transient failures after each of ``_retry_delays`` seconds.
+
+        A failure talking to MLflow that is not transient, or still there after the last
+        retry, raises TrackingError; any other exception (a bug) propagates as it is.
+        """
+        try:
+            return _retrying(self._retry_delays)(fn, *args, **kwargs)
+        except Exception as exc:
+            if not _is_tracking_failure(exc):
+                raise
+            raise self._error(what, exc) from exc
 
     def _error(self, what: str, exc: BaseException) -> TrackingError:
         cause = redact_text(" ".join(str(exc).split()))
@@ -454,73 +464,8 @@ class Tracker:
         params: Sequence[Param] = (),
         tags: Sequence[RunTag] = (),
     ) -> None:
-        for m, p, t in _batches(metrics, params, tags):
+        for m, p, t in mlflowio.batches(metrics, params, tags):
             self._call("log a batch", self._client.log_batch, run_id, metrics=m, params=p, tags=t)
-
-
-def _trial_metrics(result: TrialResult) -> list[Metric]:
-    from mlflow.entities import Metric
-
-    now = int(time.time() * 1000)
-    metrics = [
-        Metric(name, float(getattr(record, name)), now, record.epoch)
-        for record in result.history
-        for name in _EPOCH_METRICS
-    ]
-    diag = result.diagnostics
-    summary: dict[str, float | None] = {
-        "converged": float(result.converged),
-        "converged_epoch": result.converged_at,
-        "frozen_at_init": float(diag.frozen),
-        "input_grad_norm": diag.input_grad_norm,
-        "recurrent_grad_norm": diag.recurrent_grad_norm,
-        "diverged": float(result.diverged),
-        "diverged_epoch": result.diverged_epoch,
-        "epochs_run": result.epochs_run,
-        "best_val_loss": result.best_val_loss,
-        "final_val_loss": result.history[-1].val_loss if result.history else None,
-        "initial_loss": diag.initial_loss,
-        "target_loss": result.target_loss,
-        "baseline_loss": result.baseline_loss,
-        "wall_seconds": result.wall_seconds,
-        "spectral_radius": diag.spectral_radius,
-        "hidden_var_first": diag.hidden_var[0] if diag.hidden_var else None,
-        "hidden_var_last": diag.hidden_var[-1] if diag.hidden_var else None,
-        "hidden_sat_last": diag.hidden_sat[-1] if diag.hidden_sat else None,
-        "grad_norm_first": diag.grad_norm[0] if diag.grad_norm else None,
-        "grad_norm_last": diag.grad_norm[-1] if diag.grad_norm else None,
-    }
-    metrics += [Metric(k, float(v), now, 0) for k, v in summary.items() if v is not None]
-    return metrics
-
-
-def _batches(
-    metrics: Sequence[_T], params: Sequence[_T], tags: Sequence[_T]
-) -> Iterator[tuple[list[_T], list[_T], list[_T]]]:
-    """Split into log_batch calls within MLflow's per-call limits."""
-    m, p, t = list(metrics), list(params), list(tags)
-    while m or p or t:
-        p_now, p = p[:MAX_PARAMS_PER_CALL], p[MAX_PARAMS_PER_CALL:]
-        t_now, t = t[:MAX_TAGS_PER_CALL], t[MAX_TAGS_PER_CALL:]
-        room = min(MAX_METRICS_PER_CALL, MAX_ENTITIES_PER_CALL - len(p_now) - len(t_now))
-        m_now, m = m[:room], m[room:]
-        yield m_now, p_now, t_now
-
-
-def _params(values: dict[str, Any]) -> list[Param]:
-    from mlflow.entities import Param
-
-    return [Param(str(k), str(v)) for k, v in values.items()]
-
-
-def _tags(values: dict[str, Any]) -> list[RunTag]:
-    from mlflow.entities import RunTag
-
-    return [RunTag(str(k), str(v)) for k, v in values.items()]
-
-
-def _param_value(value: Any) -> str:
-    return "None" if value is None else str(value)
 
 
 def _safe(text: str) -> str:
@@ -558,27 +503,35 @@ def _create_experiment(client: MlflowClient, name: str, artifact_location: str |
         return str(found.experiment_id)
 
 
+def _retrying(delays: Sequence[float]) -> tenacity.Retrying:
+    """The retry policy of one MLflow call: a try, then a retry after each of ``delays``
+    seconds while the failure is transient; the last failure is raised as it is."""
+    wait = tenacity.wait_chain(*map(tenacity.wait_fixed, delays)) if delays else None
+    return tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(len(delays) + 1),
+        wait=wait or tenacity.wait_none(),
+        retry=tenacity.retry_if_exception(_is_retryable),
+        reraise=True,
+    )
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    return _is_tracking_failure(exc) and _is_transient(exc)
+
+
 def _is_tracking_failure(exc: BaseException) -> bool:
     """Whether ``exc`` comes from talking to MLflow (as opposed to a bug in the caller)."""
     import requests
     from mlflow.exceptions import MlflowException
 
-    failures: tuple[type[BaseException], ...] = (
-        MlflowException,
-        requests.RequestException,
-        OSError,
-    )
-    try:
-        import sqlalchemy.exc
-
-        failures += (sqlalchemy.exc.SQLAlchemyError,)
-    except ImportError:  # mlflow-skinny against a server: no SQLAlchemy
-        pass
+    failures = (MlflowException, requests.RequestException, OSError, *_database_errors())
     return isinstance(exc, failures)
 
 
 def _is_transient(exc: BaseException) -> bool:
-    """Whether a retry may help: connection errors, timeouts, server-side (5xx/429) errors."""
+    """Whether a retry may help: connection errors, timeouts, server-side (5xx/429) errors,
+    and an MLflow SQL store's database that :func:`pipeline.retry.is_transient` finds
+    unreachable (the rule for every database initstudy uses)."""
     import requests
     from mlflow.exceptions import MlflowException
 
@@ -591,11 +544,15 @@ def _is_transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, requests.RequestException):
         return False
+    if isinstance(exc, _database_errors()):
+        return retry.is_transient(exc)
+    return isinstance(exc, OSError)
+
+
+def _database_errors() -> tuple[type[BaseException], ...]:
+    """SQLAlchemy's errors; none with mlflow-skinny against a server (no SQLAlchemy)."""
     try:
         import sqlalchemy.exc
-
-        if isinstance(exc, sqlalchemy.exc.OperationalError):
-            return True
     except ImportError:
-        pass
-    return isinstance(exc, OSError)
+        return ()
+    return (sqlalchemy.exc.SQLAlchemyError,)

@@ -6,8 +6,8 @@ run and one child run per trial with its per-epoch loss curves. :func:`start_ui`
 child process in its own process group, waits until it answers, and returns a
 :class:`UiServer` whose :meth:`UiServer.stop` ends the whole group.
 
-This module does not import mlflow (pipeline/tracking.py is the only one that does); it only
-starts the server and knows the UI's URLs. It knows nothing of specs, trials or results.
+This module does not import mlflow (pipeline/tracking.py and pipeline/mlflowio.py do); it
+only starts the server and knows the UI's URLs. It knows nothing of specs, trials or results.
 
 Exposure: the server binds to 127.0.0.1 unless the caller passes another ``host``. For a
 loopback bind it accepts only requests whose Host header is a loopback name (127.0.0.1,
