@@ -1,13 +1,16 @@
 # The two commands (see README.md):
-#   make run   - set up a virtualenv and run the main job
-#   make test  - set up a virtualenv and run ruff, mypy and the whole test suite
+#   make run        - set up a virtualenv and run the main job
+#   make test       - set up a virtualenv and run ruff, mypy and the whole test suite
+# and a quicker check while working:
+#   make test-fast  - ruff, mypy and the tests not marked slow (`pytest -m "not slow"`: no
+#                     study, Ray runtime, server or browser); about 2 minutes on 2 cores
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 # The CPU build of PyTorch; a bare `torch` requirement would pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup run test lint typecheck pytest clean
+.PHONY: setup run test test-fast lint typecheck pytest pytest-fast clean
 
 setup: $(VENV)/.installed
 
@@ -32,6 +35,11 @@ pytest: setup
 	$(BIN)/pytest -q
 
 test: lint typecheck pytest
+
+pytest-fast: setup
+	$(BIN)/pytest -q -m "not slow"
+
+test-fast: lint typecheck pytest-fast
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from mlflow.tracking import MlflowClient
 from ports import free_port
 
+from pipeline.cli import main
 from pipeline.tracking import read_trials
 
 pytestmark = [
@@ -29,9 +34,32 @@ space: {init: [xavier, uniform01], seq_len: [4], seed: [0, 1]}
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """A command in its own process (``run``, which starts Ray)."""
     return subprocess.run(
         [*CLI, *args], capture_output=True, text=True, timeout=300, cwd=ROOT, check=False
     )
+
+
+@dataclass
+class Done:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def here(capsys: pytest.CaptureFixture[str]) -> Callable[..., Done]:
+    """A command that only reads or logs (check, sync, status, results), in this process:
+    the same ``main`` as the console script, without a second interpreter's start-up."""
+
+    def invoke(*args: str) -> Done:
+        with mock.patch.dict(os.environ), pytest.raises(SystemExit) as info:
+            main(list(args))
+        code = info.value.code
+        out, err = capsys.readouterr()
+        return Done(0 if code is None else code if isinstance(code, int) else 1, out, err)
+
+    return invoke
 
 
 @pytest.fixture
@@ -41,29 +69,32 @@ def tiny(tmp_path: Path) -> tuple[Path, Path]:
     return spec, tmp_path / "run"
 
 
-def test_check_finds_missing_runs_and_sync_backfills_once(tiny: tuple[Path, Path]) -> None:
-    spec, run_dir = tiny
-    assert cli("run", str(spec), "--run-dir", str(run_dir)).returncode == 0
-    ok = cli("check", "tiny", "--run-dir", str(run_dir))
+def test_check_finds_missing_runs_and_sync_backfills_once(
+    smoke_study, tmp_path: Path, here: Callable[..., Done]
+) -> None:
+    run_dir = smoke_study.copy_to(tmp_path / "run")
+    ok = here("check", "smoke", "--run-dir", str(run_dir))
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert "4 complete trials, 4 MLflow runs, 4 grid points" in ok.stdout
+    assert "6 complete trials, 6 MLflow runs, 6 grid points" in ok.stdout
 
     uri = f"sqlite:///{run_dir / 'mlflow.db'}"
-    runs = read_trials(uri, "tiny")
+    runs = read_trials(uri, "smoke")
     MlflowClient(uri).delete_run(runs[0]["run_id"])  # as if logging had never happened
-    bad = cli("check", "tiny", "--run-dir", str(run_dir))
+    bad = here("check", "smoke", "--run-dir", str(run_dir))
     assert bad.returncode == 1
     assert f"complete trial without an MLflow run: {runs[0]['key']}" in bad.stdout
 
-    synced = cli("sync", "tiny", "--run-dir", str(run_dir))
+    synced = here("sync", "smoke", "--run-dir", str(run_dir))
     assert synced.returncode == 0, synced.stderr
     assert "1 runs back-filled" in synced.stdout
-    assert cli("check", "tiny", "--run-dir", str(run_dir)).returncode == 0
-    assert "0 runs back-filled" in cli("sync", "tiny", "--run-dir", str(run_dir)).stdout
-    assert len(read_trials(uri, "tiny")) == 4
+    assert here("check", "smoke", "--run-dir", str(run_dir)).returncode == 0
+    assert "0 runs back-filled" in here("sync", "smoke", "--run-dir", str(run_dir)).stdout
+    assert len(read_trials(uri, "smoke")) == 6
 
 
-def test_mlflow_unreachable_keeps_results_and_backfills_later(tiny: tuple[Path, Path]) -> None:
+def test_mlflow_unreachable_keeps_results_and_backfills_later(
+    tiny: tuple[Path, Path], here: Callable[..., Done]
+) -> None:
     """Training goes on with MLflow down; `sync` logs every trial once it is back."""
     spec, run_dir = tiny
     dead = f"http://127.0.0.1:{free_port()}"
@@ -72,19 +103,20 @@ def test_mlflow_unreachable_keeps_results_and_backfills_later(tiny: tuple[Path, 
     assert "MLflow is unreachable" in down.stderr
     assert "4/4 trials complete" in down.stdout
 
-    status = cli("status", "tiny", "--run-dir", str(run_dir))
+    status = here("status", "tiny", "--run-dir", str(run_dir))
     assert "complete" in status.stdout
     # MLflow "comes back" as the run folder's store: the results wait in Optuna.
-    synced = cli("sync", "tiny", "--run-dir", str(run_dir))
+    synced = here("sync", "tiny", "--run-dir", str(run_dir))
     assert synced.returncode == 0, synced.stderr
     assert "4 runs back-filled" in synced.stdout
-    assert cli("check", "tiny", "--run-dir", str(run_dir)).returncode == 0
+    assert here("check", "tiny", "--run-dir", str(run_dir)).returncode == 0
 
 
-def test_check_and_sync_refuse_an_unknown_study(tiny: tuple[Path, Path]) -> None:
-    spec, run_dir = tiny
-    assert cli("run", str(spec), "--run-dir", str(run_dir)).returncode == 0
+def test_check_and_sync_refuse_an_unknown_study(
+    smoke_study, tmp_path: Path, here: Callable[..., Done]
+) -> None:
+    run_dir = smoke_study.copy_to(tmp_path / "run")
     for command in ("check", "sync", "status", "results"):
-        proc = cli(command, "nope", "--run-dir", str(run_dir))
+        proc = here(command, "nope", "--run-dir", str(run_dir))
         assert proc.returncode == 2, command
-        assert "no study named 'nope'" in proc.stderr and "tiny" in proc.stderr
+        assert "no study named 'nope'" in proc.stderr and "smoke" in proc.stderr

@@ -43,8 +43,13 @@ def test_scheme_signature_and_docstring(name: str) -> None:
     assert fn.__doc__ and fn.__doc__.strip()
 
 
-def test_roles() -> None:
-    assert ROLES == ("input", "recurrent", "output")
+def test_every_role_draws_and_an_unknown_role_is_refused_by_name() -> None:
+    for role in ROLES:
+        fan_in, fan_out = SHAPES[role]  # SHAPES must know every role init_matrix accepts
+        assert draw("xavier", fan_in, fan_out, role).shape == (fan_in, fan_out)
+    for bad in ("hidden", "Recurrent", ""):
+        with pytest.raises(ValueError, match=f"unknown role {bad!r}; allowed: input, recurrent"):
+            draw("xavier", 4, 4, bad)
 
 
 @pytest.mark.parametrize("name", ALL_NAMES)

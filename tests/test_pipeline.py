@@ -1,5 +1,6 @@
 """End-to-end studies through the real CLI: a real Ray runtime, Optuna SQLite storage and
-MLflow SQLite store, each test in its own run folder."""
+MLflow SQLite store. The smoke study is the session's (tests/conftest.py), read in place
+and copied where a test writes to it; the other studies run in each test's own folder."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import SmokeRun
 from optuna.trial import TrialState
 
 from pipeline import storage as st
@@ -57,7 +59,8 @@ print(json.dumps(rows))
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def assert_exactly_once(run_dir: Path, study: str, planned: int) -> None:
+def assert_exactly_once(run_dir: Path, study: str, planned: int) -> list[dict]:
+    """Each planned trial complete once in Optuna, one finished MLflow run each; the runs."""
     trials = optuna_trials(run_dir, study)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert len(complete) == planned
@@ -68,48 +71,51 @@ def assert_exactly_once(run_dir: Path, study: str, planned: int) -> None:
     assert len(runs) == planned
     assert sorted(r["key"] for r in runs) == sorted(keys)
     assert {r["status"] for r in runs} == {"FINISHED"}
+    return runs
 
 
-def test_smoke_study_end_to_end_and_rerun(tmp_path: Path) -> None:
+def test_smoke_study_end_to_end_and_rerun(smoke_study: SmokeRun, tmp_path: Path) -> None:
+    """The session's smoke study (tests/conftest.py), then a rerun on a copy of it."""
     spec = load_study_spec(SMOKE)
-    proc = cli("run", str(SMOKE), "--run-dir", str(tmp_path))
-    assert proc.returncode == 0, proc.stderr
-    assert f"{spec.n_trials_planned}/{spec.n_trials_planned} trials complete" in proc.stdout
-    assert_exactly_once(tmp_path, "smoke", spec.n_trials_planned)
-    runs = mlflow_trial_runs(tmp_path, "smoke")
+    planned = spec.n_trials_planned
+    assert f"{planned}/{planned} trials complete" in smoke_study.stdout
+    runs = assert_exactly_once(smoke_study.run_dir, "smoke", planned)
     assert {r["init"] for r in runs} == {"xavier", "uniform01"}
     assert all(r["val_loss"] > 0 for r in runs)
     grid = {(p["init"], str(p["seed"])) for p in spec.grid_points()}
     assert {(r["init"], r["seed"]) for r in runs} == grid
 
-    again = cli("run", str(SMOKE), "--run-dir", str(tmp_path))
+    run_dir = smoke_study.copy_to(tmp_path / "runs")  # the rerun writes: not the shared one
+    again = cli("run", str(SMOKE), "--run-dir", str(run_dir))
     assert again.returncode == 0, again.stderr
     assert "0 trained and 0 logged" in again.stdout
-    assert_exactly_once(tmp_path, "smoke", spec.n_trials_planned)
+    assert_exactly_once(run_dir, "smoke", planned)
 
-    status = cli("status", "smoke", "--run-dir", str(tmp_path))
+    status = cli("status", "smoke", "--run-dir", str(run_dir))
     assert status.returncode == 0
-    assert "complete" in status.stdout and str(spec.n_trials_planned) in status.stdout
+    assert "complete" in status.stdout and str(planned) in status.stdout
 
     # The study's own results are the pilot for the power estimate.
-    validate = cli("validate", str(SMOKE), "--run-dir", str(tmp_path))
+    validate = cli("validate", str(SMOKE), "--run-dir", str(run_dir))
     assert validate.returncode == 0, validate.stderr
     assert "seeds per cell: 3" in validate.stdout
     # uniform01 is frozen at hidden 32 in this fixture: no seed count or budget helps.
     assert "power: uniform01 is frozen" in validate.stdout
 
 
-def test_run_ends_with_the_verdict_table(tmp_path: Path) -> None:
-    proc = cli("run", str(SMOKE), "--run-dir", str(tmp_path), "--pack-size", "6")
-    assert proc.returncode == 0, proc.stderr
-    assert "6 trained" in proc.stdout
-    assert "Claim verdicts" in proc.stdout
+def test_run_ends_with_the_verdict_table(smoke_study: SmokeRun) -> None:
+    """The session's smoke study (tests/conftest.py): what its run printed and wrote; the
+    queries only read its run folder."""
+    out = smoke_study.stdout
+    assert "6 trained" in out
+    assert "Claim verdicts" in out
     # No claims: list, so the claims its data can measure: C1 (Xavier's init diagnostics)
     # and C4 (xavier vs uniform01). One hidden size, no gain sweep, 3 seeds: no C2, C3, C5, C6.
-    assert "C1" in proc.stdout and "C4" in proc.stdout
+    assert "C1" in out and "C4" in out
     for claim in ("C2", "C3", "C5", "C6"):
-        assert claim not in proc.stdout
-    written = json.loads((tmp_path / "reports" / "smoke" / "verdicts.json").read_text())
+        assert claim not in out
+    run_dir = smoke_study.run_dir
+    written = json.loads((run_dir / "reports" / "smoke" / "verdicts.json").read_text())
     assert [v["id"] for v in written] == ["C1", "C4"]
     c4 = written[1]
     assert c4["verdict"] == "inconclusive"  # 3 seeds per arm is below the minimum
@@ -121,34 +127,32 @@ def test_run_ends_with_the_verdict_table(tmp_path: Path) -> None:
         "--format",
         "csv",
         "--run-dir",
-        str(tmp_path),
+        str(run_dir),
     )
     assert query.returncode == 0, query.stderr
     assert query.stdout.splitlines() == ["init,n", "uniform01,3", "xavier,3"]
-    bad = cli("query", "smoke", "SELEC nonsense", "--run-dir", str(tmp_path))
+    bad = cli("query", "smoke", "SELEC nonsense", "--run-dir", str(run_dir))
     assert bad.returncode == 1 and "syntax error" in bad.stderr.lower()
 
 
-def test_changed_spec_is_refused_unless_renamed(tmp_path: Path) -> None:
-    small = tmp_path / "tiny.yaml"
-    small.write_text(
-        "name: tiny\nsampler: grid\ntrial: {task: adding, hidden: 8, batches_per_epoch: 2,"
-        " max_epochs: 1, val_size: 16, batch_size: 8}\nspace: {init: [xavier], seq_len: [4]}\n"
-    )
-    assert cli("run", str(small), "--run-dir", str(tmp_path / "r")).returncode == 0
-    small.write_text(small.read_text().replace("max_epochs: 1", "max_epochs: 2"))
-    refused = cli("run", str(small), "--run-dir", str(tmp_path / "r"))
+def test_changed_spec_is_refused_with_a_way_out(smoke_study, tmp_path: Path) -> None:
+    """The CLI's side: exit 2 and one line naming --study-name, nothing added (the
+    driver's side, and a renamed study running, is in tests/test_driver.py)."""
+    run_dir = smoke_study.copy_to(tmp_path / "r")
+    changed = tmp_path / "smoke.yaml"
+    text = (ROOT / "tests" / "data" / "smoke_tiny.yaml").read_text(encoding="utf-8")
+    assert "max_epochs: 12" in text
+    changed.write_text(text.replace("max_epochs: 12", "max_epochs: 11"), encoding="utf-8")
+    refused = cli("run", str(changed), "--run-dir", str(run_dir))
     assert refused.returncode == 2
     assert "different spec" in refused.stderr and "--study-name" in refused.stderr
-    renamed = cli("run", str(small), "--run-dir", str(tmp_path / "r"), "--study-name", "tiny2")
-    assert renamed.returncode == 0, renamed.stderr
-    assert len(optuna_trials(tmp_path / "r", "tiny2")) == 1
+    assert len(optuna_trials(run_dir, "smoke")) == 6
 
 
 SLOW_SPEC = """
 name: slowish
 sampler: grid
-trial: {task: adding, hidden: 32, batches_per_epoch: 40, max_epochs: 6, target_loss: 1.0e-9,
+trial: {task: adding, hidden: 32, batches_per_epoch: 40, max_epochs: 3, target_loss: 1.0e-9,
         val_size: 64}
 space: {init: [xavier, uniform01, orthogonal], seq_len: [12], seed: [0, 1, 2]}
 """

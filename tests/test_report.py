@@ -4,8 +4,7 @@ plus the placeholder figures a study without the data gets."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
+from dataclasses import replace
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -14,9 +13,11 @@ import pytest
 from rich.console import Console
 
 from models.spec import EpochRecord, InitDiagnostics, TrialResult, TrialSpec
+from pipeline.analysis import figures as fg
 from pipeline.analysis import report as rp
+from pipeline.analysis.tables import StudyTables, tables_from_results
 from pipeline.analysis.verdicts import VERDICTS, judge
-from pipeline.results import StudyTables, load_tables, tables_from_results
+from pipeline.results import load_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -24,24 +25,9 @@ N_BOOT = 200
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory: pytest.TempPathFactory) -> StudyTables:
-    run_dir = tmp_path_factory.mktemp("smoke")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipeline.cli",
-            "run",
-            "tests/data/smoke_tiny.yaml",
-            "--run-dir",
-            run_dir,
-        ],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    return load_tables(study="smoke", storage_url=f"sqlite:///{run_dir}/optuna.db")
+def smoke(smoke_study) -> StudyTables:
+    """The tables of the session's smoke study (tests/conftest.py), run once for the suite."""
+    return load_tables(study="smoke", storage_url=smoke_study.storage_url)
 
 
 @pytest.fixture(scope="module")
@@ -148,10 +134,10 @@ def figure_text(fig) -> str:
 
 def test_figures_without_the_data_say_so() -> None:
     tables = only_xavier()
-    assert "not enough data" in figure_text(rp.speedup_figure(pd.DataFrame()))
-    assert "not enough data" in figure_text(rp.grad_norm_figure(tables.steps))  # all zeros
-    assert "not enough data" in figure_text(rp.km_figure(tables.trials.iloc[0:0]))
-    assert "not enough data" not in figure_text(rp.km_figure(tables.trials))
+    assert "not enough data" in figure_text(fg.speedup_figure(pd.DataFrame()))
+    assert "not enough data" in figure_text(fg.grad_norm_figure(tables.steps))  # all zeros
+    assert "not enough data" in figure_text(fg.km_figure(tables.trials.iloc[0:0]))
+    assert "not enough data" not in figure_text(fg.km_figure(tables.trials))
 
 
 def test_a_study_without_the_data_still_gets_every_file(tmp_path: Path) -> None:
@@ -175,3 +161,15 @@ def test_docs_render_the_claim_rules_from_the_registry() -> None:
     assert rules_markdown() in text, "run `python -m pipeline.analysis.verdicts` to regenerate"
     for claim in CLAIMS.values():
         assert claim.rule in text
+
+
+def test_html_escapes_the_study_text_and_markdown_keeps_it(tmp_path: Path) -> None:
+    tables = replace(only_xavier(), claim="<b>x</b> & y", spec_text="name: lonely  # <script>\n")
+    files = rp.write_report(tables, tmp_path, n_boot=N_BOOT)
+    page = files["html"].read_text(encoding="utf-8")
+    assert "&lt;b&gt;x&lt;/b&gt; &amp; y" in page and "<b>x</b>" not in page
+    assert "# &lt;script&gt;</code></pre>" in page and "<script" not in page
+    assert "<code>initstudy report lonely</code>" in page  # `code` spans in the prose
+    text = files["markdown"].read_text(encoding="utf-8")
+    assert "- **Claim:** <b>x</b> & y" in text
+    assert text.endswith("```yaml\nname: lonely  # <script>\n```\n")

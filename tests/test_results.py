@@ -4,42 +4,29 @@ from __future__ import annotations
 
 import hashlib
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
+from models import fields
 from models.spec import EpochRecord, InitDiagnostics, TrialResult, TrialSpec
 from pipeline import results, urls
 from pipeline import storage as st
+from pipeline.analysis import tables as tables_module
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
-    """Run the smoke study once: (storage URL, path of its SQLite file)."""
-    run_dir = tmp_path_factory.mktemp("smoke_results")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipeline.cli",
-            "run",
-            "tests/data/smoke_tiny.yaml",
-            "--run-dir",
-            run_dir,
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return urls.default_storage_url(run_dir), run_dir / "optuna.db"
+def smoke(smoke_study) -> tuple[str, Path]:
+    """The session's smoke study (tests/conftest.py): (storage URL, path of its SQLite file).
+
+    Shared with other modules, so read it only (these tests check that reading writes
+    nothing: the file's hash is unchanged).
+    """
+    return urls.default_storage_url(smoke_study.run_dir), smoke_study.optuna_db
 
 
 @pytest.fixture(scope="module")
@@ -290,3 +277,22 @@ def test_empty_study_has_typed_empty_tables():
     assert_schema(tables.steps, results.STEP_COLUMNS)
     got = results.query(tables, "SELECT init, count(*) AS n FROM trials GROUP BY init")
     assert got.empty
+
+
+def test_spec_columns_are_the_fields_table():
+    spec_columns = {c: d for c, d in results.TRIAL_COLUMNS.items() if c in fields.COLUMNS}
+    assert spec_columns == fields.COLUMNS
+    assert "stop_on_converge" not in results.TRIAL_COLUMNS
+
+
+def test_claims_are_parsed_once(monkeypatch: pytest.MonkeyPatch):
+    tables = results.tables_from_results("c", [], spec_text="claims:\n  - C4\n  - C1\n")
+    calls = []
+    real = tables_module.yaml.safe_load
+    monkeypatch.setattr(
+        tables_module.yaml, "safe_load", lambda text: calls.append(text) or real(text)
+    )
+    assert tables.claims == ["C4", "C1"]
+    assert tables.claims is tables.claims
+    assert len(calls) == 1
+    assert results.tables_from_results("none", []).claims is None

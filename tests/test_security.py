@@ -15,9 +15,9 @@
 from __future__ import annotations
 
 import ast
+import importlib.util
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,11 +26,9 @@ from unittest import mock
 import pytest
 import yaml
 from cluster.test_compose import run_script
+from conftest import SmokeRun
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-# A session-scoped fixture: the real smoke study run that test_bad_input's query cases use.
-from test_bad_input import smoke_run  # noqa: F401
 
 from models import TrialSpec
 from pipeline import cli, ui
@@ -254,15 +252,13 @@ def test_no_unsafe_loading_or_evaluation_in_the_package() -> None:
 
 @pytest.fixture(scope="module")
 def mlflow_has_allowed_hosts() -> bool:
-    proc = subprocess.run(
-        [sys.executable, "-m", "mlflow", "server", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return "--allowed-hosts" in proc.stdout
+    """Whether the installed ``mlflow server`` has ``--allowed-hosts``: read from the source
+    of its command line (``mlflow server --help`` would take seconds to import MLflow)."""
+    spec = importlib.util.find_spec("mlflow")  # finds the package without importing it
+    assert spec is not None and spec.origin is not None, "MLflow is not installed"
+    cli_source = Path(spec.origin).parent / "cli" / "__init__.py"
+    assert cli_source.is_file(), cli_source
+    return "--allowed-hosts" in cli_source.read_text(encoding="utf-8")
 
 
 class _Spawned(Exception):
@@ -419,13 +415,13 @@ def test_run_refuses_a_study_named_dot_dot_slash(
 )
 def test_commands_refuse_a_study_argument_that_is_a_path(
     argv: list[str],
-    smoke_run: Path,  # noqa: F811
+    smoke_study: SmokeRun,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     run_dir = tmp_path / "a" / "b" / "runs"
-    shutil.copytree(smoke_run, run_dir)
+    smoke_study.copy_to(run_dir)  # the session's smoke study (tests/conftest.py)
     before = listing(tmp_path)
     monkeypatch.chdir(run_dir.parent)
     assert invoke([*argv, "--run-dir", str(run_dir)]) == 2
@@ -435,12 +431,12 @@ def test_commands_refuse_a_study_argument_that_is_a_path(
 
 
 def test_report_goes_where_out_points_and_by_default_under_the_run_dir(
-    smoke_run: Path,  # noqa: F811
+    smoke_study: SmokeRun,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     run_dir = tmp_path / "runs"
-    shutil.copytree(smoke_run, run_dir)
+    smoke_study.copy_to(run_dir)  # the session's smoke study (tests/conftest.py)
     out = tmp_path / "elsewhere" / "smoke-report"
     assert invoke(["report", "smoke", "--run-dir", str(run_dir), "--out", str(out)]) == 0
     assert (out / "report.md").is_file() and (out / "report.html").is_file()

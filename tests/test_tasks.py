@@ -70,8 +70,15 @@ def task(request: pytest.FixtureRequest) -> Task:
     return get_task(request.param, SEQ_LEN)
 
 
-def test_registry_holds_the_three_tasks() -> None:
-    assert set(TASKS) == {"adding", "copy", "charlm"}
+def test_registry_builds_each_task_by_name_and_refuses_unknown_names() -> None:
+    assert {"adding", "copy", "charlm"} <= set(TASKS)  # the tasks the README documents
+    for name in TASKS:
+        built = get_task(name, SEQ_LEN)
+        assert built.name == name and built.seq_len == SEQ_LEN
+    known = ", ".join(sorted(TASKS))
+    for bad in ("addition", "Adding", ""):
+        with pytest.raises(ValueError, match=f"unknown task {bad!r}; known: {known}"):
+            get_task(bad, SEQ_LEN)
 
 
 def test_steps_per_task() -> None:

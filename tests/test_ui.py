@@ -14,8 +14,6 @@ import os
 import re
 import socket
 import struct
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -50,27 +48,10 @@ localStorage.setItem("mlflow.assistant.fab.autoOpenedOnFirstLoad_v1", "true");
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The smoke study, run through the real CLI into a fresh run folder."""
-    run_dir = tmp_path_factory.mktemp("uirun")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipeline.cli",
-            "run",
-            "tests/data/smoke_tiny.yaml",
-            "--run-dir",
-            run_dir,
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    uri = f"sqlite:///{run_dir / 'mlflow.db'}"
+def study(smoke_study) -> dict[str, Any]:
+    """The session's smoke study (tests/conftest.py, run once through the real CLI); the UI
+    only reads its tracking store."""
+    uri = smoke_study.tracking_uri
     experiment_id = Tracker(uri).experiment_id_of(STUDY)
     assert experiment_id is not None
     trials = sorted(read_trials(uri, STUDY), key=lambda t: t["run_name"])
@@ -103,6 +84,7 @@ def test_experiment_url() -> None:
     assert run_url("http://h:1", "7", "abc") == "http://h:1/#/experiments/7/runs/abc"
 
 
+@pytest.mark.slow
 def test_unusable_tracking_uri_fails_fast(tmp_path: Path) -> None:
     started = time.monotonic()
     with pytest.raises(RuntimeError, match="unsupported URI"):
