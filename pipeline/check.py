@@ -13,6 +13,7 @@ import yaml
 from optuna.trial import TrialState
 
 from pipeline import storage as st
+from pipeline.protocolspec import as_stored
 from pipeline.studyspec import parse_study_spec
 from pipeline.tracking import read_trials
 
@@ -78,6 +79,8 @@ def check_study(study_name: str, storage_url: str, tracking_uri: str) -> CheckRe
     spec_text = study.user_attrs.get(st.SPEC_TEXT)
     if spec_text:
         spec = parse_study_spec(yaml.safe_load(spec_text), source=f"study {study_name}")
+        attrs = study.user_attrs
+        spec = as_stored(spec, attrs.get(st.STAGE), attrs.get(st.CHOSEN_LR))
         if spec.is_grid:
             claim = spec.claim or ""
             expected = {spec.trial_spec(p).key(claim): p for p in spec.grid_points()}

@@ -152,6 +152,7 @@ class Driver:
             "initstudy.claim_hash": spec.claim_hash(),
             "initstudy.claim": self.claim,
             "initstudy.code_version": self.version,
+            **({st.STAGE: spec.stage} if spec.stage is not None else {}),
         }
         """Tags of every MLflow run this driver makes."""
         self.tracker: Tracker | None = None
@@ -166,7 +167,7 @@ class Driver:
 
     def _open(self) -> StudyStore:
         spec = self.spec
-        return StudyStore.open(
+        store = StudyStore.open(
             self.options.storage_url,
             self.name,
             spec_hash=spec.spec_hash(),
@@ -177,6 +178,9 @@ class Driver:
             sampler_seed=spec.sampler_seed,
             note=self.reporter.note,
         )
+        # A stage of a tuned protocol (pipeline.protocolspec) pins what it is and its lrs.
+        store.pin_attrs({st.STAGE: spec.stage, st.CHOSEN_LR: spec.chosen_lr})
+        return store
 
     def _open_tracker(self) -> None:
         spec = self.spec
@@ -267,10 +271,7 @@ class Driver:
         """Non-grid samplers: ask up to n more trials, never past n_trials."""
         counts = store.counts()
         room = self.spec.n_trials_planned - counts.complete - counts.running - counts.waiting
-        pending = []
-        for _ in range(max(0, min(n, room))):
-            pending += self._ask(store)
-        return pending
+        return [p for _ in range(max(0, min(n, room))) for p in self._ask(store)]
 
     # -- results -------------------------------------------------------------------------
 

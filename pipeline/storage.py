@@ -34,6 +34,10 @@ SPEC_TEXT = "initstudy.spec"
 PLANNED = "initstudy.n_trials"
 CLAIM = "initstudy.claim"
 DRIVER = "initstudy.driver"
+STAGE = "initstudy.stage"
+"""Study attribute (and MLflow tag) of a tuned protocol's stage: tune or measure."""
+CHOSEN_LR = "initstudy.chosen_lr"
+"""Study attribute of a tuned protocol's stage 2: each arm's chosen lr, by arm."""
 """Study user attribute: the driver that holds the study (host, pid, token, heartbeat);
 see :class:`pipeline.studystore.DriverLock`."""
 

@@ -31,6 +31,11 @@ The format (``yaml.safe_load``)::
       init: [xavier, uniform01]               # list = categorical choices
       scale: {low: 0.5, high: 2.0, log: true} # range; optional step, log, type
       lr: 0.001                               # scalar = fixed value
+    protocol:                                 # optional; absent = {kind: fixed}
+      kind: tuned                             # fixed (the spec's lr) | tuned
+      lr: [1.0e-3, 3.0e-3, 1.0e-2]            # tuned: stage 1's lr grid, >= 2 values > 0
+      tuning_seeds: [100, 101, 102]           # tuned: stage 1's seeds, distinct
+      pick: km_median                         # the pre-registered rule (the only one)
 
 Rules worth knowing:
 
@@ -50,6 +55,13 @@ Rules worth knowing:
 * Cross-field rules owned by ``models.check_spec`` (e.g. ``corpus`` only with
   ``charlm``) are checked at load on one representative trial (first choices,
   range lows).
+* **protocol** (``pipeline.protocolspec``): ``tuned`` runs two studies, ``NAME.tune``
+  (every arm, i.e. every combination of the searched parameters but ``seed``, at every
+  ``protocol.lr`` on every tuning seed) and ``NAME`` (every arm on the measurement seeds,
+  ``space.seed`` or ``trial.seed``, at the lr ``pick`` chose). It needs the grid sampler;
+  ``lr`` may then not be in ``space`` or ``trial``, and ``tuning_seeds`` may not overlap
+  the measurement seeds. :attr:`StudySpec.n_trials_planned` counts both stages; the spec
+  hash covers the protocol (a ``fixed`` one is left out, so older studies resume).
 * Every float must be finite. YAML 1.1 reads ``1e-3`` as text; write ``1.0e-3``
   or ``0.001`` (the error message says so).
 
@@ -89,11 +101,12 @@ from optuna.distributions import (
     FloatDistribution,
     IntDistribution,
 )
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from models.fields import FIELDS, SEARCHABLE
 from models.spec import TrialSpec
 from pipeline.claimspec import ClaimError, parse_claims
+from pipeline.protocolspec import Protocol, arm_lr, check_protocol, stage_trials
 from pipeline.space import (
     Choice,
     Fixed,
@@ -181,6 +194,12 @@ class StudySpec(StrictModel):
     """Fixed TrialSpec fields (only those given; the rest are TrialSpec defaults)."""
     space: dict[str, SpaceParam] = Field(default_factory=dict)
     """Searched (Choice, Range) and fixed (Fixed) parameters, by name."""
+    protocol: Protocol = Protocol()
+    """How each arm's lr is set (``pipeline.protocolspec``); in the hash unless fixed."""
+    _stage: str | None = PrivateAttr(None)
+    """``tune`` / ``measure`` for a stage of a tuned protocol (``pipeline.protocolspec``)."""
+    _arm_lr: dict[str, float] | None = PrivateAttr(None)
+    """Stage 2: each arm's chosen lr, by ``protocolspec.arm_key``."""
 
     @field_validator("name", mode="before")
     @classmethod
@@ -249,6 +268,7 @@ class StudySpec(StrictModel):
                 )
         elif self.n_trials is None:
             refuse(("n_trials",), f"required for sampler {self.sampler!r} (an integer >= 1)")
+        check_protocol(self)
         self._check_with_models()
         return self
 
@@ -318,8 +338,21 @@ class StudySpec(StrictModel):
         return size
 
     @property
+    def stage(self) -> str | None:
+        """The stage of a tuned protocol this spec runs (None: the whole spec)."""
+        return self._stage
+
+    @property
+    def chosen_lr(self) -> dict[str, float] | None:
+        """Stage 2 of a tuned protocol: each arm's lr, by ``protocolspec.arm_key``."""
+        return None if self._arm_lr is None else dict(self._arm_lr)
+
+    @property
     def n_trials_planned(self) -> int:
-        """Trials the study runs: ``n_trials``, or the whole grid."""
+        """Trials the study runs: ``n_trials``, or the whole grid; a tuned spec that is not
+        one stage counts both stages' trials."""
+        if self.protocol.tuned and self._stage is None:
+            return sum(stage_trials(self))
         return self.n_trials if self.n_trials is not None else self.grid_size
 
     def values(self, name: str) -> list[Any]:
@@ -451,6 +484,8 @@ class StudySpec(StrictModel):
         for key, value in params.items():
             is_number = isinstance(value, int) and not isinstance(value, bool)
             values[key] = float(value) if is_number and FIELDS[key].kind is float else value
+        if self._arm_lr is not None:
+            values["lr"] = arm_lr(self, params)
         if "data_seed" not in self.trial:
             values["data_seed"] = values.get("seed", _TRIAL_FIELDS["seed"])
         return TrialSpec(**values)
@@ -490,7 +525,9 @@ class StudySpec(StrictModel):
 
     def spec_hash(self) -> str:
         """sha256 (16 hex) of the canonical JSON of the validated spec (all fields)."""
-        dumped = self.model_dump(mode="json", exclude={"claims"})  # judged, not run
+        # claims are judged, not run; a fixed protocol is left out, as before it existed
+        exclude = {"claims"} | (set() if self.protocol.tuned else {"protocol"})
+        dumped = self.model_dump(mode="json", exclude=exclude)
         text = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -25,6 +25,7 @@ from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any, TypeVar
 
 import optuna
@@ -290,6 +291,23 @@ class StudyStore:
         return self.call("finish an interrupted ask", draw)
 
     # -- writes to a RUNNING trial -----------------------------------------------------
+
+    def pin_attrs(self, attrs: dict[str, object]) -> None:
+        """Set study attributes that must never change: one already set to another value
+        is refused (e.g. a tuned protocol's chosen lrs, recomputed on resume). None values
+        are not set."""
+        current = self.call("read the study", lambda: dict(self.study.user_attrs))
+        for name, value in attrs.items():
+            if value is None:
+                continue
+            if name not in current:
+                self.call("set a study attribute", partial(self.study.set_user_attr, name, value))
+            elif current[name] != value:
+                raise st.StudyError(
+                    f"study {self.name!r}: {name} is {current[name]!r} in the storage but this"
+                    f" run computed {value!r}; the stored results it was derived from changed."
+                    " Start a new study with --study-name NEW"
+                )
 
     def set_key(self, trial_id: int, key: str) -> None:
         self.call("set a trial's key", lambda: self._set_attr(trial_id, st.KEY, key))

@@ -66,6 +66,7 @@ LAYERS: list[tuple[str, ...]] = [
         "pipeline.specfile",
         "pipeline.space",
         "pipeline.studyspec",
+        "pipeline.protocolspec",
         "pipeline.plan",
     ),
     (
@@ -80,7 +81,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("pipeline.driver",),
     ("pipeline.analysis.tables", "pipeline.results"),
     ("pipeline.analysis",),
-    ("pipeline.check", "pipeline.ui", "pipeline.cli"),
+    ("pipeline.check", "pipeline.ui", "pipeline.protocol", "pipeline.cli"),
 ]
 
 
@@ -128,3 +129,21 @@ def test_the_layer_check_catches_an_upward_import(tmp_path: Path) -> None:
     assert imports_of(bad) == {"pipeline.analysis.verdicts"}
     assert layer_of("pipeline.analysis.verdicts") > layer_of("pipeline.driver")
     assert layer_of("pipeline.analysis.tables") < layer_of("pipeline.analysis.report")
+
+
+def test_the_driver_only_drives_and_no_module_is_too_long() -> None:
+    """Size limits that keep the code easy to change (docs/design.md): the Driver class at
+    most 300 lines, no module of pipeline/ over 600."""
+    lines = (ROOT / "pipeline" / "driver.py").read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("class Driver"))
+    end = next(
+        (i for i in range(start + 1, len(lines)) if lines[i] and not lines[i][0].isspace()),
+        len(lines),
+    )
+    assert end - start <= 300, f"Driver is {end - start} lines"
+    long = {
+        str(p.relative_to(ROOT)): n
+        for p in (ROOT / "pipeline").rglob("*.py")
+        if (n := len(p.read_text(encoding="utf-8").splitlines())) > 600
+    }
+    assert not long, long

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from models.spec import TrialSpec
+from pipeline.protocolspec import stage_trials
 from pipeline.studyspec import (
     DIVERGED_LOSS,
     MAX_GRID,
@@ -78,7 +79,10 @@ def test_shipped_specs_load(path: Path) -> None:
     assert any("Question" in line for line in head)
     assert any(f"initstudy run studies/{path.name}" in line for line in head)
     assert spec.name == path.stem
-    if spec.is_grid:
+    if spec.is_grid and spec.protocol.tuned:  # both stages: tune and measure
+        assert spec.n_trials_planned == sum(stage_trials(spec))
+        assert stage_trials(spec)[1] == len(spec.grid_points())
+    elif spec.is_grid:
         raw_space = yaml.safe_load(path.read_text())["space"]
         expected = math.prod(len(v) for v in raw_space.values() if isinstance(v, list))
         assert spec.n_trials_planned == expected == len(spec.grid_points())

@@ -53,6 +53,7 @@ from pipeline.analysis.verdicts import (
 if TYPE_CHECKING:
     from rich.table import Table as RichTable
 
+    from pipeline.analysis.protocol import Tuning
     from pipeline.analysis.tables import StudyTables
 
 __all__ = [
@@ -141,6 +142,18 @@ class ReportData:
     study: str
     spec_text: str
     """The study spec (YAML), without its trailing newlines; "" if unknown."""
+    tuning: TuningSection | None = None
+    """A tuned protocol's stage 1 (None: a fixed-lr study)."""
+
+
+@dataclass(frozen=True)
+class TuningSection:
+    """The tuned protocol: chosen lr and KM median per lr per arm, verdicts at a shared lr."""
+
+    study: str
+    seeds: int
+    curve: Table
+    shared: Table
 
 
 def report_data(
@@ -148,8 +161,10 @@ def report_data(
     verdicts: list[Verdict],
     speedups: pd.DataFrame,
     figures: dict[str, Path],
+    tuning: Tuning | None = None,
 ) -> ReportData:
-    """The report's data model, from the study, its verdicts, speedups and figure files."""
+    """The report's data model, from the study, its verdicts, speedups and figure files
+    (and, for a tuned study, its stage 1's :class:`~pipeline.analysis.protocol.Tuning`)."""
     trials = tables.trials
     devices = sorted(set(trials["device_type"].astype(str))) if len(trials) else []
     nodes = sorted(set(trials["node"].astype(str))) if len(trials) else []
@@ -194,6 +209,11 @@ def report_data(
         ],
         study=tables.study,
         spec_text=tables.spec_text.rstrip("\n"),
+        tuning=None
+        if tuning is None
+        else TuningSection(
+            tuning.study, tuning.seeds, Table.of(tuning.curve), Table.of(tuning.shared)
+        ),
     )
 
 
@@ -207,6 +227,7 @@ def write_report(
     *,
     n_boot: int = 2000,
     seed: int = 0,
+    tuning: Tuning | None = None,
 ) -> dict[str, Path]:
     """Write report.md, report.html, verdicts.json and the :data:`FIGURES` into ``out_dir``.
 
@@ -216,6 +237,7 @@ def write_report(
         verdicts: the claim verdicts; judged here (``pipeline.analysis.verdicts.judge``) if None.
         n_boot: bootstrap resamples for speedup intervals computed here.
         seed: seed for those resamples.
+        tuning: a tuned study's stage-1 section (``pipeline.analysis.protocol.tuning``).
 
     Returns:
         ``{"markdown": ..., "html": ..., "verdicts": ..., "<figure name>": ...}``: the
@@ -228,7 +250,7 @@ def write_report(
     speedups = _speedups(tables, verdicts, n_boot=n_boot, seed=seed)
     files = write_figures(tables.trials, tables.steps, speedups, out_dir)
     files["verdicts"] = write_verdicts(verdicts, out_dir / "verdicts.json")
-    data = report_data(tables, verdicts, speedups, files)
+    data = report_data(tables, verdicts, speedups, files, tuning)
     md_path = out_dir / "report.md"
     md_path.write_text(_render("report.md", data), encoding="utf-8")
     html_path = out_dir / "report.html"

@@ -31,6 +31,7 @@ from pipeline.urls import default_tracking_uri, sqlite_file
 if TYPE_CHECKING:
     import pandas as pd
 
+    from pipeline.analysis.protocol import Tuning
     from pipeline.analysis.verdicts import Verdict
     from pipeline.results import StudyTables
 
@@ -161,8 +162,9 @@ def report(
     url, tracking = stores(run_dir, storage, tracking_uri)
     tables = study_tables(study, url)
     folder = out or run_dir / "reports" / study
+    tuning = _tuning(tables, url)
     try:
-        files = _write_report(tables, folder, tracking)
+        files = _write_report(tables, folder, tracking, tuning)
     except OSError as exc:
         option = "--out" if out is not None else "--run-dir"
         fail(f"{option}: cannot write the report to {str(folder)!r}: {exc.strerror or exc}")
@@ -206,13 +208,33 @@ def _to_parent_run(
         )
 
 
-def _write_report(tables: StudyTables, folder: Path, tracking: str) -> dict[str, Path]:
+def _tuning(tables: StudyTables, url: str) -> Tuning | None:
+    """A tuned study's stage-1 section for its report (None: not a tuned study)."""
+    import yaml
+
+    from pipeline.analysis.protocol import tuning
+    from pipeline.protocolspec import TUNE_SUFFIX, arm_params
+    from pipeline.studyspec import SpecError, parse_study_spec
+
+    try:
+        spec = parse_study_spec(yaml.safe_load(tables.spec_text), f"study {tables.study}")
+    except (SpecError, yaml.YAMLError):
+        return None
+    if not spec.protocol.tuned or tables.study.endswith(TUNE_SUFFIX):
+        return None
+    stage1 = study_tables(tables.study + TUNE_SUFFIX, url)
+    return tuning(stage1, arm_params(spec), spec.protocol.pick)
+
+
+def _write_report(
+    tables: StudyTables, folder: Path, tracking: str, tuning: Tuning | None = None
+) -> dict[str, Path]:
     """Write the report and attach it to the study's parent MLflow run (if reachable)."""
     from pipeline.analysis.report import verdict_table, write_report
     from pipeline.analysis.verdicts import judge
 
     verdicts = judge(tables)
-    files = write_report(tables, folder, verdicts)
+    files = write_report(tables, folder, verdicts, tuning=tuning)
     console.print(verdict_table(verdicts))
     _to_parent_run(tables, tracking, folder, verdicts, "report")
     return files

@@ -35,6 +35,7 @@ from pipeline.cli.base import (
 from pipeline.urls import default_storage_url
 
 if TYPE_CHECKING:
+    from pipeline.driver import RunOptions, StudyOutcome
     from pipeline.studyspec import StudySpec
 
 _ADDRESS_RE = re.compile(r"(ray://)?([A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}")
@@ -109,6 +110,8 @@ def validate(
         highlight=False,
     )
     console.print(f"trials: {spec.n_trials_planned}")
+    if spec.protocol.tuned:
+        _print_stages(spec)
     console.print(
         f"training time: up to about {_duration(spec.estimated_cpu_seconds())} on one CPU core"
         " (every trial at its full epoch budget)"
@@ -127,6 +130,25 @@ def validate(
         console.print("power: no earlier results of this study to estimate the noise from")
         return
     _print_power(spec.name, storage or default_storage_url(run_dir), seeds)
+
+
+def _print_stages(spec: StudySpec) -> None:
+    """A tuned protocol's two studies and their trials (both counted above)."""
+    from pipeline.protocolspec import TUNE_SUFFIX, stage_trials
+
+    tune, measure = stage_trials(spec)
+    p = spec.protocol
+    lrs = ", ".join(f"{lr:g}" for lr in p.lr or ())
+    console.print(
+        f"stage 1 (tune): study {spec.name + TUNE_SUFFIX!r}, {tune} trials: every arm at lr"
+        f" {lrs} on tuning seeds {p.tuning_seeds}",
+        highlight=False,
+    )
+    console.print(
+        f"stage 2 (measure): study {spec.name!r}, {measure} trials: every arm on the"
+        f" measurement seeds {spec.values('seed')} at the lr picked by {p.pick}",
+        highlight=False,
+    )
 
 
 def _print_power(study: str, storage_url: str, seeds: int | None) -> None:
@@ -232,23 +254,22 @@ def run(
         study_name=study_name,
     )
     try:
-        outcome = Driver(spec, text, options, Reporter()).run()
+        if spec.protocol.tuned:
+            outcome = _run_tuned(spec, text, options)
+        else:
+            outcome = Driver(spec, text, options, Reporter()).run()
     except StudyError as exc:
         fail(str(exc))
     except StudyBusy as exc:
         fail(str(exc), code=EXIT_BUSY)
     except StorageUnavailable as exc:
         fail(str(exc), code=1)
-    c = outcome.counts
-    console.print(
-        f"study {outcome.study_name!r}: {c.complete}/{c.planned} trials complete "
-        f"({c.converged} converged, {c.censored} censored, {c.stalled} stalled, "
-        f"{c.frozen} frozen, {c.diverged} diverged); "
-        f"{outcome.trained} trained and {outcome.logged} logged by this run"
-    )
+    if not spec.protocol.tuned:
+        _print_outcome(outcome)
     for line in outcome.failed:
         err_console.print(f"[red]failed:[/] {escape(one_line(line))}", highlight=False)
-    if c.complete:
+    # a tuned study's verdicts are stage 2's: none while stage 1 is unfinished
+    if outcome.counts.complete and outcome.study_name == (study_name or spec.name):
         from pipeline.analysis.report import verdict_table
         from pipeline.analysis.verdicts import judge
         from pipeline.cli.outputs import publish_verdicts
@@ -266,6 +287,38 @@ def run(
         )
     if outcome.failed:
         raise typer.Exit(1)
+
+
+def _print_outcome(outcome: StudyOutcome, stage: str = "") -> None:
+    c = outcome.counts
+    console.print(
+        f"{stage}study {outcome.study_name!r}: {c.complete}/{c.planned} trials complete "
+        f"({c.converged} converged, {c.censored} censored, {c.stalled} stalled, "
+        f"{c.frozen} frozen, {c.diverged} diverged); "
+        f"{outcome.trained} trained and {outcome.logged} logged by this run",
+        highlight=False,
+    )
+
+
+def _run_tuned(spec: StudySpec, text: str, options: RunOptions) -> StudyOutcome:
+    """Both stages of a tuned protocol; the outcome of the last stage that ran."""
+    from pipeline.progress import Reporter
+    from pipeline.protocol import run_protocol
+
+    labels = {"tune": "stage 1 (tune): ", "measure": "stage 2 (measure): "}
+    done = run_protocol(
+        spec, text, options, Reporter(), on_stage=lambda s, o: _print_outcome(o, labels[s])
+    )
+    if done.measure is None:
+        err_console.print(
+            "stage 2 (measure) waits for every stage-1 trial; rerun to resume", highlight=False
+        )
+        return done.tune
+    for pick in done.picks:
+        arm = ", ".join(f"{k}={v}" for k, v in pick.arm.items()) or "(one arm)"
+        note = "" if pick.reached else " (no lr reached a KM median: tie-breaks chose)"
+        console.print(f"chosen lr: {escape(arm)}: {pick.lr:g}{note}", highlight=False)
+    return done.measure
 
 
 @app.command()
@@ -348,6 +401,7 @@ def sync(
     from pipeline import storage as st
     from pipeline.driver import Driver, RunOptions
     from pipeline.progress import Reporter
+    from pipeline.protocolspec import as_stored
     from pipeline.studyspec import parse_study_spec
 
     check_study_name(study)
@@ -358,6 +412,7 @@ def sync(
         fail(str(exc))
     text = found.user_attrs.get(st.SPEC_TEXT, "")
     spec = parse_study_spec(yaml.safe_load(text), source=f"study {study}")
+    spec = as_stored(spec, found.user_attrs.get(st.STAGE), found.user_attrs.get(st.CHOSEN_LR))
     options = RunOptions(
         run_dir=run_dir, storage=storage, tracking_uri=tracking_uri, study_name=study
     )
