@@ -5,12 +5,8 @@ and copied where a test writes to it; the other studies run in each test's own f
 from __future__ import annotations
 
 import json
-import os
-import signal
-import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
@@ -147,57 +143,6 @@ def test_changed_spec_is_refused_with_a_way_out(smoke_study, tmp_path: Path) -> 
     assert refused.returncode == 2
     assert "different spec" in refused.stderr and "--study-name" in refused.stderr
     assert len(optuna_trials(run_dir, "smoke")) == 6
-
-
-SLOW_SPEC = """
-name: slowish
-sampler: grid
-trial: {task: adding, hidden: 32, batches_per_epoch: 40, max_epochs: 3, target_loss: 1.0e-9,
-        val_size: 64}
-space: {init: [xavier, uniform01, orthogonal], seq_len: [12], seed: [0, 1, 2]}
-"""
-
-
-def _complete_count(db: Path) -> int:
-    if not db.exists():
-        return 0
-    try:
-        with sqlite3.connect(db, timeout=5) as con:
-            row = con.execute("SELECT count(*) FROM trials WHERE state = 'COMPLETE'").fetchone()
-            return int(row[0])
-    except sqlite3.OperationalError:
-        return 0
-
-
-def test_driver_killed_mid_study_resumes_exactly_once(tmp_path: Path) -> None:
-    spec_file = tmp_path / "slowish.yaml"
-    spec_file.write_text(SLOW_SPEC)
-    run_dir = tmp_path / "run"
-    driver = subprocess.Popen(
-        [*CLI, "run", str(spec_file), "--run-dir", str(run_dir), "--pack-size", "1"],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 180
-    try:
-        while _complete_count(run_dir / "optuna.db") < 2:
-            assert driver.poll() is None, "driver ended before it could be killed"
-            assert time.monotonic() < deadline, "no trial completed in time"
-            time.sleep(0.2)
-    finally:
-        driver.send_signal(signal.SIGKILL)
-        driver.wait()
-        os.killpg(driver.pid, signal.SIGKILL)  # the embedded Ray processes die with it
-    done_before = _complete_count(run_dir / "optuna.db")
-    assert 2 <= done_before < 9
-
-    resumed = cli("run", str(spec_file), "--run-dir", str(run_dir))
-    assert resumed.returncode == 0, resumed.stderr
-    assert_exactly_once(run_dir, "slowish", 9)
-    trials = optuna_trials(run_dir, "slowish")
-    assert len(trials) == 9  # stale trials were rerun in place, none added
 
 
 def test_validate_every_shipped_spec() -> None:
