@@ -295,11 +295,12 @@ class StudyStore:
     def pin_attrs(self, attrs: dict[str, object]) -> None:
         """Set study attributes that must never change: one already set to another value
         is refused (e.g. a tuned protocol's chosen lrs, recomputed on resume). None values
-        are not set."""
+        are not set, and with none to set the storage is not read."""
+        attrs = {name: value for name, value in attrs.items() if value is not None}
+        if not attrs:
+            return
         current = self.call("read the study", lambda: dict(self.study.user_attrs))
         for name, value in attrs.items():
-            if value is None:
-                continue
             if name not in current:
                 self.call("set a study attribute", partial(self.study.set_user_attr, name, value))
             elif current[name] != value:
