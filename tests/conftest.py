@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -22,6 +23,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -89,6 +91,17 @@ class SmokeRun:
         finally:
             con.close()
         return folder
+
+
+def invoke_cli(argv: list[str]) -> int:
+    """``pipeline.cli.main(argv)`` in this process (the console script's ``main``, without a
+    second interpreter's start-up); returns the exit code. The environment is restored."""
+    from pipeline import cli
+
+    with mock.patch.dict(os.environ), pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    code = info.value.code
+    return 0 if code is None else int(code) if isinstance(code, int) else 1
 
 
 def snapshot(folder: Path) -> dict[str, str]:

@@ -23,17 +23,16 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import pytest
 import yaml
+from conftest import invoke_cli as invoke
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from ports import free_port
@@ -391,14 +390,6 @@ def snapshot(folder: Path) -> dict[str, str]:
             continue
         out[rel] = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
     return out
-
-
-def invoke(argv: list[str]) -> int:
-    """``pipeline.cli.main(argv)`` in this process; returns the exit code."""
-    with mock.patch.dict(os.environ), pytest.raises(SystemExit) as info:
-        cli.main(argv)
-    code = info.value.code
-    return 0 if code is None else int(code) if isinstance(code, int) else 1
 
 
 def prepare(bad: Case, tmp_path: Path, run_dir: Path | None) -> list[str]:

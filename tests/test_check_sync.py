@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from unittest import mock
 
 import pytest
+from conftest import invoke_cli
 from mlflow.tracking import MlflowClient
 from ports import free_port
 
-from pipeline.cli import main
 from pipeline.tracking import read_trials
 
 pytestmark = [
@@ -53,11 +51,9 @@ def here(capsys: pytest.CaptureFixture[str]) -> Callable[..., Done]:
     the same ``main`` as the console script, without a second interpreter's start-up."""
 
     def invoke(*args: str) -> Done:
-        with mock.patch.dict(os.environ), pytest.raises(SystemExit) as info:
-            main(list(args))
-        code = info.value.code
+        code = invoke_cli(list(args))
         out, err = capsys.readouterr()
-        return Done(0 if code is None else code if isinstance(code, int) else 1, out, err)
+        return Done(code, out, err)
 
     return invoke
 
