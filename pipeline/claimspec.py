@@ -9,10 +9,24 @@ A study may declare what it tests. Each entry is either a built-in claim id (``C
 
 A comparison says that scheme ``faster`` needs ``by[0]`` to ``by[1]`` times fewer epochs to
 converge than scheme ``than``; ``by: [2, .inf]`` says "at least 2x". ``where`` keeps the
-trials whose columns hold the given value (or one of a list of values); ``metric`` is
+trials whose columns hold the given value (or one of a list of values); ``matrices:
+recurrent`` compares schemes of the recurrent matrix alone (``init_recurrent``, the others
+fixed by ``init``) instead of the whole network's (``matrices: all``); ``metric`` is
 ``epochs_to_converge`` (the only one a speedup is defined for); ``id`` names it in the
 report (default ``U1``, ``U2``, ... in order). Comparisons are judged by the same speedup
 rule as C4.
+
+A reproduction of a published result names arms (trials matching a set of column
+values) that must learn the task and arms that must stay at its memoryless baseline::
+
+      - id: le2015
+        source: "Le, Jaitly & Hinton 2015"
+        learn: [{cell: rnn_relu, init: identity}, {cell: lstm, init: xavier}]
+        stay: [{cell: rnn_tanh, init: xavier}]
+        where: {seq_len: 100}
+
+It is judged by the reproduction rule (``pipeline.analysis.reproduction_rule``):
+"reproduced" or "not reproduced", with the numbers per arm.
 
 This module is plain Python: it is read by the spec loader and by the verdicts, and knows
 nothing of Optuna, MLflow, Ray or tensors.
@@ -29,6 +43,7 @@ __all__ = [
     "BUILTIN_IDS",
     "WHERE_KEYS",
     "Comparison",
+    "Reproduction",
     "parse_claims",
 ]
 
@@ -51,7 +66,13 @@ WHERE_KEYS: tuple[str, ...] = (
 )
 """Columns a comparison's ``where`` may filter on."""
 METRICS: tuple[str, ...] = ("epochs_to_converge",)
-_KEYS = ("id", "faster", "than", "by", "where", "metric")
+_KEYS = ("id", "faster", "than", "by", "where", "metric", "matrices")
+MATRICES: dict[str, str] = {"all": "init", "recurrent": "init_recurrent"}
+"""What a comparison's schemes draw -> the column naming them: every matrix (``init``), or
+the recurrent matrix alone (``init_recurrent``, the other matrices fixed by ``init``)."""
+_REPRODUCTION_KEYS = ("id", "source", "learn", "stay", "where")
+ARM_KEYS: tuple[str, ...] = ("init", *WHERE_KEYS)
+"""Columns an arm of a reproduction may name."""
 _ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 
 
@@ -67,6 +88,8 @@ class Comparison:
     """``math.inf`` for "at least ``low``"."""
     where: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     metric: str = "epochs_to_converge"
+    on: str = "init"
+    """The column naming the schemes: ``init`` or ``init_recurrent`` (Whh alone)."""
 
     @property
     def text(self) -> str:
@@ -77,7 +100,40 @@ class Comparison:
         where = "".join(
             f", {k} {'/'.join(str(v) for v in vals)}" for k, vals in self.where.items()
         )
-        return f"{self.faster} converges {span} faster than {self.than}{where}"
+        whh = " (Whh only)" if self.on == "init_recurrent" else ""
+        return f"{self.faster}{whh} converges {span} faster than {self.than}{whh}{where}"
+
+
+@dataclass(frozen=True)
+class Reproduction:
+    """A published ordering to reproduce: the ``learn`` arms learn the task, the ``stay``
+    arms stay at its memoryless baseline, in the cells ``where`` keeps."""
+
+    id: str
+    source: str
+    learn: tuple[dict[str, Any], ...]
+    stay: tuple[dict[str, Any], ...]
+    where: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        """The claim in words, e.g. "Le 2015: rnn_relu/identity learns; ... stays"."""
+        parts = []
+        if self.learn:
+            verb = "learn" if len(self.learn) > 1 else "learns"
+            parts.append(f"{' and '.join(arm_label(a) for a in self.learn)} {verb} the task")
+        if self.stay:
+            verb = "stay" if len(self.stay) > 1 else "stays"
+            parts.append(f"{' and '.join(arm_label(a) for a in self.stay)} {verb} at the baseline")
+        where = "".join(
+            f", {k} {'/'.join(str(v) for v in vals)}" for k, vals in self.where.items()
+        )
+        return f"{self.source}: {', '.join(parts)}{where}"
+
+
+def arm_label(arm: dict[str, Any]) -> str:
+    """An arm in words: its column values joined by '/', e.g. ``rnn_relu/identity``."""
+    return "/".join(str(v) for v in arm.values())
 
 
 class ClaimError(ValueError):
@@ -93,7 +149,11 @@ def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def parse_claims(raw: Any, schemes: tuple[str, ...] | None = None) -> list[str | Comparison]:
+Claim = str | Comparison | Reproduction
+"""One entry of a spec's ``claims:``: a built-in id, a comparison or a reproduction."""
+
+
+def parse_claims(raw: Any, schemes: tuple[str, ...] | None = None) -> list[Claim]:
     """Validate a spec's ``claims:`` value.
 
     Args:
@@ -101,14 +161,14 @@ def parse_claims(raw: Any, schemes: tuple[str, ...] | None = None) -> list[str |
         schemes: the registered init schemes, to check ``faster``/``than`` (None: unchecked).
 
     Returns:
-        Built-in ids and :class:`Comparison` records, in the order given.
+        Built-in ids, :class:`Comparison` and :class:`Reproduction` records, in order.
 
     Raises:
         ClaimError: naming the entry, the key and what is allowed.
     """
     if not isinstance(raw, list) or not raw:
         raise ClaimError((), "must be a non-empty list of claim ids and comparisons")
-    out: list[str | Comparison] = []
+    out: list[Claim] = []
     seen: set[str] = set()
     for i, entry in enumerate(raw):
         if isinstance(entry, str):
@@ -116,16 +176,19 @@ def parse_claims(raw: Any, schemes: tuple[str, ...] | None = None) -> list[str |
                 raise ClaimError(
                     (i,), f"unknown claim {entry!r}; built-in: {', '.join(BUILTIN_IDS)}"
                 )
-            item: str | Comparison = entry
+            item: Claim = entry
             name = entry
+        elif isinstance(entry, dict) and ("learn" in entry or "stay" in entry):
+            item = _reproduction(i, entry, schemes, default_id=f"R{i + 1}")
+            name = item.id
         elif isinstance(entry, dict):
             item = _comparison(i, entry, schemes, default_id=f"U{i + 1}")
             name = item.id
         else:
             raise ClaimError(
                 (i,),
-                "must be a built-in claim id or a mapping {faster, than, by, where, metric} "
-                f"(got {entry!r})",
+                "must be a built-in claim id, a comparison {faster, than, by, where, metric} "
+                f"or a reproduction {{source, learn, stay, where}} (got {entry!r})",
             )
         if name in seen:
             raise ClaimError((i,), f"claim {name!r} is listed twice")
@@ -143,11 +206,7 @@ def _comparison(
     for key in ("faster", "than", "by"):
         if key not in entry:
             raise ClaimError((i,), f"a comparison needs {key!r} (keys: faster, than, by)")
-    ident = entry.get("id", default_id)
-    if not isinstance(ident, str) or not _ID_RE.fullmatch(ident) or ident in BUILTIN_IDS:
-        raise ClaimError(
-            (i, "id"), f"must be 1-32 letters, digits, '_.-' and not C1-C6 (got {ident!r})"
-        )
+    ident = _ident(i, entry, default_id)
     names = []
     for key in ("faster", "than"):
         value = entry[key]
@@ -170,6 +229,35 @@ def _comparison(
         raise ClaimError(
             (i, "by"), f"must be [low, high] with 0 < low < high (high may be .inf); got {by!r}"
         )
+    where = _where(i, entry)
+    metric = entry.get("metric", "epochs_to_converge")
+    if metric not in METRICS:
+        raise ClaimError(
+            (i, "metric"), f"unknown metric {metric!r}; allowed: {', '.join(METRICS)}"
+        )
+    matrices = entry.get("matrices", "all")
+    if matrices not in MATRICES:
+        raise ClaimError(
+            (i, "matrices"), f"must be one of {', '.join(MATRICES)} (got {matrices!r})"
+        )
+    on = MATRICES[matrices]
+    if on in where:
+        raise ClaimError((i, "where", on), f"cannot filter on the compared column {on!r}")
+    return Comparison(
+        ident, names[0], names[1], float(by[0]), float(by[1]), where, metric, str(on)
+    )
+
+
+def _ident(i: int, entry: dict[str, Any], default_id: str) -> str:
+    ident = entry.get("id", default_id)
+    if not isinstance(ident, str) or not _ID_RE.fullmatch(ident) or ident in BUILTIN_IDS:
+        raise ClaimError(
+            (i, "id"), f"must be 1-32 letters, digits, '_.-' and not C1-C6 (got {ident!r})"
+        )
+    return ident
+
+
+def _where(i: int, entry: dict[str, Any]) -> dict[str, tuple[Any, ...]]:
     where_raw = entry.get("where", {}) or {}
     if not isinstance(where_raw, dict):
         raise ClaimError((i, "where"), f"must be a mapping column -> value(s) (got {where_raw!r})")
@@ -185,9 +273,56 @@ def _comparison(
                 (i, "where", str(key)), f"must be a value or a list of values (got {value!r})"
             )
         where[str(key)] = values
-    metric = entry.get("metric", "epochs_to_converge")
-    if metric not in METRICS:
+    return where
+
+
+def _reproduction(
+    i: int, entry: dict[str, Any], schemes: tuple[str, ...] | None, default_id: str
+) -> Reproduction:
+    for key in entry:
+        if key not in _REPRODUCTION_KEYS:
+            raise ClaimError(
+                (i, str(key)), f"unknown key; allowed: {', '.join(_REPRODUCTION_KEYS)}"
+            )
+    ident = _ident(i, entry, default_id)
+    source = entry.get("source", ident)
+    if not isinstance(source, str) or not source.strip() or len(source) > 80:
         raise ClaimError(
-            (i, "metric"), f"unknown metric {metric!r}; allowed: {', '.join(METRICS)}"
+            (i, "source"), f"must be a non-empty text of <= 80 characters (got {source!r})"
         )
-    return Comparison(ident, names[0], names[1], float(by[0]), float(by[1]), where, metric)
+    sides: dict[str, tuple[dict[str, Any], ...]] = {}
+    for side in ("learn", "stay"):
+        arms = entry.get(side, [])
+        if not isinstance(arms, list):
+            raise ClaimError(
+                (i, side),
+                f"must be a list of arms such as {{cell: lstm, init: xavier}} (got {arms!r})",
+            )
+        sides[side] = tuple(_arm(i, side, j, arm, schemes) for j, arm in enumerate(arms))
+    every = [*sides["learn"], *sides["stay"]]
+    if not every:
+        raise ClaimError((i,), "a reproduction needs at least one arm in 'learn' or 'stay'")
+    if len({tuple(sorted(a.items())) for a in every}) < len(every):
+        raise ClaimError((i,), "an arm is listed twice (in learn, stay or both)")
+    return Reproduction(ident, source.strip(), sides["learn"], sides["stay"], _where(i, entry))
+
+
+def _arm(i: int, side: str, j: int, arm: Any, schemes: tuple[str, ...] | None) -> dict[str, Any]:
+    if not isinstance(arm, dict) or not arm:
+        raise ClaimError(
+            (i, side, j),
+            f"an arm must be a mapping column -> value, e.g. {{cell: lstm}} (got {arm!r})",
+        )
+    for key, value in arm.items():
+        if key not in ARM_KEYS:
+            raise ClaimError(
+                (i, side, j, str(key)), f"unknown column; allowed: {', '.join(ARM_KEYS)}"
+            )
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise ClaimError((i, side, j, str(key)), f"must be one value (got {value!r})")
+        if key in ("init", "init_recurrent") and schemes is not None and value not in schemes:
+            raise ClaimError(
+                (i, side, j, str(key)),
+                f"must be an init scheme name (got {value!r}); known: {', '.join(schemes)}",
+            )
+    return {str(k): v for k, v in arm.items()}

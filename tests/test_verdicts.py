@@ -40,7 +40,7 @@ from pipeline.analysis.verdicts import (
     Verdict,
     judge,
 )
-from pipeline.claimspec import Comparison, parse_claims
+from pipeline.claimspec import ClaimError, Comparison, parse_claims
 
 N_BOOT = 200  # enough for the intervals these tests read; keeps the file fast
 OPTS = vd.Options(n_boot=N_BOOT)
@@ -1615,6 +1615,25 @@ def test_declared_comparison_on_a_gain_keeps_trials_off_gain_1() -> None:
     )
     assert plain.verdict == NOT_MEASURED  # by default only the schemes at gain 1
     assert gained.verdict == SUPPORTED, gained.evidence
+
+
+def test_a_recurrent_only_comparison_compares_whh_schemes_with_the_rest_fixed() -> None:
+    # Whh: orthogonal converges at 3, xavier at 12; Wxh and the output fixed to glorot
+    runs = [
+        result("glorot_uniform", init_recurrent=rec, seed=s, converged=c)
+        for rec, c in (("orthogonal", 3), ("xavier", 12))
+        for s in range(FIVE)
+    ]
+    runs += race([5] * FIVE, [5] * FIVE, faster="orthogonal", scheme="xavier")  # whole network
+    entry = {"faster": "orthogonal", "than": "xavier", "by": [2, 10]}
+    whh, whole = judge(
+        study(runs), parse_claims([{**entry, "matrices": "recurrent"}, entry]), n_boot=N_BOOT
+    )
+    assert whh.verdict == SUPPORTED, whh.evidence
+    assert whh.claim == "orthogonal (Whh only) converges 2-10x faster than xavier (Whh only)"
+    assert whole.verdict == REFUTED, whole.evidence  # 1x: below, with Whh-only rows left out
+    with pytest.raises(ClaimError, match="must be one of all, recurrent"):
+        parse_claims([{**entry, "matrices": "input"}])
 
 
 # --------------------------------------------------------------------------- serialisation

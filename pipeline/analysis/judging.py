@@ -26,7 +26,17 @@ REFUTED = "refuted"
 PARTLY = "partly supported"
 INCONCLUSIVE = "inconclusive"
 NOT_MEASURED = "not measured by this study"
-VERDICTS: tuple[str, ...] = (SUPPORTED, REFUTED, PARTLY, INCONCLUSIVE, NOT_MEASURED)
+REPRODUCED = "reproduced"
+NOT_REPRODUCED = "not reproduced"
+VERDICTS: tuple[str, ...] = (
+    SUPPORTED,
+    REFUTED,
+    PARTLY,
+    INCONCLUSIVE,
+    NOT_MEASURED,
+    REPRODUCED,
+    NOT_REPRODUCED,
+)
 """Every verdict a claim can get."""
 
 XAVIER = "xavier"
@@ -68,12 +78,18 @@ C5_WORKS_RATE = 0.5
 C6_NORM_TOLERANCE = 0.1
 """C6 (a): "preserves norm exactly": |dL/dh_0| / |dL/dh_T-1| (the gradient norm carried back
 over the whole sequence) within 1 +- this."""
+R_LEARN_RATE = 0.5
+"""Reproductions: an arm "learns" the task when at least this share of its trials converged
+(reached the task's target loss)."""
+R_STAY_FRACTION = 0.9
+"""Reproductions: an arm "stays at the baseline" when none of its trials converged and its
+median best validation loss is at least this fraction of the task's memoryless baseline."""
 GAIN_TOLERANCE = 1e-9
 
 THRESHOLDS: dict[str, Any] = {
     name: value
     for name, value in sorted(globals().items())
-    if name == "MIN_N" or re.fullmatch(r"C\d_[A-Z_]+", name)
+    if name == "MIN_N" or re.fullmatch(r"(C\d|R)_[A-Z_]+", name)
 }
 """The thresholds of the rules by name (``MIN_N`` and the ``C*_`` constants), as the docs
 list them."""

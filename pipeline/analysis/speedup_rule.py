@@ -378,7 +378,12 @@ def xavier_speedups(trials: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) 
 def judge_declared(tables: StudyTables, claim: Comparison, options: Options) -> Verdict:
     """A declared comparison, on the trials its ``where`` keeps, by the speedup rule."""
     trials = tables.trials
-    if not {"scale", "recurrent_scale", "init_recurrent"} & set(claim.where):
+    if claim.on == "init_recurrent":  # Whh's scheme as the compared one, the rest fixed
+        trials = trials[trials["init_recurrent"].notna()]
+        trials = trials.assign(
+            input_init=trials["init"], init=trials["init_recurrent"], init_recurrent=pd.NA
+        )
+    elif not {"scale", "recurrent_scale", "init_recurrent"} & set(claim.where):
         trials = plain_scheme(trials)
     for column, values in claim.where.items():
         col = trials[column]

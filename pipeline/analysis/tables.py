@@ -31,7 +31,7 @@ import yaml
 
 from models.fields import COLUMNS
 from models.spec import TrialResult
-from pipeline.claimspec import Comparison, parse_claims
+from pipeline.claimspec import Claim, parse_claims
 
 __all__ = [
     "EPOCH_COLUMNS",
@@ -145,7 +145,7 @@ class StudyTables:
     """One row per trial and init-diagnostics time step (:data:`STEP_COLUMNS`)."""
 
     @cached_property
-    def claims(self) -> list[str | Comparison] | None:
+    def claims(self) -> list[Claim] | None:
         """The spec's ``claims:`` list (``pipeline.claimspec``), None when it has none.
 
         Parsed from :attr:`spec_text` on first access and kept.

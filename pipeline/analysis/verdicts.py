@@ -54,8 +54,10 @@ from pipeline.analysis.judging import (
     INCONCLUSIVE,
     MIN_N,
     NOT_MEASURED,
+    NOT_REPRODUCED,
     PARTLY,
     REFUTED,
+    REPRODUCED,
     SUPPORTED,
     TANH_CELLS,
     THRESHOLDS,
@@ -64,6 +66,7 @@ from pipeline.analysis.judging import (
     Options,
     Verdict,
 )
+from pipeline.analysis.reproduction_rule import REPRODUCTION_RULE, judge_reproduction
 from pipeline.analysis.rules_init import C1, C2, C3, judge_c1, judge_c2, judge_c3
 from pipeline.analysis.rules_training import C5, C6, judge_c5, judge_c6
 from pipeline.analysis.speedup_rule import (
@@ -83,7 +86,8 @@ from pipeline.analysis.speedup_rule import (
     judge_declared,
     xavier_speedups,
 )
-from pipeline.claimspec import BUILTIN_IDS, Comparison, parse_claims
+from pipeline.claimspec import BUILTIN_IDS, Comparison, Reproduction, parse_claims
+from pipeline.claimspec import Claim as ClaimEntry
 
 if TYPE_CHECKING:
     from pipeline.analysis.tables import StudyTables
@@ -112,8 +116,11 @@ __all__ = [
     "INCONCLUSIVE",
     "MIN_N",
     "NOT_MEASURED",
+    "NOT_REPRODUCED",
     "PARTLY",
     "REFUTED",
+    "REPRODUCED",
+    "REPRODUCTION_RULE",
     "SMALL_N",
     "SPEEDUP_RULE",
     "SUPPORTED",
@@ -135,6 +142,7 @@ __all__ = [
     "judge_c5",
     "judge_c6",
     "judge_declared",
+    "judge_reproduction",
     "rules_markdown",
     "verdict_tags",
     "with_patience",
@@ -149,7 +157,7 @@ assert tuple(CLAIMS) == BUILTIN_IDS
 
 def judge(
     tables: StudyTables,
-    claims: Sequence[str | Comparison | dict[str, Any]] | None = None,
+    claims: Sequence[ClaimEntry | dict[str, Any]] | None = None,
     *,
     n_boot: int = 2000,
     seed: int = 0,
@@ -158,7 +166,8 @@ def judge(
 
     Args:
         tables: the study's tables (``pipeline.analysis.tables``).
-        claims: built-in ids and declared comparisons (``pipeline.claimspec``); None: the
+        claims: built-in ids, declared comparisons and reproductions
+            (``pipeline.claimspec``); None: the
             spec's ``claims:`` (``tables.claims``) if it has them, else every built-in claim
             this study's data can measure (all six if it can measure none).
         n_boot, seed: the bootstrap of the speedup intervals.
@@ -172,7 +181,7 @@ def judge(
         verdicts = [c.judge(tables, options) for c in CLAIMS.values()]
         measured = [v for v in verdicts if v.verdict != NOT_MEASURED]
         return measured or verdicts
-    items: list[str | Comparison] = []
+    items: list[ClaimEntry] = []
     for d in declared:
         if isinstance(d, dict):  # raw YAML entries: validate them all at once
             items = parse_claims(list(declared))
@@ -180,12 +189,15 @@ def judge(
         if isinstance(d, str) and d not in CLAIMS:
             raise ValueError(f"unknown claim {d!r}; built-in: {', '.join(CLAIMS)}")
         items.append(d)
-    return [
-        judge_declared(tables, item, options)
-        if isinstance(item, Comparison)
-        else CLAIMS[item].judge(tables, options)
-        for item in items
-    ]
+    out: list[Verdict] = []
+    for item in items:
+        if isinstance(item, Comparison):
+            out.append(judge_declared(tables, item, options))
+        elif isinstance(item, Reproduction):
+            out.append(judge_reproduction(tables, item, options))
+        else:
+            out.append(CLAIMS[item].judge(tables, options))
+    return out
 
 
 def with_patience(tables: StudyTables, patience: int) -> StudyTables:
@@ -250,6 +262,7 @@ def rules_markdown() -> str:
     lines = [RULES_BEGIN, ""]
     for claim in CLAIMS.values():
         lines += [f"### {claim.id}: {claim.text}", "", claim.rule, ""]
+    lines += ["### Reproductions of published results", "", REPRODUCTION_RULE, ""]
     lines += [
         "Thresholds: "
         + ", ".join(f"`{name}` = {value!r}" for name, value in THRESHOLDS.items())
