@@ -10,6 +10,10 @@
 - The ``slow`` marker for every test under tests/reliability/ and tests/cluster/ (they start
   studies, Ray clusters, PostgreSQL or MLflow servers) and every test that uses the smoke
   study, so ``pytest -m "not slow"`` (``make test-fast``) is the fast tier.
+- :func:`in_process_executor`: the CLI's ``run`` (and anything else that builds the
+  driver's default executor) trains on :class:`pipeline.execution.InProcessExecutor`
+  instead of an embedded Ray, for tests of the CLI's and the driver's logic (not Ray's) run
+  in-process with :func:`invoke_cli`.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import pytest
@@ -102,6 +107,26 @@ def invoke_cli(argv: list[str]) -> int:
         cli.main(argv)
     code = info.value.code
     return 0 if code is None else int(code) if isinstance(code, int) else 1
+
+
+@pytest.fixture
+def in_process_executor(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Make the driver's default executor (``RayExecutor(address, workers)``) an
+    :class:`~pipeline.execution.InProcessExecutor` with two slots: the same driver, stores
+    and training code, the packs trained in this process. Returns the executors made, so a
+    test can check the study really trained through them."""
+    from pipeline import driver
+    from pipeline.execution import InProcessExecutor
+
+    made: list[Any] = []
+
+    def make(*args: object, **kwargs: object) -> InProcessExecutor:
+        executor = InProcessExecutor(slots=2)
+        made.append(executor)
+        return executor
+
+    monkeypatch.setattr(driver, "RayExecutor", make)  # raises if the driver stops using it
+    return made
 
 
 def snapshot(folder: Path) -> dict[str, str]:

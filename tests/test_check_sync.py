@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +11,7 @@ from conftest import invoke_cli
 from mlflow.tracking import MlflowClient
 from ports import free_port
 
+from pipeline.execution import InProcessExecutor
 from pipeline.tracking import read_trials
 
 pytestmark = [
@@ -20,8 +19,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated"),
 ]
 
-ROOT = Path(__file__).resolve().parents[1]
-CLI = [sys.executable, "-m", "pipeline.cli"]
 
 TINY = """
 name: tiny
@@ -29,13 +26,6 @@ sampler: grid
 trial: {task: adding, hidden: 8, batches_per_epoch: 3, max_epochs: 2, val_size: 16, batch_size: 8}
 space: {init: [xavier, uniform01], seq_len: [4], seed: [0, 1]}
 """
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """A command in its own process (``run``, which starts Ray)."""
-    return subprocess.run(
-        [*CLI, *args], capture_output=True, text=True, timeout=300, cwd=ROOT, check=False
-    )
 
 
 @dataclass
@@ -47,8 +37,8 @@ class Done:
 
 @pytest.fixture
 def here(capsys: pytest.CaptureFixture[str]) -> Callable[..., Done]:
-    """A command that only reads or logs (check, sync, status, results), in this process:
-    the same ``main`` as the console script, without a second interpreter's start-up."""
+    """A command in this process: the same ``main`` as the console script, without a
+    second interpreter's start-up (``run`` with :func:`in_process_executor`: no Ray)."""
 
     def invoke(*args: str) -> Done:
         code = invoke_cli(list(args))
@@ -89,15 +79,22 @@ def test_check_finds_missing_runs_and_sync_backfills_once(
 
 
 def test_mlflow_unreachable_keeps_results_and_backfills_later(
-    tiny: tuple[Path, Path], here: Callable[..., Done]
+    tiny: tuple[Path, Path],
+    here: Callable[..., Done],
+    in_process_executor: list[InProcessExecutor],
 ) -> None:
-    """Training goes on with MLflow down; `sync` logs every trial once it is back."""
+    """Training goes on with MLflow down; `sync` logs every trial once it is back.
+
+    The run is the CLI's ``run`` in this process, trained by the real driver on the
+    in-process executor (what happens to results while MLflow is down is the driver's
+    business, not Ray's; tests/reliability/test_mlflow_outage.py does it through Ray)."""
     spec, run_dir = tiny
     dead = f"http://127.0.0.1:{free_port()}"
-    down = cli("run", str(spec), "--run-dir", str(run_dir), "--tracking-uri", dead)
-    assert down.returncode == 0, down.stderr
+    down = here("run", str(spec), "--run-dir", str(run_dir), "--tracking-uri", dead)
+    assert down.returncode == 0, down.stdout + down.stderr
     assert "MLflow is unreachable" in down.stderr
     assert "4/4 trials complete" in down.stdout
+    assert sum(len(pack) for e in in_process_executor for pack in e.submitted) == 4
 
     status = here("status", "tiny", "--run-dir", str(run_dir))
     assert "complete" in status.stdout

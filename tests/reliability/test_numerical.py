@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import invoke_cli
 from torch import Tensor
 
 from models import TASKS, Task, TrialSpec, train_trial
 from models.tasks import AddingTask
-
-from .conftest import cli
+from pipeline.execution import InProcessExecutor
 
 TINY = {
     "seq_len": 6,
@@ -95,19 +95,36 @@ space: {init: [xavier, uniform01], seq_len: [4], seed: [0, 1]}
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated")
-def test_study_where_every_trial_diverges_completes_and_reports(tmp_path: Path) -> None:
+def test_study_where_every_trial_diverges_completes_and_reports(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    in_process_executor: list[InProcessExecutor],
+) -> None:
+    """``run``, ``report`` and ``check`` through the CLI's ``main`` in this process, the
+    trials trained by the real driver on the in-process executor: what a diverged trial's
+    NaN and infinity do to the stores, the summary and the report is the CLI's and the
+    driver's business, not Ray's (tests/test_pipeline.py runs studies through Ray)."""
     spec = tmp_path / "boom.yaml"
     spec.write_text(EVERY_TRIAL_DIVERGES)
     run_dir = tmp_path / "run"
-    run = cli("run", str(spec), "--run-dir", str(run_dir))
-    assert run.returncode == 0, run.stdout + run.stderr
+    monkeypatch.chdir(tmp_path)
+
+    code = invoke_cli(["run", str(spec), "--run-dir", str(run_dir)])
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    assert sum(len(pack) for e in in_process_executor for pack in e.submitted) == 4
     assert "4/4 trials complete (0 converged, 0 censored, 0 stalled, 0 frozen, 4 diverged)" in (
-        run.stdout
+        out
     )
-    assert "Claim verdicts" in run.stdout
-    assert "Traceback" not in run.stderr
-    report = cli("report", "boom", "--run-dir", str(run_dir))
-    assert report.returncode == 0, report.stdout + report.stderr
-    assert "Claim verdicts" in report.stdout
+    assert "Claim verdicts" in out
+    assert "Traceback" not in err
+
+    code = invoke_cli(["report", "boom", "--run-dir", str(run_dir)])
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    assert "Claim verdicts" in out
     assert (run_dir / "reports" / "boom" / "report.md").is_file()
-    assert cli("check", "boom", "--run-dir", str(run_dir)).returncode == 0
+    code = invoke_cli(["check", "boom", "--run-dir", str(run_dir)])
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
