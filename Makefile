@@ -4,13 +4,15 @@
 # and a quicker check while working:
 #   make test-fast  - ruff, mypy and the tests not marked slow (`pytest -m "not slow"`: no
 #                     study, Ray runtime, server or browser); about 2 minutes on 2 cores
+# and the reproduction suite (studies/reproduce/, about 30 minutes on 2 cores):
+#   make reproduce  - run it, write docs/results/ and the README's results section
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 # The CPU build of PyTorch; a bare `torch` requirement would pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup run test test-fast lint typecheck pytest pytest-fast clean
+.PHONY: setup run test test-fast lint typecheck pytest pytest-fast reproduce clean
 
 setup: $(VENV)/.installed
 
@@ -40,6 +42,9 @@ pytest-fast: setup
 	$(BIN)/pytest -q -m "not slow"
 
 test-fast: lint typecheck pytest-fast
+
+reproduce: setup
+	$(BIN)/initstudy suite studies/reproduce --out docs/results --readme README.md
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -38,6 +38,7 @@ __all__ = [
     "load_tables",
     "objective_value",
     "query",
+    "study_span_seconds",
     "tables_from_results",
 ]
 
@@ -79,3 +80,22 @@ def load_tables(study: str, storage_url: str) -> StudyTables:
         claim=str(attrs.get(st.CLAIM) or ""),
         spec_text=str(attrs.get(st.SPEC_TEXT) or ""),
     )
+
+
+def study_span_seconds(study: str, storage_url: str) -> float:
+    """Seconds from the first trial's start to the last COMPLETE trial's end (0 for a study
+    with none): how long its training took, whichever runs and resumes did it.
+
+    Raises:
+        storage.StudyError: as :func:`load_tables`.
+    """
+    path = sqlite_file(storage_url)
+    if path is not None and not path.is_file():
+        raise st.StudyError(f"no Optuna storage at {path} (from {storage_url!r})")
+    optuna_study = st.load_existing_study(st.make_storage(storage_url), study)
+    complete = optuna_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    starts = [t.datetime_start for t in complete if t.datetime_start is not None]
+    ends = [t.datetime_complete for t in complete if t.datetime_complete is not None]
+    if not starts or not ends:
+        return 0.0
+    return max(0.0, (max(ends) - min(starts)).total_seconds())

@@ -190,7 +190,7 @@ def test_changed_spec_is_refused_with_a_way_out(
 
 
 def test_validate_every_shipped_spec(here: Callable[..., Done]) -> None:
-    shipped = sorted((ROOT / "studies").glob("*.yaml"))
+    shipped = sorted((ROOT / "studies").rglob("*.yaml"))
     assert shipped
     for path in shipped:
         proc = here("validate", str(path))

@@ -14,7 +14,7 @@ import yaml
 from models.spec import TrialSpec
 from pipeline import protocol as proto
 from pipeline import storage as st
-from pipeline.analysis.protocol import ArmPick, pick_lr, tuning, tuning_table
+from pipeline.analysis.protocol import ArmPick, LrScore, pick_lr, tuning, tuning_table
 from pipeline.analysis.report import write_report
 from pipeline.check import check_study
 from pipeline.driver import RunOptions
@@ -271,3 +271,23 @@ def test_a_changed_pick_on_resume_is_refused(
     with pytest.raises(StudyError, match="chosen_lr"):
         tuned.run()
     assert not tuned.trained(first=started), "nothing is trained by a refused resume"
+
+
+@pytest.mark.parametrize(
+    ("medians", "chosen", "edge"),
+    [
+        ([30.0, 12.0, 20.0], 3e-3, False),  # an interior minimum
+        ([30.0, 20.0, 12.0], 1e-2, True),  # still falling at the largest lr
+        ([12.0, 20.0, 30.0], 1e-3, True),  # and at the smallest
+        ([None, None, None], 1e-3, False),  # nothing reached: the tie-breaks chose
+    ],
+)
+def test_a_pick_at_the_end_of_the_grid_is_flagged(
+    medians: list[float | None], chosen: float, edge: bool
+) -> None:
+    scores = [
+        LrScore(lr, 3, m, "x", 0.1) for lr, m in zip((1e-3, 3e-3, 1e-2), medians, strict=True)
+    ]
+    pick = ArmPick({"init": "xavier"}, chosen, any(m is not None for m in medians), scores)
+    assert pick.at_edge is edge
+    assert tuning_table([pick])["at the grid's edge"].tolist() == ["yes" if edge else "no"]

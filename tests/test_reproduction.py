@@ -81,7 +81,9 @@ def test_where_keeps_only_the_named_cells() -> None:
         + at_baseline(TANH, 5, 50)
     )
     assert verdict(results).verdict == NOT_REPRODUCED  # every cell: fails at 10
-    assert verdict(results, where={"seq_len": 50}).verdict == REPRODUCED
+    kept = verdict(results, where={"seq_len": 50})
+    assert kept.verdict == REPRODUCED
+    assert kept.evidence.startswith("seq_len 50: ")  # the cell is named by its where
     cells = verdict(results).numbers["cells"]
     assert [c["state"] for c in cells] == ["fails", "holds"]
 

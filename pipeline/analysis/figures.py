@@ -38,6 +38,7 @@ __all__ = [
     "phase_figure",
     "scheme_label",
     "speedup_figure",
+    "tuning_figure",
     "write_figures",
 ]
 
@@ -83,14 +84,64 @@ def write_figures(
     }
     files: dict[str, Path] = {}
     for name in FIGURES:
-        path = out_dir / f"{name}.png"
-        fig = drawers[name]()
-        try:
-            fig.savefig(path, dpi=_DPI)
-        finally:
-            plt.close(fig)
-        files[name] = path
+        files[name] = save_figure(drawers[name](), out_dir / f"{name}.png")
     return files
+
+
+TUNING_TITLE = "Tuning curve: KM median epochs-to-converge per lr, stage 1"
+
+
+def tuning_figure(
+    arms: list[tuple[str, list[tuple[float, float | None]], float]], budget: int
+) -> Figure:
+    """Stage 1 of a tuned protocol: per arm, the KM median epochs at each lr (log axis),
+    a hollow marker above the budget where the median was not reached, the picked lr
+    ringed.
+
+    Args:
+        arms: ``(label, [(lr, median or None), ...], chosen lr)`` per arm.
+        budget: the epoch budget (where "not reached" is drawn, one above it).
+    """
+    fig, ax = plt.subplots(figsize=(10.5, 4.6))
+    if not arms:
+        ax.set_axis_off()
+        ax.text(0.5, 0.5, "not enough data: no stage-1 trials", ha="center", va="center")
+        ax.set_title(TUNING_TITLE, fontsize=11)
+        return fig
+    colours = _colours([label for label, _, _ in arms])
+    top = budget + 1
+    for label, points, chosen in arms:
+        lrs = [lr for lr, _ in points]
+        ys = [top if m is None else m for _, m in points]
+        ax.plot(lrs, ys, "-", color=colours[label], label=label, alpha=0.8)
+        for lr, m in points:
+            ax.plot(
+                lr,
+                top if m is None else m,
+                "o",
+                color=colours[label],
+                fillstyle="none" if m is None else "full",
+            )
+        y = next((top if m is None else m) for lr, m in points if lr == chosen)
+        ax.plot(chosen, y, "o", markersize=13, fillstyle="none", color=colours[label])
+    ax.axhline(top, color="grey", linestyle=":", linewidth=1)
+    ax.text(ax.get_xlim()[0], top, " not reached", va="bottom", fontsize=8, color="grey")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate (ringed: the arm's pick)")
+    ax.set_ylabel("KM median epochs to converge")
+    ax.set_title(TUNING_TITLE, fontsize=11)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.subplots_adjust(left=0.08, right=0.66, bottom=0.13)
+    return fig
+
+
+def save_figure(fig: Figure, path: Path) -> Path:
+    """Write ``fig`` as a PNG and close it."""
+    try:
+        fig.savefig(path, dpi=_DPI)
+    finally:
+        plt.close(fig)
+    return path
 
 
 def _not_enough(name: str, reason: str) -> Figure:

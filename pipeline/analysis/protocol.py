@@ -68,6 +68,13 @@ class ArmPick:
     def key(self) -> str:
         return arm_key(self.arm)
 
+    @property
+    def at_edge(self) -> bool:
+        """A reached pick at the smallest or largest lr tried: the arm's best lr may lie
+        outside the grid, so a wider grid could change the measurement."""
+        lrs = [s.lr for s in self.scores]
+        return self.reached and len(lrs) > 1 and self.lr in (min(lrs), max(lrs))
+
 
 def pick_lr(trials: pd.DataFrame, arm_params: list[str], rule: str = "km_median") -> list[ArmPick]:
     """Each arm's lr by the pre-registered rule, arms in the table's sorted order.
@@ -96,6 +103,7 @@ def tuning_table(picks: list[ArmPick]) -> pd.DataFrame:
         row: dict[str, Any] = {k: str(v) for k, v in p.arm.items()}
         row |= {f"lr {s.lr:g}": s.median_text for s in p.scores}
         row |= {"chosen lr": f"{p.lr:g}", "any median": "yes" if p.reached else "no"}
+        row["at the grid's edge"] = "yes" if p.at_edge else "no"
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -132,6 +140,8 @@ class Tuning:
     shared: pd.DataFrame
     seeds: int
     """Tuning seeds per lr and arm."""
+    budget: int = 0
+    """Stage 1's epoch budget (max_epochs)."""
 
 
 def tuning(tables: StudyTables, arm_params: list[str], rule: str = "km_median") -> Tuning:
@@ -139,7 +149,8 @@ def tuning(tables: StudyTables, arm_params: list[str], rule: str = "km_median") 
     picks = pick_lr(tables.trials, arm_params, rule)
     seeds = int(tables.trials["seed"].nunique()) if len(tables.trials) else 0
     shared = shared_lr_verdicts(tables, tables.claims)
-    return Tuning(tables.study, picks, tuning_table(picks), shared, seeds)
+    budget = int(tables.trials["max_epochs"].max()) if len(tables.trials) else 0
+    return Tuning(tables.study, picks, tuning_table(picks), shared, seeds, budget)
 
 
 def _arms(trials: pd.DataFrame, arm_params: list[str]) -> list[tuple[dict[str, Any], Any]]:

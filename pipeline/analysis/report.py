@@ -25,7 +25,7 @@ import platform
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import jinja2
 import pandas as pd
@@ -33,14 +33,23 @@ from markupsafe import Markup, escape
 
 from models.spec import OUTCOMES
 from pipeline.analysis.cells import group_summary
-from pipeline.analysis.figures import FIGURE_TITLES, FIGURES, write_figures
+from pipeline.analysis.figures import (
+    FIGURE_TITLES,
+    FIGURES,
+    TUNING_TITLE,
+    save_figure,
+    tuning_figure,
+    write_figures,
+)
 from pipeline.analysis.judging import XAVIER, fmt, plain_scheme
 from pipeline.analysis.verdicts import (
     C4_RANGE,
     INCONCLUSIVE,
     NOT_MEASURED,
+    NOT_REPRODUCED,
     PARTLY,
     REFUTED,
+    REPRODUCED,
     SPEEDUP_RULE,
     SUPPORTED,
     Verdict,
@@ -72,6 +81,8 @@ VERDICT_COLOURS: dict[str, str] = {
     PARTLY: "yellow",
     INCONCLUSIVE: "magenta",
     NOT_MEASURED: "dim",
+    REPRODUCED: "green",
+    NOT_REPRODUCED: "red",
 }
 """Rich styles for the terminal table."""
 
@@ -81,6 +92,8 @@ HTML_COLOURS: dict[str, str] = {
     PARTLY: "#9a6700",
     INCONCLUSIVE: "#8250df",
     NOT_MEASURED: "#6e7781",
+    REPRODUCED: "#1a7f37",
+    NOT_REPRODUCED: "#cf222e",
 }
 """Text colours of the verdicts in the HTML report."""
 
@@ -154,6 +167,18 @@ class TuningSection:
     seeds: int
     curve: Table
     shared: Table
+    figure: FigureData | None = None
+    """The tuning curve (lr against KM median epochs per arm)."""
+
+
+@overload
+def _figure(name: str, title: str, path: Path) -> FigureData: ...
+@overload
+def _figure(name: str, title: str, path: Path | None) -> FigureData | None: ...
+def _figure(name: str, title: str, path: Path | None) -> FigureData | None:
+    if path is None:
+        return None
+    return FigureData(name, title, path.name, base64.b64encode(path.read_bytes()).decode("ascii"))
 
 
 def report_data(
@@ -198,21 +223,17 @@ def report_data(
         no_speedups=_no_speedups(tables),
         sensitivity=_sensitivity(tables, verdicts),
         summary=None if summary is None else Table.of(summary),
-        figures=[
-            FigureData(
-                name,
-                FIGURE_TITLES[name],
-                figures[name].name,
-                base64.b64encode(figures[name].read_bytes()).decode("ascii"),
-            )
-            for name in FIGURES
-        ],
+        figures=[_figure(name, FIGURE_TITLES[name], figures[name]) for name in FIGURES],
         study=tables.study,
         spec_text=tables.spec_text.rstrip("\n"),
         tuning=None
         if tuning is None
         else TuningSection(
-            tuning.study, tuning.seeds, Table.of(tuning.curve), Table.of(tuning.shared)
+            tuning.study,
+            tuning.seeds,
+            Table.of(tuning.curve),
+            Table.of(tuning.shared),
+            _figure("tuning_curve", TUNING_TITLE, figures.get("tuning_curve")),
         ),
     )
 
@@ -249,6 +270,8 @@ def write_report(
         verdicts = judge(tables, n_boot=n_boot, seed=seed)
     speedups = _speedups(tables, verdicts, n_boot=n_boot, seed=seed)
     files = write_figures(tables.trials, tables.steps, speedups, out_dir)
+    if tuning is not None:
+        files["tuning_curve"] = save_figure(_tuning_figure(tuning), out_dir / "tuning_curve.png")
     files["verdicts"] = write_verdicts(verdicts, out_dir / "verdicts.json")
     data = report_data(tables, verdicts, speedups, files, tuning)
     md_path = out_dir / "report.md"
@@ -289,6 +312,15 @@ def speedup_markdown(tables: StudyTables, *, speedups: pd.DataFrame | None = Non
 
 
 # --------------------------------------------------------------------------- rendering
+
+
+def _tuning_figure(tuning: Tuning) -> Any:
+    arms = []
+    for pick in tuning.picks:
+        label = ", ".join(f"{k} {v}" for k, v in pick.arm.items()) or "(one arm)"
+        points = [(s.lr, s.median) for s in pick.scores]
+        arms.append((label, points, pick.lr))
+    return tuning_figure(arms, tuning.budget)
 
 
 def _environment() -> jinja2.Environment:

@@ -120,10 +120,14 @@ def judge_reproduction(tables: StudyTables, claim: Reproduction, options: Option
     dims = _varying(trials, [d for d in _CELL_DIMS if d not in arm_cols])
     rows: list[dict[str, Any]] = []
     cells: list[tuple[str, str]] = []
+    where_text = (
+        ", ".join(f"{k} {'/'.join(str(v) for v in vals)}" for k, vals in claim.where.items())
+        or "all trials"
+    )
     groups = trials.groupby(dims, dropna=False, sort=True) if dims else [((), trials)]
     for _key, group in groups:
         first = group.iloc[0] if len(group) else None
-        label = _label(first, dims) if first is not None else "all trials"
+        label = _label(first, dims) if first is not None and dims else where_text
         states = []
         for side, arms in (("learn", claim.learn), ("stay", claim.stay)):
             for arm in arms:

@@ -11,7 +11,8 @@ failed trials. Exit code 3: another driver holds the study.
 
 The commands are grouped in this package's modules: ``trial`` (one trial, its options made
 from ``models.fields.FIELDS``), ``studies`` (validate, run, status, check, sync) and
-``outputs`` (results, query, report, ui); ``base`` holds what they share. ``main`` is the
+``outputs`` (results, query, report, ui) and ``suite`` (a folder of studies, one
+report); ``base`` holds what they share. ``main`` is the
 console script; ``python -m pipeline.cli`` runs it too.
 """
 
@@ -46,6 +47,9 @@ from pipeline.cli import studies as _studies  # noqa: F401
 
 # isort: split
 from pipeline.cli import outputs as _outputs  # noqa: F401
+
+# isort: split
+from pipeline.cli import suite as _suite  # noqa: F401
 
 __all__ = [
     "CONFIRM_CPU_HOURS",

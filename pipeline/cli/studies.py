@@ -238,9 +238,7 @@ def run(
             fail(f"{warning}; add --yes to start it")
         console.print(f"[yellow]note:[/] {escape(warning)}; starting (--yes)", highlight=False)
 
-    from pipeline.driver import Driver, RunOptions
-    from pipeline.progress import Reporter
-    from pipeline.storage import StorageUnavailable, StudyBusy, StudyError
+    from pipeline.driver import RunOptions
 
     options = RunOptions(
         run_dir=run_dir,
@@ -253,19 +251,7 @@ def run(
         pack_size=pack_size,
         study_name=study_name,
     )
-    try:
-        if spec.protocol.tuned:
-            outcome = _run_tuned(spec, text, options)
-        else:
-            outcome = Driver(spec, text, options, Reporter()).run()
-    except StudyError as exc:
-        fail(str(exc))
-    except StudyBusy as exc:
-        fail(str(exc), code=EXIT_BUSY)
-    except StorageUnavailable as exc:
-        fail(str(exc), code=1)
-    if not spec.protocol.tuned:
-        _print_outcome(outcome)
+    outcome = run_study(spec, text, options)
     for line in outcome.failed:
         err_console.print(f"[red]failed:[/] {escape(one_line(line))}", highlight=False)
     # a tuned study's verdicts are stage 2's: none while stage 1 is unfinished
@@ -287,6 +273,27 @@ def run(
         )
     if outcome.failed:
         raise typer.Exit(1)
+
+
+def run_study(spec: StudySpec, text: str, options: RunOptions) -> StudyOutcome:
+    """Run (or resume) one study, both stages of a tuned one, printing each outcome; a
+    study error, a busy study or an unreachable storage ends the command."""
+    from pipeline.driver import Driver
+    from pipeline.progress import Reporter
+    from pipeline.storage import StorageUnavailable, StudyBusy, StudyError
+
+    try:
+        if spec.protocol.tuned:
+            return _run_tuned(spec, text, options)
+        outcome = Driver(spec, text, options, Reporter()).run()
+    except StudyError as exc:
+        fail(str(exc))
+    except StudyBusy as exc:
+        fail(str(exc), code=EXIT_BUSY)
+    except StorageUnavailable as exc:
+        fail(str(exc), code=1)
+    _print_outcome(outcome)
+    return outcome
 
 
 def _print_outcome(outcome: StudyOutcome, stage: str = "") -> None:

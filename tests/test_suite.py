@@ -1,0 +1,118 @@
+"""``initstudy suite``: the reproduction suite's command, at a tiny budget, and the
+committed results it wrote (``docs/results/``, the README's results section)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import invoke_cli
+
+from pipeline.analysis.suite_report import README_BEGIN, README_END
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "tests" / "data" / "suite_tiny"
+
+
+def suite(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """``initstudy suite ARGS`` in this process: (exit code, stdout, stderr)."""
+    capsys.readouterr()
+    code = invoke_cli(["suite", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.slow
+def test_the_tiny_suite_runs_every_file_and_writes_one_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], in_process_executor: list[Any]
+) -> None:
+    # the suite's logic, on the real driver and stores; packs train in this process
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{README_BEGIN}\nold\n{README_END}\n\nafter\n", encoding="utf-8")
+    out = tmp_path / "results"
+    args = [
+        str(TINY),
+        "--run-dir",
+        str(tmp_path / "runs"),
+        "--out",
+        str(out),
+        "--readme",
+        str(readme),
+    ]
+    code, stdout, stderr = suite(capsys, *args)
+    assert code == 0, stderr + stdout
+    assert "study 1/2" in stdout and "study 2/2" in stdout
+    assert len(in_process_executor) == 3  # tiny_order, then both stages of tiny_tuned
+
+    records = json.loads((out / "verdicts.json").read_text(encoding="utf-8"))
+    by_id = {r["id"]: r for r in records}
+    assert set(by_id) == {"tiny_r", "C4"}
+    assert by_id["tiny_r"]["study"] == "tiny_order" and by_id["tiny_r"]["kind"] == "reproduction"
+    assert by_id["tiny_r"]["verdict"] in ("reproduced", "not reproduced")
+    assert by_id["C4"]["study"] == "tiny_tuned"
+    run = json.loads((out / "suite.json").read_text(encoding="utf-8"))
+    assert run["cpus"] == os.cpu_count() and "CPU cores" in run["machine"]
+    walls = {s["study"]: s["wall_seconds"] for s in run["studies"]}
+    assert set(walls) == {"tiny_order", "tiny_tuned"} and min(walls.values()) > 0
+    page = (out / "report.md").read_text(encoding="utf-8")
+    assert "## Claims" in page and "## Published results" in page and "tiny_r" in page
+    for study in ("tiny_order", "tiny_tuned"):
+        assert (out / study / "report.md").is_file() and (out / study / "verdicts.json").is_file()
+    tuned = (out / "tiny_tuned" / "report.md").read_text(encoding="utf-8")
+    assert "## Tuned learning rate" in tuned and "![tuning_curve](tuning_curve.png)" in tuned
+    assert (out / "tiny_tuned" / "tuning_curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (out / "tiny_order" / "tuning_curve.png").exists()  # not a tuned study
+
+    text = readme.read_text(encoding="utf-8")
+    assert "\nold\n" not in text and text.endswith("after\n")
+    assert f"**{by_id['tiny_r']['verdict']}**" in text and "results/report.md" in text
+
+    code, stdout, stderr = suite(capsys, *args)  # resume: nothing left to train
+    assert code == 0, stderr + stdout
+    assert "0 trained" in stdout and " 1 trained" not in stdout
+    rerun = json.loads((out / "suite.json").read_text(encoding="utf-8"))
+    assert {s["study"]: s["wall_seconds"] for s in rerun["studies"]} == walls  # kept
+    assert json.loads((out / "verdicts.json").read_text(encoding="utf-8")) == records
+
+
+def test_a_bad_file_stops_the_suite_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "suite"
+    folder.mkdir()
+    (folder / "a.yaml").write_text((TINY / "a_order.yaml").read_text(), encoding="utf-8")
+    (folder / "b.yaml").write_text("name: b\ntrial: {hidden: 0}\n", encoding="utf-8")
+    code, _, stderr = suite(capsys, str(folder), "--run-dir", str(tmp_path / "runs"))
+    assert code == 2
+    assert len(stderr.strip().splitlines()) == 1 and stderr.startswith("error: ")
+    assert "b.yaml" in stderr and "hidden" in stderr
+    assert not (tmp_path / "runs").exists()  # not even the stores
+
+
+def test_two_files_with_one_study_name_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "suite"
+    folder.mkdir()
+    for name in ("a.yaml", "b.yaml"):
+        (folder / name).write_text((TINY / "a_order.yaml").read_text(), encoding="utf-8")
+    code, _, stderr = suite(capsys, str(folder), "--run-dir", str(tmp_path / "runs"))
+    assert code == 2 and "'tiny_order' is also the name in" in stderr
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [
+        (lambda p: p / "missing", "is not a folder"),
+        (lambda p: p, "holds no study files"),
+    ],
+)
+def test_a_folder_without_study_files_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make: Any, words: str
+) -> None:
+    code, _, stderr = suite(capsys, str(make(tmp_path)), "--run-dir", str(tmp_path / "runs"))
+    assert code == 2 and words in stderr
