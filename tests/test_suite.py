@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 from conftest import invoke_cli
 
-from pipeline.analysis.suite_report import README_BEGIN, README_END
+from pipeline.analysis.suite_report import README_BEGIN, README_END, readme_block
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "data" / "suite_tiny"
+RESULTS = ROOT / "docs" / "results"
 
 
 def suite(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -48,6 +49,7 @@ def test_the_tiny_suite_runs_every_file_and_writes_one_report(
     assert len(in_process_executor) == 3  # tiny_order, then both stages of tiny_tuned
 
     records = json.loads((out / "verdicts.json").read_text(encoding="utf-8"))
+    assert [r["id"] for r in records] == ["C4", "tiny_r"]  # claims first, then papers
     by_id = {r["id"]: r for r in records}
     assert set(by_id) == {"tiny_r", "C4"}
     assert by_id["tiny_r"]["study"] == "tiny_order" and by_id["tiny_r"]["kind"] == "reproduction"
@@ -116,3 +118,23 @@ def test_a_folder_without_study_files_is_refused(
 ) -> None:
     code, _, stderr = suite(capsys, str(make(tmp_path)), "--run-dir", str(tmp_path / "runs"))
     assert code == 2 and words in stderr
+
+
+def test_the_readme_results_section_is_rendered_from_the_committed_report() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    start, end = readme.index(README_BEGIN), readme.index(README_END) + len(README_END)
+    assert readme[start:end] == readme_block(RESULTS).rstrip("\n"), (
+        "README.md's results section differs from docs/results: run `make reproduce`"
+    )
+
+
+def test_the_committed_report_decides_every_claim() -> None:
+    records = json.loads((RESULTS / "verdicts.json").read_text(encoding="utf-8"))
+    claims = {r["id"]: r["verdict"] for r in records if r["kind"] == "claim"}
+    assert sorted(claims) == ["C1", "C2", "C3", "C4", "C5", "C6"]
+    decided = {"supported", "refuted", "partly supported"}
+    assert set(claims.values()) <= decided, claims
+    papers = [r for r in records if r["kind"] == "reproduction"]
+    assert len(papers) >= 2 and all(
+        r["verdict"] in ("reproduced", "not reproduced") for r in papers
+    ), papers

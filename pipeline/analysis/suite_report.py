@@ -55,10 +55,19 @@ def _kind(verdict: Verdict) -> str:
     return "comparison"
 
 
+_KIND_ORDER = {"claim": 0, "reproduction": 1, "comparison": 2}
+
+
+def _order(record: dict[str, Any]) -> tuple[int, str]:
+    """Built-in claims first (C1 to C6), then published results, then comparisons."""
+    return _KIND_ORDER[record["kind"]], record["id"] if record["kind"] == "claim" else ""
+
+
 def _records(studies: Sequence[SuiteStudy]) -> list[dict[str, Any]]:
-    return [
+    records = [
         {"study": s.study, "kind": _kind(v), **v.to_dict()} for s in studies for v in s.verdicts
     ]
+    return sorted(records, key=_order)  # stable: the rest keep the studies' order
 
 
 def _minutes(seconds: float) -> str:
@@ -163,7 +172,9 @@ def readme_block(out_dir: Path, link: str = "docs/results/report.md") -> str:
     """The README's results section, rendered from ``out_dir``'s ``verdicts.json`` and
     ``suite.json`` (the committed report), between :data:`README_BEGIN` and
     :data:`README_END`."""
-    records = json.loads((out_dir / "verdicts.json").read_text(encoding="utf-8"))
+    records = sorted(
+        json.loads((out_dir / "verdicts.json").read_text(encoding="utf-8")), key=_order
+    )
     run = json.loads((out_dir / "suite.json").read_text(encoding="utf-8"))
     return (
         _environment()
