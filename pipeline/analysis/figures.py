@@ -125,8 +125,16 @@ def tuning_figure(
         y = next((top if m is None else m) for lr, m in points if lr == chosen)
         ax.plot(chosen, y, "o", markersize=13, fillstyle="none", color=colours[label])
     ax.axhline(top, color="grey", linestyle=":", linewidth=1)
-    ax.text(ax.get_xlim()[0], top, " not reached", va="bottom", fontsize=8, color="grey")
     ax.set_xscale("log")
+    ax.text(
+        0.01,
+        top,
+        "not reached",
+        va="bottom",
+        fontsize=8,
+        color="grey",
+        transform=ax.get_yaxis_transform(),
+    )  # x in axes fraction, y in data
     ax.set_xlabel("learning rate (ringed: the arm's pick)")
     ax.set_ylabel("KM median epochs to converge")
     ax.set_title(TUNING_TITLE, fontsize=11)
