@@ -24,7 +24,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,6 +107,28 @@ def invoke_cli(argv: list[str]) -> int:
         cli.main(argv)
     code = info.value.code
     return 0 if code is None else int(code) if isinstance(code, int) else 1
+
+
+@dataclass
+class Done:
+    """What a command run in this process returned and printed."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli_here(capsys: pytest.CaptureFixture[str]) -> Callable[..., Done]:
+    """``initstudy ARGS`` in this process (:func:`invoke_cli`), with what it printed."""
+
+    def invoke(*args: str) -> Done:
+        capsys.readouterr()  # drop what came before
+        code = invoke_cli(list(args))
+        out, err = capsys.readouterr()
+        return Done(code, out, err)
+
+    return invoke
 
 
 @pytest.fixture

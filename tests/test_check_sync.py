@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import invoke_cli
+from conftest import Done
 from mlflow.tracking import MlflowClient
 from ports import free_port
 
@@ -28,24 +27,10 @@ space: {init: [xavier, uniform01], seq_len: [4], seed: [0, 1]}
 """
 
 
-@dataclass
-class Done:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
 @pytest.fixture
-def here(capsys: pytest.CaptureFixture[str]) -> Callable[..., Done]:
-    """A command in this process: the same ``main`` as the console script, without a
-    second interpreter's start-up (``run`` with :func:`in_process_executor`: no Ray)."""
-
-    def invoke(*args: str) -> Done:
-        code = invoke_cli(list(args))
-        out, err = capsys.readouterr()
-        return Done(code, out, err)
-
-    return invoke
+def here(cli_here: Callable[..., Done]) -> Callable[..., Done]:
+    """A command in this process (``run`` with :func:`in_process_executor`: no Ray)."""
+    return cli_here
 
 
 @pytest.fixture

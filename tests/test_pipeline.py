@@ -13,12 +13,11 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 import pytest
-from conftest import SmokeRun, invoke_cli
+from conftest import Done, SmokeRun
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
@@ -44,29 +43,16 @@ def optuna_trials(run_dir: Path, study: str) -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name=study, storage=storage).get_trials()
 
 
-@dataclass
-class Done:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
 @pytest.fixture
 def here(
-    capsys: pytest.CaptureFixture[str],
+    cli_here: Callable[..., Done],
     monkeypatch: pytest.MonkeyPatch,
     in_process_executor: list[InProcessExecutor],
 ) -> Callable[..., Done]:
     """A command in this process, in the repository root (as :func:`cli`): the same
     ``main`` as the console script, without a second interpreter's start-up."""
     monkeypatch.chdir(ROOT)
-
-    def invoke(*args: str) -> Done:
-        code = invoke_cli(list(args))
-        out, err = capsys.readouterr()
-        return Done(code, out, err)
-
-    return invoke
+    return cli_here
 
 
 def mlflow_trial_runs(run_dir: Path, study: str) -> list[dict]:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import invoke_cli
+from conftest import Done
 
 from pipeline.analysis.suite_report import README_BEGIN, README_END, readme_block
 
@@ -18,17 +19,15 @@ TINY = ROOT / "tests" / "data" / "suite_tiny"
 RESULTS = ROOT / "docs" / "results"
 
 
-def suite(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """``initstudy suite ARGS`` in this process: (exit code, stdout, stderr)."""
-    capsys.readouterr()
-    code = invoke_cli(["suite", *args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+@pytest.fixture
+def suite(cli_here: Callable[..., Done]) -> Callable[..., Done]:
+    """``initstudy suite ARGS`` in this process."""
+    return lambda *args: cli_here("suite", *args)
 
 
 @pytest.mark.slow
 def test_the_tiny_suite_runs_every_file_and_writes_one_report(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], in_process_executor: list[Any]
+    tmp_path: Path, suite: Callable[..., Done], in_process_executor: list[Any]
 ) -> None:
     # the suite's logic, on the real driver and stores; packs train in this process
     readme = tmp_path / "README.md"
@@ -43,9 +42,9 @@ def test_the_tiny_suite_runs_every_file_and_writes_one_report(
         "--readme",
         str(readme),
     ]
-    code, stdout, stderr = suite(capsys, *args)
-    assert code == 0, stderr + stdout
-    assert "study 1/2" in stdout and "study 2/2" in stdout
+    done = suite(*args)
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "study 1/2" in done.stdout and "study 2/2" in done.stdout
     assert len(in_process_executor) == 3  # tiny_order, then both stages of tiny_tuned
 
     records = json.loads((out / "verdicts.json").read_text(encoding="utf-8"))
@@ -72,37 +71,37 @@ def test_the_tiny_suite_runs_every_file_and_writes_one_report(
     assert "\nold\n" not in text and text.endswith("after\n")
     assert f"**{by_id['tiny_r']['verdict']}**" in text and "results/report.md" in text
 
-    code, stdout, stderr = suite(capsys, *args)  # resume: nothing left to train
-    assert code == 0, stderr + stdout
-    assert "0 trained" in stdout and " 1 trained" not in stdout
+    done = suite(*args)  # resume: nothing left to train
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "0 trained" in done.stdout and " 1 trained" not in done.stdout
     rerun = json.loads((out / "suite.json").read_text(encoding="utf-8"))
     assert {s["study"]: s["wall_seconds"] for s in rerun["studies"]} == walls  # kept
     assert json.loads((out / "verdicts.json").read_text(encoding="utf-8")) == records
 
 
 def test_a_bad_file_stops_the_suite_before_anything_runs(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, suite: Callable[..., Done]
 ) -> None:
     folder = tmp_path / "suite"
     folder.mkdir()
     (folder / "a.yaml").write_text((TINY / "a_order.yaml").read_text(), encoding="utf-8")
     (folder / "b.yaml").write_text("name: b\ntrial: {hidden: 0}\n", encoding="utf-8")
-    code, _, stderr = suite(capsys, str(folder), "--run-dir", str(tmp_path / "runs"))
-    assert code == 2
-    assert len(stderr.strip().splitlines()) == 1 and stderr.startswith("error: ")
-    assert "b.yaml" in stderr and "hidden" in stderr
+    done = suite(str(folder), "--run-dir", str(tmp_path / "runs"))
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("error: ")
+    assert "b.yaml" in done.stderr and "hidden" in done.stderr
     assert not (tmp_path / "runs").exists()  # not even the stores
 
 
 def test_two_files_with_one_study_name_are_refused(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, suite: Callable[..., Done]
 ) -> None:
     folder = tmp_path / "suite"
     folder.mkdir()
     for name in ("a.yaml", "b.yaml"):
         (folder / name).write_text((TINY / "a_order.yaml").read_text(), encoding="utf-8")
-    code, _, stderr = suite(capsys, str(folder), "--run-dir", str(tmp_path / "runs"))
-    assert code == 2 and "'tiny_order' is also the name in" in stderr
+    done = suite(str(folder), "--run-dir", str(tmp_path / "runs"))
+    assert done.returncode == 2 and "'tiny_order' is also the name in" in done.stderr
     assert not (tmp_path / "runs").exists()
 
 
@@ -114,10 +113,10 @@ def test_two_files_with_one_study_name_are_refused(
     ],
 )
 def test_a_folder_without_study_files_is_refused(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], make: Any, words: str
+    tmp_path: Path, suite: Callable[..., Done], make: Any, words: str
 ) -> None:
-    code, _, stderr = suite(capsys, str(make(tmp_path)), "--run-dir", str(tmp_path / "runs"))
-    assert code == 2 and words in stderr
+    done = suite(str(make(tmp_path)), "--run-dir", str(tmp_path / "runs"))
+    assert done.returncode == 2 and words in done.stderr
 
 
 def test_the_readme_results_section_is_rendered_from_the_committed_report() -> None:
