@@ -313,7 +313,8 @@ class AddingTask(Task):
 
 
 def adding_task(seq_len: int) -> Task:
-    """Factory for :class:`AddingTask` (needs ``seq_len >= 2``)."""
+    """The adding problem: sum the two marked numbers of a sequence (:class:`AddingTask`;
+    ``seq_len >= 2``)."""
     return AddingTask(seq_len)
 
 
@@ -365,7 +366,7 @@ class CopyTask(Task):
 
 
 def copy_task(seq_len: int) -> Task:
-    """Factory for :class:`CopyTask`."""
+    """The copy-memory task: recall 10 symbols after ``seq_len`` blanks (:class:`CopyTask`)."""
     return CopyTask(seq_len)
 
 
@@ -510,7 +511,8 @@ class CharLMTask(Task):
 
 
 def charlm_task(seq_len: int, corpus: str | os.PathLike[str] | None = None) -> Task:
-    """Factory for :class:`CharLMTask`; ``corpus`` is a UTF-8 file (None = Python's docs)."""
+    """Character-level language modelling of a UTF-8 text (:class:`CharLMTask`; ``corpus``
+    None: Python's bundled docs)."""
     return CharLMTask(seq_len, corpus)
 
 

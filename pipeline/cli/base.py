@@ -35,8 +35,27 @@ CONFIRM_CPU_HOURS = 48.0
 this many hours on one CPU core: two days."""
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from pipeline.version import code_version
+
+        console.print(f"initstudy {code_version()}", highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            metavar="",
+            help="Print the version (and, in a git checkout, the commit) and exit.",
+        ),
+    ] = False,
+) -> None:
     """Test claims about RNN initialization with Optuna studies on Ray, tracked in MLflow."""
 
 

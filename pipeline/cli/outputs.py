@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -95,8 +96,11 @@ def _emit(frame: pd.DataFrame, fmt: str, out: Path | None, columns: tuple[str, .
 
 
 def _fmt(value: object) -> str:
+    """A table cell: NULL and NaN empty, floats to 4 significant digits."""
+    if value is None:
+        return ""
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return "" if math.isnan(value) else f"{value:.4g}"
     text = str(value)
     return "" if text in ("<NA>", "nan") else text
 

@@ -205,6 +205,7 @@ def run(
         bool,
         typer.Option(
             "--yes",
+            metavar="",
             help=f"Start a study of more than {CONFIRM_TRIALS:,} trials or"
             f" {CONFIRM_CPU_HOURS:g} estimated CPU-hours (refused without it).",
         ),

@@ -53,7 +53,8 @@ def suite(
         int | None, typer.Option(help="CPUs for the embedded Ray (default: all).")
     ] = None,
     yes: Annotated[
-        bool, typer.Option("--yes", help="Start studies that `run` would ask --yes for.")
+        bool,
+        typer.Option("--yes", metavar="", help="Start studies that `run` would ask --yes for."),
     ] = False,
 ) -> None:
     """Run a suite of studies (default: the reproduction suite) and write one report."""

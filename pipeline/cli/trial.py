@@ -9,6 +9,7 @@ the command accepts exactly the values a study spec's ``trial:`` section does.
 from __future__ import annotations
 
 import inspect
+import re
 import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -196,3 +197,37 @@ def print_result(result: TrialResult) -> None:
     )
     table.add_row("wall time", f"{result.wall_seconds:.2f} s on {result.device}")
     console.print(table)
+
+
+def _first_line(obj: object) -> str:
+    """The first paragraph of ``obj``'s docstring on one line, without reST markup."""
+    paragraph = (inspect.getdoc(obj) or "").strip().split("\n\n")[0]
+    text = " ".join(line.strip() for line in paragraph.splitlines())
+    return re.sub(r":\w+:`([^`]*)`", r"\1", text).replace("``", "")
+
+
+def catalog() -> dict[str, list[tuple[str, str]]]:
+    """What a spec or ``trial`` can name: per registry, each name with one line on it."""
+    from models import CELLS, INIT_SCHEMES, OPTIMIZERS, TASKS
+
+    return {
+        "init schemes (init, init_recurrent)": [
+            (n, _first_line(f)) for n, f in INIT_SCHEMES.items()
+        ],
+        "cells (cell)": [(n, c.doc) for n, c in CELLS.items()],
+        "tasks (task)": [(n, _first_line(f)) for n, f in TASKS.items()],
+        "optimizers (optimizer)": [(n, _first_line(o)) for n, o in OPTIMIZERS.items()],
+    }
+
+
+@app.command()
+def schemes() -> None:
+    """List the init schemes, cells, tasks and optimizers a spec or trial can name."""
+    for title, rows in catalog().items():
+        table = Table(title=title, title_justify="left", show_header=False, box=None)
+        table.add_column("name", style="bold", no_wrap=True)
+        table.add_column("what it is")
+        for name, line in rows:
+            table.add_row(name, line)
+        console.print(table)
+        console.print()
