@@ -86,8 +86,11 @@ class TrackingError(RuntimeError):
     """MLflow could not be reached or refused a call (after retries)."""
 
 
-def run_name(spec: TrialSpec) -> str:
-    """Readable run name for a trial, e.g. ``xavier+orthogonal-T10-H64-s0``.
+def run_name(spec: TrialSpec, number: int | None = None) -> str:
+    """Readable run name for a trial, unique within its study when ``number`` (the Optuna
+    trial number) is given: ``12-xavier+orthogonal-T10-H64-lr0.003-s0``, with the cell
+    when it is not ``rnn_tanh`` and the gains when they are not 1 (``-x2`` for ``scale``,
+    ``-g1.5`` for ``recurrent_scale``).
 
     Only ``[A-Za-z0-9_.+-]`` survive (anything else becomes ``_``), no ``..``, at most
     100 characters, so the name is safe in paths and URLs even for an unvalidated spec.
@@ -95,7 +98,16 @@ def run_name(spec: TrialSpec) -> str:
     init = _safe(str(spec.init))
     if spec.init_recurrent is not None:
         init += "+" + _safe(str(spec.init_recurrent))
-    name = _safe(f"{init}-T{spec.seq_len}-H{spec.hidden}-s{spec.seed}")
+    parts = [] if number is None else [str(int(number))]
+    if spec.cell != "rnn_tanh":
+        parts.append(_safe(str(spec.cell)))
+    parts += [init, f"T{spec.seq_len}", f"H{spec.hidden}", f"lr{spec.lr:g}"]
+    if spec.scale != 1:
+        parts.append(f"x{spec.scale:g}")
+    if spec.recurrent_scale is not None:
+        parts.append(f"g{spec.recurrent_scale:g}")
+    parts.append(f"s{spec.seed}")
+    name = _safe("-".join(parts))
     return name[:MAX_RUN_NAME].strip(".") or "trial"
 
 
@@ -338,7 +350,7 @@ class Tracker:
                 client.create_run,
                 self.experiment_id,
                 tags=run_tags,
-                run_name=run_name(result.spec),
+                run_name=run_name(result.spec, trial_number),
             )
         except TrackingError:
             self._logged = None  # the run may exist all the same: search next time

@@ -210,7 +210,9 @@ def test_log_trial_records_params_metrics_tags_artifacts(
     run = client.get_run(run_id)
 
     assert run.info.status == "FINISHED"
-    assert run.info.run_name == "xavier-T5-H8-s0"
+    assert (
+        run.info.run_name == run_name(result.spec, 7) == f"7-xavier-T5-H8-lr{result.spec.lr:g}-s0"
+    )
     assert run.data.params == {k: str(v) for k, v in result.spec.to_dict().items()}
     assert run.data.params["init_recurrent"] == "None"
     tags = run.data.tags
@@ -430,13 +432,23 @@ def test_run_name_sanitizes_hostile_input(hostile: str) -> None:
     assert 0 < len(name) <= 100
     assert all(c.isascii() and (c.isalnum() or c in "_.+-") for c in name)
     assert run_name(dataclasses.replace(spec, init="x" * 500)).startswith("x" * 100)
+    assert run_name(dataclasses.replace(spec, init="x" * 500), 7).startswith("7-" + "x" * 98)
     assert len(run_name(dataclasses.replace(spec, init="x" * 500))) == 100
 
 
 def test_run_name_of_a_plain_spec() -> None:
-    assert run_name(TrialSpec(seq_len=10, hidden=64)) == "xavier-T10-H64-s0"
+    assert run_name(TrialSpec(seq_len=10, hidden=64)) == "xavier-T10-H64-lr0.001-s0"
     spec = TrialSpec(init="xavier", init_recurrent="orthogonal", seq_len=10, hidden=64, seed=3)
-    assert run_name(spec) == "xavier+orthogonal-T10-H64-s3"
+    assert run_name(spec, 12) == "12-xavier+orthogonal-T10-H64-lr0.001-s3"
+    other = TrialSpec(cell="lstm", scale=2.0, recurrent_scale=1.5, lr=3e-3)
+    assert run_name(other, 0) == "0-lstm-xavier-T30-H64-lr0.003-x2-g1.5-s0"
+
+
+def test_run_names_differ_where_only_the_lr_or_the_cell_does() -> None:
+    # a tuned protocol's stage 1 has every arm at several lrs on the same seeds
+    specs = [TrialSpec(lr=lr, cell=c) for lr in (1e-3, 3e-3) for c in ("rnn_tanh", "gru")]
+    assert len({run_name(s) for s in specs}) == len(specs)
+    assert len({run_name(specs[0], n) for n in range(3)}) == 3
 
 
 def test_batches_stay_within_mlflow_limits() -> None:
