@@ -112,9 +112,20 @@ def open_study(
     return study
 
 
+def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
+    """The names of the studies in a storage, sorted."""
+    return sorted(s.study_name for s in optuna.get_all_study_summaries(storage))
+
+
+def delete_study(storage: optuna.storages.BaseStorage, name: str) -> None:
+    """Delete a study and its trials from the storage (``StudyError`` if it is unknown)."""
+    load_existing_study(storage, name)
+    optuna.delete_study(study_name=name, storage=storage)
+
+
 def load_existing_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study:
     """Load a study for reading; the error lists the studies that do exist."""
-    names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage))
+    names = study_names(storage)
     if name not in names:
         known = ", ".join(names) if names else "none"
         raise StudyError(f"no study named {name!r} in this storage; studies: {known}")

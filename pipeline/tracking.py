@@ -200,6 +200,23 @@ class Tracker:
             raise RuntimeError("Tracker.open_study must be called first")
         return self._parent_run_id
 
+    def delete_experiment(self, study_name: str) -> bool:
+        """Delete a study's experiment and its runs (False: there is none). MLflow only marks
+        an experiment deleted (``mlflow gc`` removes it for good), so it is renamed first to
+        ``NAME.deleted-<id>``: the name is free for a new study of that name."""
+        experiment_id = self.experiment_id_of(study_name)
+        if experiment_id is None:
+            return False
+        client = self._client
+        self._call(
+            "rename the experiment",
+            client.rename_experiment,
+            experiment_id,
+            f"{study_name}.deleted-{experiment_id}",
+        )
+        self._call("delete the experiment", client.delete_experiment, experiment_id)
+        return True
+
     def experiment_id_of(self, study_name: str) -> str | None:
         """The id of the study's active experiment, or None if there is none. Reads only."""
         experiment = self._call(

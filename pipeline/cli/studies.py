@@ -1,9 +1,10 @@
 """The commands that run a study and look after its stores: ``validate``, ``run``,
-``status``, ``check`` and ``sync``."""
+``status``, ``check``, ``sync``, ``list`` and ``delete``."""
 
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -433,3 +434,67 @@ def sync(
     if outcome.tracking_error:
         fail(f"MLflow is still unreachable: {outcome.tracking_error}", code=1)
     console.print(f"study {study!r}: {outcome.logged} runs back-filled")
+
+
+@app.command("list")
+def list_studies(run_dir: RunDir = Path("runs"), storage: Storage = None) -> None:
+    """List the studies in an Optuna storage, with their trial counts."""
+    from pipeline import storage as st
+
+    url = read_storage(run_dir, storage)
+    store = st.make_storage(url)
+    names = st.study_names(store)
+    if not names:
+        console.print("no studies in this storage", highlight=False)
+        return
+    table = Table()
+    for column in ("study", "stage", "planned", "complete", "running", "failed"):
+        table.add_column(column, justify="left" if column in ("study", "stage") else "right")
+    for name in names:
+        found = st.load_existing_study(store, name)
+        c = st.study_counts(found)
+        stage = str(found.user_attrs.get(st.STAGE, ""))
+        table.add_row(
+            escape(name), stage, str(c.planned), str(c.complete), str(c.running), str(c.failed)
+        )
+    console.print(table)
+
+
+@app.command()
+def delete(
+    study: Annotated[str, typer.Argument(help="Study name.")],
+    run_dir: RunDir = Path("runs"),
+    storage: Storage = None,
+    tracking_uri: TrackingUri = None,
+    yes: Annotated[bool, typer.Option("--yes", metavar="", help="Delete without asking.")] = False,
+) -> None:
+    """Delete a study: its Optuna trials and its MLflow experiment and runs."""
+    from pipeline import storage as st
+    from pipeline.tracking import Tracker, TrackingError
+
+    check_study_name(study)
+    url, tracking = stores(run_dir, storage, tracking_uri)
+    store = st.make_storage(url)
+    try:
+        found = st.load_existing_study(store, study)
+    except st.StudyError as exc:
+        fail(str(exc))
+    holder = found.user_attrs.get(st.DRIVER) or {}
+    age = time.time() - float(holder.get("heartbeat", 0) or 0)
+    if holder and age < st.LOCK_STALE_SECONDS:
+        fail(
+            f"study {study!r} is being run by a driver (host {holder.get('host')}, pid "
+            f"{holder.get('pid')}, heartbeat {age:.0f} s ago); stop it first",
+            code=EXIT_BUSY,
+        )
+    counts = st.study_counts(found)
+    what = f"study {study!r} ({counts.complete} complete of {counts.planned} planned trials)"
+    if not yes and not typer.confirm(f"delete {what} from Optuna and MLflow?", default=False):
+        fail("not deleted: answer y, or pass --yes")
+    try:
+        mlflow_gone = Tracker(tracking).delete_experiment(study)
+    except TrackingError as exc:
+        fail(f"MLflow: {exc}; nothing was deleted", code=1)
+    st.delete_study(store, study)
+    note = "and its MLflow experiment" if mlflow_gone else "(it had no MLflow experiment)"
+    console.print(f"deleted {escape(what)} {note}", highlight=False)
