@@ -10,9 +10,9 @@ DuckDB refuses or cannot run (``query``: DuckDB's message, one line), MLflow unr
 failed trials. Exit code 3: another driver holds the study.
 
 The commands are grouped in this package's modules: ``trial`` (one trial, its options made
-from ``models.fields.FIELDS``), ``studies`` (validate, run, status, check, sync) and
-``outputs`` (results, query, report, ui) and ``suite`` (a folder of studies, one
-report); ``base`` holds what they share. ``main`` is the
+from ``models.fields.FIELDS``, and ``schemes``), ``studies`` (validate, run, status, check,
+sync, list, delete), ``outputs`` (results, query, report, ui) and ``suite`` (a folder of
+studies, one report); ``base`` holds what they share. ``main`` is the
 console script; ``python -m pipeline.cli`` runs it too.
 """
 
