@@ -1,13 +1,18 @@
 """Reading a study spec file: the bytes a spec may hold, and YAML that is safe to walk.
 
 :func:`read_spec_file` returns the document a spec file holds, or raises the one-line
-:class:`~pipeline.specerrors.SpecError` naming the file; ``pipeline.studyspec`` validates
-what it returns. Nothing is written.
+:class:`~pipeline.specerrors.SpecError` naming the file; :func:`apply_overrides` applies
+the command line's ``--set KEY=VALUE``; ``pipeline.studyspec`` validates what they return.
+Nothing is written.
 """
 
 from __future__ import annotations
 
+import copy
+import re
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -17,6 +22,9 @@ MAX_SPEC_BYTES = 1_000_000
 """Largest spec file read (a spec is a page of YAML)."""
 MAX_SPEC_VALUES = 100_000
 """Most values (scalars, lists, mappings) a spec may hold once YAML aliases are expanded."""
+MAX_OVERRIDE_CHARS = 10_000
+"""Longest ``--set`` value."""
+_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 
 def read_spec_file(path: str | Path) -> object:
@@ -100,3 +108,57 @@ def _check_expansion(data: object, source: str) -> None:
             f"{source}: invalid YAML: more than {MAX_SPEC_VALUES} values once aliases are"
             " expanded (an alias bomb?)"
         )
+
+
+MAX_OVERRIDES = 64
+"""Most ``--set`` overrides one command takes."""
+
+
+def apply_overrides(data: object, overrides: Sequence[str]) -> object:
+    """The spec document with ``--set KEY=VALUE`` overrides applied, in order.
+
+    ``KEY`` is a dotted path into the document's mappings (``trial.max_epochs``,
+    ``space.seed``, ``name``); ``VALUE`` is YAML (``5``, ``[0, 1, 2]``, ``null``), so an
+    override says what the same line in the file would. A missing mapping on the way is
+    created; the result is validated like a file, so an override changes the spec hash as an
+    edit does. The input is not changed.
+
+    Raises:
+        SpecError: a malformed override (one line naming it and what is allowed).
+    """
+    if len(overrides) > MAX_OVERRIDES:
+        raise SpecError(f"--set: at most {MAX_OVERRIDES} overrides, got {len(overrides)}")
+    doc = copy.deepcopy(data)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(_KEY_RE.fullmatch(p) for p in parts):
+            raise SpecError(
+                f"--set {item!r}: must be KEY=VALUE with KEY a dotted path of names, "
+                "e.g. trial.max_epochs=5"
+            )
+        if len(text) > MAX_OVERRIDE_CHARS:
+            raise SpecError(f"--set {key}: the value is longer than {MAX_OVERRIDE_CHARS} chars")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as exc:
+            what = getattr(exc, "problem", None) or "not YAML"
+            raise SpecError(f"--set {key}: the value is not YAML: {what}") from None
+        if not isinstance(doc, dict):
+            raise SpecError(f"--set {key}: the spec is not a mapping")
+        node: dict[str, Any] = doc
+        for i, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                where = ".".join(parts[: i + 1])
+                raise SpecError(f"--set {key}: {where} is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return doc
+
+
+def overridden_text(data: object, source: str, overrides: Sequence[str]) -> str:
+    """The spec text stored for a study run with overrides: the document as YAML, headed by
+    where it came from (the file's comments are not kept)."""
+    head = f"# {source} with " + " ".join(f"--set {o}" for o in overrides)
+    return head + "\n" + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

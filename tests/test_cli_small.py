@@ -1,18 +1,23 @@
 """Small commands and output details of the ``initstudy`` CLI: ``--version``, ``schemes``,
-flags shown as flags, and empty cells for missing values."""
+``--set`` overrides, flags shown as flags, and empty cells for missing values."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
+import yaml
 from conftest import Done
 
 from models import CELLS, INIT_SCHEMES, OPTIMIZERS, TASKS
+from pipeline import storage as st
 from pipeline.cli.outputs import _fmt
 from pipeline.cli.trial import catalog
+from pipeline.studyspec import parse_study_spec
 from pipeline.version import code_version
 
 
@@ -51,3 +56,55 @@ def test_yes_is_shown_as_a_flag_without_a_value(
 )
 def test_a_missing_value_is_an_empty_cell(value: object, text: str) -> None:
     assert _fmt(value) == text
+
+
+TINY_SPEC = Path(__file__).parent / "data" / "smoke_tiny.yaml"
+
+
+def test_set_overrides_a_field_as_an_edit_of_the_file_would(
+    cli_here: Callable[..., Done],
+) -> None:
+    plain = cli_here("validate", str(TINY_SPEC))
+    assert "trials: 6" in plain.stdout
+    done = cli_here(
+        "validate", str(TINY_SPEC), "--set", "space.seed=[0, 1]", "--set", "name=other"
+    )
+    assert done.returncode == 0, done.stderr
+    assert "trials: 4" in done.stdout and "study 'other'" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("override", "words"),
+    [
+        ("trial", "must be KEY=VALUE"),
+        ("trial..lr=1", "must be KEY=VALUE"),
+        ("name.x=1", "name is a value, not a section"),
+        ("trial.lr=[1,", "the value is not YAML"),
+        ("trial.max_epochs=0", "trial.max_epochs: must be >= 1 (got 0)"),
+        ("trial.colour=red", "trial.colour"),
+    ],
+)
+def test_a_bad_override_is_one_line_and_exit_2(
+    cli_here: Callable[..., Done], override: str, words: str
+) -> None:
+    done = cli_here("validate", str(TINY_SPEC), "--set", override)
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1 and words in done.stderr
+
+
+def test_a_run_with_overrides_stores_the_overridden_spec_and_hashes_it(
+    cli_here: Callable[..., Done], tmp_path: Path, in_process_executor: list[Any]
+) -> None:
+    run_dir = tmp_path / "runs"
+    args = ["run", str(TINY_SPEC), "--run-dir", str(run_dir)]
+    done = cli_here(*args, "--set", "trial.max_epochs=1", "--set", "space.seed=[0]")
+    assert done.returncode == 0, done.stderr
+    storage = st.make_storage(f"sqlite:///{run_dir / 'optuna.db'}")
+    study = st.load_existing_study(storage, "smoke")
+    assert len(study.trials) == 2 and len(in_process_executor) == 1
+    text = study.user_attrs[st.SPEC_TEXT]
+    assert text.startswith(f"# {TINY_SPEC} with --set trial.max_epochs=1 --set space.seed=[0]")
+    stored = parse_study_spec(yaml.safe_load(text), "stored")
+    assert stored.max_epochs == 1 and stored.spec_hash() == study.user_attrs[st.SPEC_HASH]
+    refused = cli_here(*args)  # the file without the overrides is another spec
+    assert refused.returncode == 2 and "different spec" in refused.stderr

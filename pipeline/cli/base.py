@@ -26,6 +26,15 @@ app = typer.Typer(
 console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 
+Overrides = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        metavar="KEY=VALUE",
+        help="Override a spec field, e.g. --set trial.max_epochs=5 (repeatable; VALUE is "
+        "YAML; the study's spec hash changes as with an edit).",
+    ),
+]
 EXIT_BAD_INPUT = 2
 EXIT_BUSY = 3
 CONFIRM_TRIALS = 2_000

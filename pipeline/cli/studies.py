@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -18,6 +19,7 @@ from pipeline.cli.base import (
     EXIT_BUSY,
     STORAGE_SCHEMES,
     TRACKING_SCHEMES,
+    Overrides,
     RunDir,
     Storage,
     TrackingUri,
@@ -42,15 +44,23 @@ if TYPE_CHECKING:
 _ADDRESS_RE = re.compile(r"(ray://)?([A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}")
 
 
-def _load_spec(path: Path) -> tuple[StudySpec, str]:
-    """Load and validate a spec, and build its task once (a charlm corpus is read here)."""
-    from pipeline.studyspec import SpecError, load_study_spec
+def _load_spec(path: Path, overrides: Sequence[str] = ()) -> tuple[StudySpec, str]:
+    """Load a spec, apply ``--set`` overrides, validate it, and build its task once (a
+    charlm corpus is read here). Returns the spec and the text to store with the study: the
+    file's, or with overrides the overridden document's."""
+    from pipeline.specfile import apply_overrides, overridden_text, read_spec_file
+    from pipeline.studyspec import SpecError, parse_study_spec
 
     try:
-        spec = load_study_spec(path)
+        data = read_spec_file(path)
+        if overrides:
+            data = apply_overrides(data, overrides)
+        spec = parse_study_spec(data, str(path))
     except SpecError as exc:
         fail(str(exc))
     _check_task_data(spec, str(path))
+    if overrides:
+        return spec, overridden_text(data, str(path), overrides)
     return spec, path.read_text(encoding="utf-8")
 
 
@@ -100,10 +110,11 @@ def validate(
     spec_file: Annotated[Path, typer.Argument(metavar="SPEC", help="Study spec (YAML).")],
     run_dir: RunDir = Path("runs"),
     storage: Storage = None,
+    overrides: Overrides = None,
 ) -> None:
     """Check a study spec; print its trial count, seeds per cell and, from earlier
     results of the same study (a pilot), the seeds needed to tell 2x from 10x."""
-    spec, _ = _load_spec(spec_file)
+    spec, _ = _load_spec(spec_file, overrides or ())
     check_url("--storage", storage, STORAGE_SCHEMES)
     searched = ", ".join(spec.searched()) or "nothing"
     console.print(
@@ -211,11 +222,12 @@ def run(
             f" {CONFIRM_CPU_HOURS:g} estimated CPU-hours (refused without it).",
         ),
     ] = False,
+    overrides: Overrides = None,
 ) -> None:
     """Run (or resume) a study: Optuna asks, Ray trains, MLflow records."""
     from pipeline.studyspec import STUDY_NAME_RULE, is_study_name
 
-    spec, text = _load_spec(spec_file)
+    spec, text = _load_spec(spec_file, overrides or ())
     check_url("--storage", storage, STORAGE_SCHEMES)
     check_url("--tracking-uri", tracking_uri, TRACKING_SCHEMES)
     if storage is None or tracking_uri is None:
