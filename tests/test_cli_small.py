@@ -108,3 +108,15 @@ def test_a_run_with_overrides_stores_the_overridden_spec_and_hashes_it(
     assert stored.max_epochs == 1 and stored.spec_hash() == study.user_attrs[st.SPEC_HASH]
     refused = cli_here(*args)  # the file without the overrides is another spec
     assert refused.returncode == 2 and "different spec" in refused.stderr
+
+
+def test_results_headers_are_never_cut(
+    cli_here: Callable[..., Done], smoke_study: Any, tmp_path: Path
+) -> None:
+    run_dir = smoke_study.copy_to(tmp_path / "runs")
+    done = cli_here("results", "smoke", "--run-dir", str(run_dir))
+    assert done.returncode == 0, done.stderr
+    header = next(ln for ln in done.stdout.splitlines() if "trial_number" in ln)
+    assert "…" not in done.stdout
+    for name in ("init_recurrent", "converged_epoch", "best_val_loss", "spectral_radius"):
+        assert name in header

@@ -69,8 +69,11 @@ def _emit(frame: pd.DataFrame, fmt: str, out: Path | None, columns: tuple[str, .
         shown = frame[[c for c in columns if c in frame.columns]] if columns else frame
         table = Table(show_lines=False)
         for col in shown.columns:
-            table.add_column(
-                str(col), justify="right" if shown[col].dtype.kind in "iuf" else "left"
+            table.add_column(  # a header is never cut to "trial_nu…": cells wrap instead
+                str(col),
+                justify="right" if shown[col].dtype.kind in "iuf" else "left",
+                min_width=len(str(col)),
+                overflow="fold",
             )
         for row in shown.itertuples(index=False):
             table.add_row(*("" if v is None or v is pd.NA else _fmt(v) for v in row))
