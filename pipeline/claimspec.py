@@ -97,9 +97,7 @@ class Comparison:
         span = (
             f"at least {self.low:g}x" if math.isinf(self.high) else f"{self.low:g}-{self.high:g}x"
         )
-        where = "".join(
-            f", {k} {'/'.join(str(v) for v in vals)}" for k, vals in self.where.items()
-        )
+        where = f", {where_text(self.where)}" if self.where else ""
         whh = " (Whh only)" if self.on == "init_recurrent" else ""
         return f"{self.faster}{whh} converges {span} faster than {self.than}{whh}{where}"
 
@@ -125,10 +123,13 @@ class Reproduction:
         if self.stay:
             verb = "stay" if len(self.stay) > 1 else "stays"
             parts.append(f"{' and '.join(arm_label(a) for a in self.stay)} {verb} at the baseline")
-        where = "".join(
-            f", {k} {'/'.join(str(v) for v in vals)}" for k, vals in self.where.items()
-        )
+        where = f", {where_text(self.where)}" if self.where else ""
         return f"{self.source}: {', '.join(parts)}{where}"
+
+
+def where_text(where: dict[str, tuple[Any, ...]]) -> str:
+    """A ``where`` in words: ``seq_len 80, hidden 32/64`` ("" for none)."""
+    return ", ".join(f"{k} {'/'.join(str(v) for v in vals)}" for k, vals in where.items())
 
 
 def arm_label(arm: dict[str, Any]) -> str:

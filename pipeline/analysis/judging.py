@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -169,6 +169,23 @@ def plain_scheme(frame: pd.DataFrame) -> pd.DataFrame:
     if "recurrent_scale" in frame:
         mask &= np.isclose(frame["recurrent_scale"].astype(float), 1.0)
     return frame[mask]
+
+
+def select_rows(trials: pd.DataFrame, values: Mapping[str, Any]) -> pd.DataFrame:
+    """The rows whose columns hold ``values`` (one value or a tuple of allowed ones each;
+    numbers compared with a tolerance): a declared claim's ``where``, a reproduction's arm."""
+    mask = np.ones(len(trials), dtype=bool)
+    for column, value in values.items():
+        allowed = value if isinstance(value, tuple) else (value,)
+        col = trials[column]
+        hit = np.zeros(len(trials), dtype=bool)
+        for v in allowed:
+            if isinstance(v, float) or (isinstance(v, int) and col.dtype.kind == "f"):
+                hit |= np.isclose(col.astype(float).to_numpy(), float(v))
+            else:
+                hit |= (col.astype(object) == v).fillna(False).to_numpy(dtype=bool)
+        mask &= hit
+    return trials[mask]
 
 
 def recurrent_scheme(frame: pd.DataFrame) -> pd.Series:

@@ -27,14 +27,15 @@ from pipeline.analysis.judging import (
     _label,
     _varying,
     fmt,
+    select_rows,
 )
-from pipeline.claimspec import ARM_KEYS, Reproduction, arm_label
+from pipeline.claimspec import ARM_KEYS, Reproduction, arm_label, where_text
 
 if TYPE_CHECKING:
     from pipeline.analysis.judging import Options
     from pipeline.analysis.tables import StudyTables
 
-__all__ = ["REPRODUCTION_RULE", "judge_reproduction", "select"]
+__all__ = ["REPRODUCTION_RULE", "judge_reproduction"]
 
 LEARNS = "learns"
 STAYS = "stays at the baseline"
@@ -71,22 +72,6 @@ _CELL_DIMS = (
 )
 
 
-def select(trials: pd.DataFrame, values: dict[str, Any]) -> pd.DataFrame:
-    """The rows whose columns hold ``values`` (one value or a tuple of allowed ones each)."""
-    mask = np.ones(len(trials), dtype=bool)
-    for column, value in values.items():
-        allowed = value if isinstance(value, tuple) else (value,)
-        col = trials[column]
-        hit = np.zeros(len(trials), dtype=bool)
-        for v in allowed:
-            if isinstance(v, float) or (isinstance(v, int) and col.dtype.kind == "f"):
-                hit |= np.isclose(col.astype(float).to_numpy(), float(v))
-            else:
-                hit |= (col.astype(object) == v).fillna(False).to_numpy(dtype=bool)
-        mask &= hit
-    return trials[mask]
-
-
 def _arm_state(rows: pd.DataFrame) -> dict[str, Any]:
     n = len(rows)
     converged = int((rows["outcome"] == "converged").sum())
@@ -115,23 +100,21 @@ def _arm_state(rows: pd.DataFrame) -> dict[str, Any]:
 def judge_reproduction(tables: StudyTables, claim: Reproduction, options: Options) -> Verdict:
     """A published ordering, by :data:`REPRODUCTION_RULE`."""
     del options  # no statistics with knobs here
-    trials = select(tables.trials, dict(claim.where))
+    trials = select_rows(tables.trials, claim.where)
     arm_cols = {k for arm in (*claim.learn, *claim.stay) for k in arm}
     dims = _varying(trials, [d for d in _CELL_DIMS if d not in arm_cols])
     rows: list[dict[str, Any]] = []
     cells: list[tuple[str, str]] = []
-    where_text = (
-        ", ".join(f"{k} {'/'.join(str(v) for v in vals)}" for k, vals in claim.where.items())
-        or "all trials"
-    )
-    groups = trials.groupby(dims, dropna=False, sort=True) if dims else [((), trials)]
-    for _key, group in groups:
-        first = group.iloc[0] if len(group) else None
-        label = _label(first, dims) if first is not None and dims else where_text
+    if dims:
+        groups = [g for _, g in trials.groupby(dims, dropna=False, sort=True)]
+    else:
+        groups = [trials] if len(trials) else []
+    for group in groups:
+        label = _label(group.iloc[0], dims) if dims else where_text(claim.where) or "all trials"
         states = []
         for side, arms in (("learn", claim.learn), ("stay", claim.stay)):
             for arm in arms:
-                state = _arm_state(select(group, arm))
+                state = _arm_state(select_rows(group, arm))
                 rows.append({"cell": label, "arm": arm_label(arm), "expected": side, **state})
                 states.append((side, state["state"]))
         failed = any(
@@ -141,8 +124,6 @@ def judge_reproduction(tables: StudyTables, claim: Reproduction, options: Option
         )
         decided = all(s != TOO_FEW for _, s in states)
         cells.append((label, "fails" if failed else "holds" if decided else "undecided"))
-    if not len(trials):
-        cells = []
     details = pd.DataFrame(
         rows,
         columns=["cell", "arm", "expected", "n", "converged", "loss_over_baseline", "state", "lr"],

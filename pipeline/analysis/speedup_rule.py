@@ -14,7 +14,6 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
 from models import fields
@@ -37,6 +36,7 @@ from pipeline.analysis.judging import (
     _varying,
     fmt,
     plain_scheme,
+    select_rows,
 )
 from pipeline.claimspec import Comparison
 
@@ -385,15 +385,7 @@ def judge_declared(tables: StudyTables, claim: Comparison, options: Options) -> 
         )
     elif not {"scale", "recurrent_scale", "init_recurrent"} & set(claim.where):
         trials = plain_scheme(trials)
-    for column, values in claim.where.items():
-        col = trials[column]
-        mask = np.zeros(len(trials), dtype=bool)
-        for v in values:
-            if isinstance(v, float):
-                mask |= np.isclose(col.astype(float).to_numpy(), v)
-            else:
-                mask |= (col == v).fillna(False).to_numpy(dtype=bool)
-        trials = trials[mask]
+    trials = select_rows(trials, claim.where)
     return judge_comparison(
         claim.id, claim.text, trials, claim.faster, claim.than, claim.low, claim.high, options
     )
