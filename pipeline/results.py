@@ -11,7 +11,8 @@ This module reads the storage only; it must not import MLflow or Ray.
 
 from __future__ import annotations
 
-from optuna.trial import TrialState
+import optuna
+from optuna.trial import FrozenTrial, TrialState
 
 from models.spec import TrialResult
 from pipeline import storage as st
@@ -55,11 +56,7 @@ def load_tables(study: str, storage_url: str) -> StudyTables:
             exist is refused rather than created), the study is unknown, or a COMPLETE
             trial has no stored result.
     """
-    path = sqlite_file(storage_url)
-    if path is not None and not path.is_file():
-        raise st.StudyError(f"no Optuna storage at {path} (from {storage_url!r})")
-    optuna_study = st.load_existing_study(st.make_storage(storage_url), study)
-    complete = optuna_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    optuna_study, complete = _complete_trials(study, storage_url)
     rows: list[tuple[int, str, TrialResult]] = []
     missing: list[int] = []
     for t in sorted(complete, key=lambda t: t.number):
@@ -89,13 +86,19 @@ def study_span_seconds(study: str, storage_url: str) -> float:
     Raises:
         storage.StudyError: as :func:`load_tables`.
     """
-    path = sqlite_file(storage_url)
-    if path is not None and not path.is_file():
-        raise st.StudyError(f"no Optuna storage at {path} (from {storage_url!r})")
-    optuna_study = st.load_existing_study(st.make_storage(storage_url), study)
-    complete = optuna_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    _, complete = _complete_trials(study, storage_url)
     starts = [t.datetime_start for t in complete if t.datetime_start is not None]
     ends = [t.datetime_complete for t in complete if t.datetime_complete is not None]
     if not starts or not ends:
         return 0.0
     return max(0.0, (max(ends) - min(starts)).total_seconds())
+
+
+def _complete_trials(study: str, storage_url: str) -> tuple[optuna.Study, list[FrozenTrial]]:
+    """The study and its COMPLETE trials; a SQLite file that does not exist is refused
+    rather than created."""
+    path = sqlite_file(storage_url)
+    if path is not None and not path.is_file():
+        raise st.StudyError(f"no Optuna storage at {path} (from {storage_url!r})")
+    optuna_study = st.load_existing_study(st.make_storage(storage_url), study)
+    return optuna_study, optuna_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))

@@ -410,24 +410,36 @@ class DriverLock:
         self.token = uuid.uuid4().hex
         self.holder = {"host": socket.gethostname(), "pid": os.getpid(), "token": self.token}
 
+    @staticmethod
+    def live_holder(study: optuna.Study) -> dict[str, Any] | None:
+        """The driver that holds ``study`` and is alive (a fresh heartbeat, and not a
+        process gone from this host), with ``age`` (seconds since its heartbeat); None if
+        no live driver holds it."""
+        current = study.user_attrs.get(st.DRIVER)
+        if not current:
+            return None
+        age = time.time() - float(current.get("heartbeat", 0) or 0)
+        if age >= st.LOCK_STALE_SECONDS or DriverLock._dead_here(current):
+            return None
+        return {**current, "age": age}
+
     def acquire(self) -> None:
-        current = self.study.user_attrs.get(st.DRIVER)
+        current = self.live_holder(self.study)
         if current and current.get("token") != self.token:
-            age = time.time() - float(current.get("heartbeat", 0))
-            if age < st.LOCK_STALE_SECONDS and not self._dead_here(current):
-                raise st.StudyBusy(
-                    f"study {self.study.study_name!r} is being run by another driver "
-                    f"(host {current.get('host')}, pid {current.get('pid')}, heartbeat "
-                    f"{age:.0f} s ago); wait for it to finish, or stop it first"
-                )
+            raise st.StudyBusy(
+                f"study {self.study.study_name!r} is being run by another driver "
+                f"(host {current.get('host')}, pid {current.get('pid')}, heartbeat "
+                f"{current['age']:.0f} s ago); wait for it to finish, or stop it first"
+            )
         self.beat()
         time.sleep(0.2)  # let a racing driver's write land, then check who won
         if self._read().get("token") != self.token:
             raise st.StudyBusy(f"study {self.study.study_name!r} was just taken by another driver")
 
-    def _dead_here(self, holder: dict[str, Any]) -> bool:
+    @staticmethod
+    def _dead_here(holder: dict[str, Any]) -> bool:
         """True if the holder ran on this host and its process no longer exists."""
-        if holder.get("host") != self.holder["host"]:
+        if holder.get("host") != socket.gethostname():
             return False
         try:
             os.kill(int(holder.get("pid", 0)), 0)

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -482,6 +481,7 @@ def delete(
 ) -> None:
     """Delete a study: its Optuna trials and its MLflow experiment and runs."""
     from pipeline import storage as st
+    from pipeline.studystore import DriverLock
     from pipeline.tracking import Tracker, TrackingError
 
     check_study_name(study)
@@ -491,12 +491,11 @@ def delete(
         found = st.load_existing_study(store, study)
     except st.StudyError as exc:
         fail(str(exc))
-    holder = found.user_attrs.get(st.DRIVER) or {}
-    age = time.time() - float(holder.get("heartbeat", 0) or 0)
-    if holder and age < st.LOCK_STALE_SECONDS:
+    holder = DriverLock.live_holder(found)
+    if holder is not None:
         fail(
             f"study {study!r} is being run by a driver (host {holder.get('host')}, pid "
-            f"{holder.get('pid')}, heartbeat {age:.0f} s ago); stop it first",
+            f"{holder.get('pid')}, heartbeat {holder['age']:.0f} s ago); stop it first",
             code=EXIT_BUSY,
         )
     counts = st.study_counts(found)
