@@ -111,19 +111,12 @@ def tuning_figure(
     colours = _colours([label for label, _, _ in arms])
     top = budget + 1
     for label, points, chosen in arms:
-        lrs = [lr for lr, _ in points]
-        ys = [top if m is None else m for _, m in points]
-        ax.plot(lrs, ys, "-", color=colours[label], label=label, alpha=0.8)
+        ys = {lr: top if m is None else m for lr, m in points}
+        ax.plot(list(ys), list(ys.values()), "-", color=colours[label], label=label, alpha=0.8)
         for lr, m in points:
-            ax.plot(
-                lr,
-                top if m is None else m,
-                "o",
-                color=colours[label],
-                fillstyle="none" if m is None else "full",
-            )
-        y = next((top if m is None else m) for lr, m in points if lr == chosen)
-        ax.plot(chosen, y, "o", markersize=13, fillstyle="none", color=colours[label])
+            fill = "none" if m is None else "full"
+            ax.plot(lr, ys[lr], "o", color=colours[label], fillstyle=fill)
+        ax.plot(chosen, ys[chosen], "o", markersize=13, fillstyle="none", color=colours[label])
     ax.axhline(top, color="grey", linestyle=":", linewidth=1)
     ax.set_xscale("log")
     ax.text(
