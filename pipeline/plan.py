@@ -5,7 +5,8 @@ One estimate of training time, :func:`step_seconds` (seconds of one time step of
 batch on one CPU core), serves both the order of the packs (:func:`pack_cost`) and the
 study's estimate that ``initstudy validate`` prints (:func:`study_seconds`, through
 ``StudySpec.estimated_cpu_seconds``). How large a pack may be is a budget of multiply-adds
-(:func:`batch_work`), since that is what packing was measured against.
+(:func:`batch_work`), since that is what packing was measured against. How many trials a
+sampled study asks at a time is :func:`sampled_batch`.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ by one at hidden 64 and length 10, 3.3x at length 50, but 1.5x at hidden 256 and
 10 and nothing (0.96x, 655 MiB) at hidden 256 and length 50. The budget keeps the first
 two at 16 and makes the last two 6 and 1. Not applied to GPU packs (not measured)."""
 SAMPLED_PACK = 4
-"""Trials asked per slot at a time for sampled (non-grid) studies."""
+"""Trials asked per free slot at a time for a sampled study whose sampler does not model
+results (random, qmc), unless ``--pack-size`` is given (see :func:`sampled_batch`)."""
 STEP_SECONDS = 1.0e-4
 """Estimate: fixed seconds per time step of one training batch (forward, backward, update)
 for an Elman cell on one CPU core; a cell with G gate blocks costs (1 + G) / 2 times it."""
@@ -121,6 +123,46 @@ def study_seconds(spec: StudySpec) -> float:
     width = pick(int(h) * (int(h) + 1) for h in spec.values("hidden"))
     per_step = step_seconds(gates, batch * gates * width)
     return spec.n_trials_planned * batches * steps * per_step
+
+
+# -- asking ----------------------------------------------------------------------------
+
+
+def sampled_batch(
+    startup: int | None,
+    complete: int,
+    in_progress: int,
+    free_slots: int,
+    pack_size: int | None,
+) -> int:
+    """How many trials a sampled (non-grid) study asks now; the driver still caps it at the
+    trials left to plan.
+
+    Args:
+        startup: trials the sampler draws at random before it models results (TPE's
+            ``n_startup_trials``, ``StudySpec.startup_trials``); None for a sampler that
+            never models results (random, qmc).
+        complete: the study's COMPLETE trials (what the sampler models; a failed trial
+            does not count, as it does not for Optuna's TPE).
+        in_progress: trials asked and not finished (RUNNING or WAITING).
+        free_slots: slots that could take a pack now.
+        pack_size: ``--pack-size`` if it was given, else None.
+
+    Returns:
+        * random/qmc: ``free_slots x (pack_size or SAMPLED_PACK)``, full batches, since
+          their draws do not depend on results;
+        * TPE before ``startup`` trials are complete: every random draw still to ask
+          (``startup - complete - in_progress``) at once, since they are random anyway and
+          pack well; 0 while the random start is all in progress, so that no modelled
+          trial is asked before the model has its ``startup`` results;
+        * TPE after that: one trial per free slot (``pack_size`` per slot when given),
+          so that the sampler sees each result before it proposes the next trial.
+    """
+    if startup is None:
+        return max(0, free_slots) * (pack_size or SAMPLED_PACK)
+    if complete < startup:
+        return max(0, startup - complete - in_progress)
+    return max(0, free_slots) * (pack_size or 1)
 
 
 # -- packing ---------------------------------------------------------------------------

@@ -25,6 +25,7 @@ The format (``yaml.safe_load``)::
     sampler: grid               # grid (default) | random | qmc | tpe
     n_trials: null              # required for random/qmc/tpe; grid: default (and maximum) = grid
     sampler_seed: 0
+    sampler_options: {}         # optional, not grid: e.g. {n_startup_trials: 4} for tpe
     objective: {metric: epochs_to_converge}   # or best_val_loss
     trial: {task: adding, hidden: 32}         # fixed TrialSpec fields (defaults: TrialSpec's)
     space:                                    # searched parameters
@@ -55,6 +56,8 @@ Rules worth knowing:
 * Cross-field rules owned by ``models.check_spec`` (e.g. ``corpus`` only with
   ``charlm``) are checked at load on one representative trial (first choices,
   range lows).
+* **sampler_options**: the random/qmc/tpe sampler's options (``pipeline.samplerspec``,
+  which makes the sampler); left out, the spec hash is as before they existed.
 * **protocol** (``pipeline.protocolspec``): ``tuned`` runs two studies, ``NAME.tune``
   (every arm, i.e. every combination of the searched parameters but ``seed``, at every
   ``protocol.lr`` on every tuning seed) and ``NAME`` (every arm on the measurement seeds,
@@ -89,24 +92,29 @@ import itertools
 import json
 import math
 import re
-import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import optuna
 from annotated_types import Ge
-from optuna.distributions import (
-    BaseDistribution,
-    CategoricalDistribution,
-    FloatDistribution,
-    IntDistribution,
-)
+from optuna.distributions import BaseDistribution, CategoricalDistribution
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from models.fields import FIELDS, SEARCHABLE
 from models.spec import TrialSpec
 from pipeline.claimspec import ClaimError, parse_claims
 from pipeline.protocolspec import Protocol, arm_lr, check_protocol, stage_trials
+from pipeline.samplerspec import (
+    SAMPLERS,
+    SamplerOptions,
+    check_sampler_options,
+    distribution,
+    make_sampler,
+    options_hash_part,
+    sampler_warnings,
+    startup_trials,
+    take_options_seed,
+)
 from pipeline.space import (
     Choice,
     Fixed,
@@ -124,11 +132,13 @@ from pipeline.specfile import read_spec_file
 __all__ = [
     "DIVERGED_LOSS",
     "MAX_GRID",
+    "SAMPLERS",
     "SEARCHABLE",
     "Choice",
     "Fixed",
     "Objective",
     "Range",
+    "SamplerOptions",
     "SpecError",
     "StudySpec",
     "is_study_name",
@@ -136,7 +146,6 @@ __all__ = [
     "parse_study_spec",
 ]
 
-SAMPLERS: tuple[str, ...] = ("grid", "random", "qmc", "tpe")
 MAX_GRID = 100_000
 """Largest grid accepted; beyond that, use a random/qmc/tpe sampler with n_trials."""
 DIVERGED_LOSS = 1e30
@@ -161,15 +170,6 @@ class Objective(StrictModel):
     metric: Literal["epochs_to_converge", "best_val_loss"] = "epochs_to_converge"
 
 
-def _distribution(param: Range) -> BaseDistribution:
-    """Optuna's distribution of a range."""
-    if param.type == "int":
-        step = int(param.step or 1)
-        return IntDistribution(int(param.low), int(param.high), log=param.log, step=step)
-    step_f = None if param.step is None else float(param.step)
-    return FloatDistribution(float(param.low), float(param.high), log=param.log, step=step_f)
-
-
 class StudySpec(StrictModel):
     """A validated study spec: use :func:`load_study_spec` or :func:`parse_study_spec`."""
 
@@ -187,7 +187,9 @@ class StudySpec(StrictModel):
     n_trials: Annotated[int, Ge(1)] | None = None
     """Trials to run; required unless grid (grid: default = whole grid, at most the grid)."""
     sampler_seed: Annotated[int, within(FIELDS["seed"])] = 0
-    """Seed of the sampler."""
+    """Seed of the sampler (``sampler_options.seed`` is the same setting)."""
+    sampler_options: SamplerOptions | None = None
+    """Options of the random/qmc/tpe sampler (``pipeline.samplerspec``); None: none given."""
     objective: Objective = Objective()
     """What each trial is scored by."""
     trial: dict[str, Any] = Field(default_factory=dict)
@@ -200,6 +202,11 @@ class StudySpec(StrictModel):
     """``tune`` / ``measure`` for a stage of a tuned protocol (``pipeline.protocolspec``)."""
     _arm_lr: dict[str, float] | None = PrivateAttr(None)
     """Stage 2: each arm's chosen lr, by ``protocolspec.arm_key``."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _take_options_seed(cls, data: Any) -> Any:
+        return take_options_seed(data)
 
     @field_validator("name", mode="before")
     @classmethod
@@ -268,6 +275,7 @@ class StudySpec(StrictModel):
                 )
         elif self.n_trials is None:
             refuse(("n_trials",), f"required for sampler {self.sampler!r} (an integer >= 1)")
+        check_sampler_options(self.sampler, self.sampler_options)
         check_protocol(self)
         self._check_with_models()
         return self
@@ -302,6 +310,17 @@ class StudySpec(StrictModel):
     def is_grid(self) -> bool:
         """True for the grid sampler."""
         return self.sampler == "grid"
+
+    @property
+    def startup_trials(self) -> int | None:
+        """Trials the sampler draws at random before it models results (TPE's
+        ``n_startup_trials``); None for a sampler that never models results."""
+        return startup_trials(self.sampler, self.sampler_options)
+
+    def warnings(self) -> list[str]:
+        """One line per way the spec leaves its study to chance (empty: none), e.g. a TPE
+        study whose n_trials are all within TPE's random start."""
+        return sampler_warnings(self.sampler, self.n_trials_planned, self.sampler_options)
 
     @property
     def direction(self) -> Literal["minimize"]:
@@ -437,28 +456,18 @@ class StudySpec(StrictModel):
             if isinstance(param, Choice):
                 out[key] = CategoricalDistribution(param.choices)
             elif isinstance(param, Range):
-                out[key] = _distribution(param)
+                out[key] = distribution(param)
         return out
 
     def make_sampler(self) -> optuna.samplers.BaseSampler:
-        """A fresh, seeded sampler for this spec.
+        """A fresh, seeded sampler for this spec, with its ``sampler_options``.
 
         The grid sampler returned never calls ``study.stop()`` once the grid is exhausted
         (Optuna's does, which raises in ``tell`` outside ``study.optimize``); with ask/tell
         the driver stops after :attr:`n_trials_planned` trials.
         """
-        seed = self.sampler_seed
-        if self.sampler == "grid":
-            return _AskTellGridSampler(self.grid(), seed=seed)
-        if self.sampler == "random":
-            return optuna.samplers.RandomSampler(seed=seed)
-        if self.sampler == "qmc":
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.samplers.QMCSampler(
-                    seed=seed, scramble=True, warn_independent_sampling=False
-                )
-        return optuna.samplers.TPESampler(seed=seed)
+        grid = self.grid() if self.is_grid else None
+        return make_sampler(self.sampler, self.sampler_seed, self.sampler_options, grid)
 
     def trial_spec(self, params: dict[str, Any]) -> TrialSpec:
         """The TrialSpec for one set of sampled parameters.
@@ -526,21 +535,19 @@ class StudySpec(StrictModel):
     def spec_hash(self) -> str:
         """sha256 (16 hex) of the canonical JSON of the validated spec (all fields)."""
         # claims are judged, not run; a fixed protocol is left out, as before it existed
-        exclude = {"claims"} | (set() if self.protocol.tuned else {"protocol"})
+        # sampler_options: only those given, and none at all when none is (older specs)
+        exclude = {"claims", "sampler_options"}
+        exclude |= set() if self.protocol.tuned else {"protocol"}
         dumped = self.model_dump(mode="json", exclude=exclude)
+        options = options_hash_part(self.sampler_options)
+        if options is not None:
+            dumped["sampler_options"] = options
         text = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def claim_hash(self) -> str:
         """sha256 (16 hex) of the claim text ("" when there is none)."""
         return hashlib.sha256((self.claim or "").encode()).hexdigest()[:16]
-
-
-class _AskTellGridSampler(optuna.samplers.GridSampler):
-    """GridSampler for ask/tell: no ``study.stop()`` (it raises outside ``optimize``)."""
-
-    def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
-        return None
 
 
 # --------------------------------------------------------------------------- loading

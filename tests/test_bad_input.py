@@ -628,4 +628,5 @@ def test_validate_accepts_with_the_right_count_or_refuses_cleanly(text: str) -> 
     event("accepted")
     data = yaml.safe_load(text)
     assert f"trials: {expected_trials(data)}\n" in result.stdout
-    assert result.stderr == ""
+    # an accepted spec may be warned about (a TPE study within its random start), no more
+    assert all(line.startswith("warning: ") for line in result.stderr.splitlines()), result.stderr

@@ -200,3 +200,34 @@ def test_sqlite_file_names_the_database_of_a_sqlite_url() -> None:
     assert sqlite_file("sqlite:////abs/mlflow.db?timeout=5") == Path("/abs/mlflow.db")
     for url in ("sqlite:///:memory:", "sqlite:///", "postgresql://u@h/db", "http://h:5000"):
         assert sqlite_file(url) is None, url
+
+
+# -- how many trials a sampled study asks at a time -------------------------------------
+
+
+def test_random_and_qmc_are_asked_in_full_batches() -> None:
+    assert plan.sampled_batch(None, 0, 0, 3, None) == 3 * plan.SAMPLED_PACK
+    assert plan.sampled_batch(None, 40, 2, 1, 5) == 5  # --pack-size: that many per slot
+    assert plan.sampled_batch(None, 0, 0, 0, None) == 0  # no free slot, nothing to ask
+
+
+def test_tpes_random_start_is_asked_at_once() -> None:
+    # 10 random draws, whatever the slots: they do not depend on results and pack well
+    assert plan.sampled_batch(10, 0, 0, 2, None) == 10
+    assert plan.sampled_batch(10, 3, 4, 2, None) == 3  # the rest of the random start
+    assert plan.sampled_batch(10, 0, 0, 2, 4) == 10
+
+
+def test_tpe_asks_nothing_modelled_before_its_random_start_is_done() -> None:
+    # the random start is all asked but not all complete: a new trial would be random too
+    assert plan.sampled_batch(10, 9, 1, 1, None) == 0
+    assert plan.sampled_batch(2, 0, 2, 2, None) == 0
+    # a random-start trial that failed is drawn again (Optuna counts complete trials only)
+    assert plan.sampled_batch(2, 1, 0, 2, None) == 1
+
+
+def test_after_its_random_start_tpe_asks_one_trial_per_free_slot() -> None:
+    assert plan.sampled_batch(10, 10, 0, 4, None) == 4
+    assert plan.sampled_batch(10, 12, 3, 1, None) == 1
+    assert plan.sampled_batch(0, 0, 0, 2, None) == 2  # no random start at all
+    assert plan.sampled_batch(10, 10, 0, 2, 3) == 6  # --pack-size given: that many per slot

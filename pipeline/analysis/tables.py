@@ -29,7 +29,7 @@ import duckdb
 import pandas as pd
 import yaml
 
-from models.fields import COLUMNS
+from models.fields import COLUMNS, SEARCHABLE
 from models.spec import TrialResult
 from pipeline.claimspec import Claim, parse_claims
 
@@ -42,6 +42,7 @@ __all__ = [
     "device_type",
     "objective_value",
     "query",
+    "spec_doc",
     "tables_from_results",
 ]
 
@@ -88,7 +89,7 @@ alone (= ``scale`` unless set); ``clip`` NaN = no clipping; ``target_loss`` is t
 actually used (the spec's or the task default); ``corpus`` NA = the built-in corpus (or
 not a charlm task). Then the result's columns."""
 
-_TRIAL_ID_COLUMNS = [
+_ID_COLUMNS = [
     "trial_number",
     "key",
     "task",
@@ -97,6 +98,8 @@ _TRIAL_ID_COLUMNS = [
     "scale",
     "recurrent_scale",
     "lr",
+    "clip",
+    "optimizer",
     "outcome",
     "cell",
     "seq_len",
@@ -104,7 +107,10 @@ _TRIAL_ID_COLUMNS = [
     "seed",
     "device_type",
 ]
-"""Columns from ``trials`` repeated on every ``epochs`` and ``steps`` row."""
+_TRIAL_ID_COLUMNS = _ID_COLUMNS + [n for n in SEARCHABLE if n not in _ID_COLUMNS]
+"""Columns from ``trials`` repeated on every ``epochs`` and ``steps`` row: the trial's
+identity, its outcome and every searchable TrialSpec field (``models.fields.SEARCHABLE``),
+so each row can be grouped by whatever a study searched (``lr``, ``clip``, ...)."""
 
 EPOCH_COLUMNS: dict[str, str] = {
     **{c: TRIAL_COLUMNS[c] for c in _TRIAL_ID_COLUMNS},
@@ -145,20 +151,42 @@ class StudyTables:
     """One row per trial and init-diagnostics time step (:data:`STEP_COLUMNS`)."""
 
     @cached_property
+    def spec_mapping(self) -> dict[str, Any]:
+        """The spec text's YAML mapping, parsed on first access and kept ({} when there is
+        no spec text or it is not a mapping)."""
+        return spec_doc(self.spec_text)
+
+    @cached_property
+    def searched(self) -> list[str]:
+        """The parameters the spec searched (``space:`` keys given a list or a range), in
+        the order of the ``trials`` columns; [] without a spec. Each is a column of
+        ``trials``, ``epochs`` and ``steps``."""
+        space = self.spec_mapping.get("space")
+        if not isinstance(space, dict):
+            return []
+        return [c for c in COLUMNS if c in space and isinstance(space[c], list | dict)]
+
+    @cached_property
     def claims(self) -> list[Claim] | None:
         """The spec's ``claims:`` list (``pipeline.claimspec``), None when it has none.
 
         Parsed from :attr:`spec_text` on first access and kept.
         """
-        if not self.spec_text:
-            return None
-        try:
-            raw = yaml.safe_load(self.spec_text)
-        except yaml.YAMLError:
-            return None
-        if not isinstance(raw, dict) or raw.get("claims") is None:
+        raw = self.spec_mapping
+        if raw.get("claims") is None:
             return None
         return parse_claims(raw["claims"])
+
+
+def spec_doc(spec_text: str) -> dict[str, Any]:
+    """The spec's YAML mapping ({} when there is none or it does not parse as one)."""
+    if not spec_text:
+        return {}
+    try:
+        raw = yaml.safe_load(spec_text)
+    except yaml.YAMLError:
+        return {}
+    return raw if isinstance(raw, dict) else {}
 
 
 class QueryError(ValueError):
