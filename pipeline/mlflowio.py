@@ -13,11 +13,11 @@ A trial's run gets every :class:`~models.spec.TrialSpec` field as a param (``Non
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from models.spec import TrialResult, TrialSpec
+from models.spec import EpochRecord, TrialResult, TrialSpec
 
 if TYPE_CHECKING:
     from mlflow.entities import Metric, Param, RunTag
@@ -33,16 +33,35 @@ EPOCH_METRICS = ("train_loss", "val_loss", "grad_norm", "hidden_var", "hidden_sa
 _T = TypeVar("_T")
 
 
-def trial_metrics(result: TrialResult) -> list[Metric]:
-    """A trial's per-epoch metrics (step = epoch) and its summary metrics (step 0)."""
+def trial_metrics(result: TrialResult, skip_epochs: Collection[int] = ()) -> list[Metric]:
+    """A trial's per-epoch metrics (step = epoch) and its summary metrics (step 0).
+
+    ``skip_epochs``: epochs whose per-epoch metrics are logged already (streamed while the
+    trial trained, :func:`epoch_metrics`): left out, so no history point is logged twice.
+    """
+    now = int(time.time() * 1000)
+    records = [r for r in result.history if r.epoch not in skip_epochs]
+    return epoch_metrics(records, now) + summary_metrics(result, now)
+
+
+def epoch_metrics(records: Sequence[EpochRecord], timestamp: int | None = None) -> list[Metric]:
+    """The per-epoch metrics of some epochs: one of each :data:`EPOCH_METRICS` per record,
+    step = its epoch; ``timestamp`` in ms (default: now)."""
     from mlflow.entities import Metric
 
-    now = int(time.time() * 1000)
-    metrics = [
+    now = int(time.time() * 1000) if timestamp is None else timestamp
+    return [
         Metric(name, float(getattr(record, name)), now, record.epoch)
-        for record in result.history
+        for record in records
         for name in EPOCH_METRICS
     ]
+
+
+def summary_metrics(result: TrialResult, timestamp: int | None = None) -> list[Metric]:
+    """A trial's summary metrics (step 0); one that does not apply is left out."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000) if timestamp is None else timestamp
     diag = result.diagnostics
     summary: dict[str, float | None] = {
         "converged": float(result.converged),
@@ -66,8 +85,7 @@ def trial_metrics(result: TrialResult) -> list[Metric]:
         "grad_norm_first": diag.grad_norm[0] if diag.grad_norm else None,
         "grad_norm_last": diag.grad_norm[-1] if diag.grad_norm else None,
     }
-    metrics += [Metric(k, float(v), now, 0) for k, v in summary.items() if v is not None]
-    return metrics
+    return [Metric(k, float(v), now, 0) for k, v in summary.items() if v is not None]
 
 
 def trial_params(spec: TrialSpec) -> list[Param]:
@@ -77,6 +95,14 @@ def trial_params(spec: TrialSpec) -> list[Param]:
     same strings without copying the spec.
     """
     return params({f.name: _param_value(getattr(spec, f.name)) for f in fields(spec)})
+
+
+def metrics(values: dict[str, float], step: int = 0) -> list[Metric]:
+    """Metrics of one step (default 0), logged now."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    return [Metric(str(k), float(v), now, step) for k, v in values.items()]
 
 
 def params(values: dict[str, Any]) -> list[Param]:

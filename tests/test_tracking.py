@@ -32,7 +32,7 @@ from mlflow.tracking import MlflowClient
 from ports import free_port
 
 from models import EpochRecord, TrialResult, TrialSpec, train_trial
-from pipeline import mlflowio, tracking
+from pipeline import mlflowio, tracking_base
 from pipeline.tracking import (
     KEY_TAG,
     KIND_TAG,
@@ -354,7 +354,7 @@ def test_logged_trials_follows_page_tokens(
     tracker: Tracker, results: list[TrialResult], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     logged = {f"k{i}": tracker.log_trial(f"k{i}", i, results[i % 2], {}) for i in range(5)}
-    monkeypatch.setattr(tracking, "_PAGE_SIZE", 2)
+    monkeypatch.setattr(tracking_base, "_PAGE_SIZE", 2)
     assert tracker.logged_trials() == logged
 
 

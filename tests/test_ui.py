@@ -3,7 +3,9 @@
 The browser test drives Debian's headless Chromium (``/usr/bin/chromium``, installed by
 ``.ci/install-browser``) through Playwright's Python package; nothing is downloaded at run
 time. Without a browser it skips, except under ``CI=true`` where that is a failure.
-Screenshots land in ``test-artifacts/ui/`` at the repository root.
+Screenshots land in ``test-artifacts/ui/`` at the repository root: the experiment's runs
+(with its description and the trials' training durations), a trial's loss curve and
+artifacts, and the HTML report ``initstudy report`` writes.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import invoke_cli
 
 from pipeline.tracking import Tracker, read_trials
 from pipeline.ui import UiServer, experiment_url, run_url, start_ui
@@ -63,6 +66,15 @@ def study(smoke_study) -> dict[str, Any]:
 def ui(study: dict[str, Any]) -> Iterator[UiServer]:
     with start_ui(study["uri"]) as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def screenshots() -> Path:
+    """The screenshot folder, emptied once for this module's browser tests."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for old in SCREENSHOTS.glob("*.png"):
+        old.unlink()
+    return SCREENSHOTS
 
 
 def get_json(url: str) -> Any:
@@ -163,12 +175,9 @@ def assert_png(path: Path, min_width: int, min_height: int, min_bytes: int = 20_
 
 @pytest.mark.slow
 def test_browser_shows_trials_metrics_and_a_loss_curve(
-    ui: UiServer, study: dict[str, Any]
+    ui: UiServer, study: dict[str, Any], screenshots: Path
 ) -> None:
     sync_api = browser_or_skip()
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    for old in SCREENSHOTS.glob("*.png"):
-        old.unlink()
     trials = study["trials"]
     experiment_id = study["experiment_id"]
     viewport = {"width": 1600, "height": 1000}
@@ -189,6 +198,19 @@ def test_browser_shows_trials_metrics_and_a_loss_curve(
             parent_row.get_by_role("button").first.click()  # the expand (+) button
             for trial in trials:
                 page.get_by_role("link", name=trial["run_name"], exact=True).wait_for()
+            # The experiment's description (from the spec) heads the page.
+            page.get_by_text(f"initstudy study {STUDY}", exact=True).first.wait_for()
+            # A trial's duration is its training time, not the time it took to log it.
+            for trial in trials:
+                link = page.get_by_role("link", name=trial["run_name"], exact=True)
+                row_index = page.get_by_role("row").filter(has=link).get_attribute("row-index")
+                shown = page.locator(
+                    f"[role=row][row-index='{row_index}'] [col-id='duration']"
+                ).inner_text()
+                seconds = re.fullmatch(r"([\d.]+)s", shown.strip())
+                assert seconds is not None, shown
+                wall = trial["metrics"]["wall_seconds"]
+                assert abs(float(seconds.group(1)) - wall) <= 0.2 * wall + 0.1, (shown, wall)
 
             # Metric columns, chosen the way a user does: Columns > search > tick.
             page.get_by_role("button", name="Columns", exact=True).click()
@@ -246,3 +268,71 @@ def test_browser_shows_trials_metrics_and_a_loss_curve(
     assert_png(SCREENSHOTS / "trial-val-loss.png", viewport["width"], viewport["height"])
     assert_png(SCREENSHOTS / "trial-val-loss-chart.png", 200, 150, 5_000)
     assert_png(SCREENSHOTS / "trial-artifacts.png", viewport["width"], viewport["height"])
+
+
+@pytest.fixture(scope="module")
+def report_html(smoke_study, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """report.html as ``initstudy report`` writes it, on a copy of the smoke study."""
+    run_dir = smoke_study.copy_to(tmp_path_factory.mktemp("report-ui") / "run")
+    assert invoke_cli(["report", STUDY, "--run-dir", str(run_dir)]) == 0
+    html = run_dir / "reports" / STUDY / "report.html"
+    assert html.is_file()
+    return html
+
+
+@pytest.mark.slow
+def test_browser_shows_the_report(report_html: Path, screenshots: Path) -> None:
+    sync_api = browser_or_skip()
+    verdicts = json.loads((report_html.parent / "verdicts.json").read_text())
+    viewport = {"width": 1400, "height": 1000}
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        page = browser.new_page(viewport=viewport)
+        page.set_default_timeout(30_000)
+        try:
+            page.goto(report_html.resolve().as_uri())
+            page.get_by_role("heading", name="Verdicts", exact=True).wait_for()
+            # The verdict table: one row per claim, its verdict in the verdict column.
+            table = page.locator("h2:text-is('Verdicts') + table")
+            cells = table.locator("td.verdict")
+            assert cells.count() == len(verdicts) > 0
+            assert [c.inner_text() for c in cells.all()] == [v["verdict"] for v in verdicts]
+            for verdict in verdicts:
+                assert table.get_by_role("cell", name=verdict["id"], exact=True).count() == 1
+            # Every figure's image is decoded (a broken data: URI has no natural width).
+            figures = page.locator("figure img")
+            assert figures.count() >= 1
+            widths = figures.evaluate_all("imgs => imgs.map(i => i.complete && i.naturalWidth)")
+            assert all(w and w > 100 for w in widths), widths
+            page.screenshot(path=screenshots / "report.png")
+            figure = page.locator("figure").first
+            figure.scroll_into_view_if_needed()
+            figure.screenshot(path=screenshots / "report-figure.png")
+            page.screenshot(path=screenshots / "report-full.png", full_page=True)
+        except Exception:
+            page.screenshot(path=screenshots / "report-failure.png")
+            raise
+        finally:
+            browser.close()
+    assert_png(screenshots / "report.png", viewport["width"], viewport["height"])
+    assert_png(screenshots / "report-figure.png", 200, 150, 5_000)
+    assert_png(screenshots / "report-full.png", viewport["width"], viewport["height"] + 1)
+
+
+@pytest.mark.slow
+def test_the_ui_command_says_where_to_look(
+    study: dict[str, Any], smoke_study, cli_here, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(UiServer, "wait", lambda self: 0)  # as if Ctrl-C came at once
+    done = cli_here("ui", STUDY, "--run-dir", str(smoke_study.run_dir))
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = " ".join(done.stdout.split())
+    base = re.search(r"MLflow UI: (http://127\.0\.0\.1:\d+)", out)
+    assert base is not None, out
+    parent = Tracker(study["uri"]).attach_study(STUDY)
+    assert parent is not None
+    assert f"experiment: {experiment_url(base.group(1), study['experiment_id'])}" in out
+    assert f"study run: {run_url(base.group(1), study['experiment_id'], parent)}" in out
+    assert "sort by converged_epoch" in out and "NUMBER-INIT-T<seq_len>" in out
