@@ -10,11 +10,13 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
+from PIL import Image
 from rich.console import Console
 
 from models.spec import EpochRecord, InitDiagnostics, TrialResult, TrialSpec
 from pipeline.analysis import figures as fg
 from pipeline.analysis import report as rp
+from pipeline.analysis.summary import study_summary
 from pipeline.analysis.tables import StudyTables, tables_from_results
 from pipeline.analysis.verdicts import VERDICTS, judge
 from pipeline.results import load_tables
@@ -43,6 +45,7 @@ def written(
 def test_every_file_is_written_and_every_figure_is_a_png(written) -> None:
     files, _ = written
     assert set(files) == {"markdown", "html", "verdicts", *rp.FIGURES}
+    assert {"learning_curves", "objective_vs_params"} <= set(rp.FIGURES)
     assert files["verdicts"].name == "verdicts.json"
     for name in rp.FIGURES:
         path = files[name]
@@ -50,6 +53,13 @@ def test_every_file_is_written_and_every_figure_is_a_png(written) -> None:
         data = path.read_bytes()
         assert data.startswith(PNG_SIGNATURE), name
         assert len(data) > 10_000, f"{name}.png is only {len(data)} bytes"
+        with Image.open(path) as image:
+            assert all(round(d) >= 150 for d in image.info["dpi"]), (name, image.info["dpi"])
+        svg = path.with_suffix(".svg")
+        assert svg.is_file() and "<svg" in svg.read_text(encoding="utf-8")[:2000], name
+    pngs = sorted(p.stem for p in files["markdown"].parent.glob("*.png"))
+    svgs = sorted(p.stem for p in files["markdown"].parent.glob("*.svg"))
+    assert pngs == svgs == sorted(rp.FIGURES)
     assert files["markdown"].name == "report.md" and files["html"].name == "report.html"
     assert len({f.parent for f in files.values()}) == 1
 
@@ -85,6 +95,23 @@ def test_markdown_has_the_verdicts_the_tables_and_the_figures(smoke: StudyTables
     assert "initstudy report smoke" in text
     assert "xavier vs uniform01" in text  # the speedup table
     assert "KM median epochs" in text  # the group summary
+
+
+@pytest.mark.slow
+def test_both_documents_have_the_study_summary(smoke: StudyTables, written) -> None:
+    files, _ = written
+    best = study_summary(smoke).best_line()
+    text = files["markdown"].read_text(encoding="utf-8")
+    summary = text[text.index("## Study summary") : text.index("## Figures")]
+    assert best in summary
+    assert "**epochs_to_converge by init**" in summary and "| xavier | 3 |" in summary
+    assert "**Parameter importance (fANOVA)**" in summary and "| init |" in summary
+    assert "_left out: seq_len (one value)._" in summary
+    assert f"]({rp.SUMMARY_FIGURE}.png)" in summary  # its figure, shown once
+    assert text.count(f"]({rp.SUMMARY_FIGURE}.png)") == 1
+    page = files["html"].read_text(encoding="utf-8")
+    assert "<h2>Study summary</h2>" in page and best in page
+    assert page.count(f'data-file="{rp.SUMMARY_FIGURE}.png"') == 1
 
 
 @pytest.mark.slow
@@ -151,6 +178,7 @@ def test_a_study_without_the_data_still_gets_every_file(tmp_path: Path) -> None:
     # Only Xavier: C1 is the one claim its data can measure, so the only one judged.
     assert "| C1 |" in text and "| C4 |" not in text
     assert "No speedup to show" in rp.speedup_markdown(tables)
+    assert "best trial: #0" in text and "_not enough trials: 1 complete, needs 4._" in text
 
 
 def test_docs_render_the_claim_rules_from_the_registry() -> None:

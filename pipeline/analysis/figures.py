@@ -1,11 +1,14 @@
 """The report's figures, drawn with matplotlib from a study's tables.
 
-Every report has the same :data:`FIGURES`, written as ``<name>.png`` by
-:func:`write_figures`: a figure the study's data cannot support is still written, saying
-"not enough data: ..." and why. The Kaplan-Meier curves are
-:func:`pipeline.analysis.survival.km_curve` (``scipy.stats.ecdf``), the estimator of every
-median the report quotes. This module reads tables; it knows nothing of Optuna, MLflow or
-Ray.
+Every report has the same :data:`FIGURES`, written by :func:`write_figures` as
+``<name>.png`` (:data:`DPI` dots per inch) with an ``<name>.svg`` beside each: a figure
+the study's data cannot support is still written, saying "not enough data: ..." and why.
+The Kaplan-Meier curves are :func:`pipeline.analysis.survival.km_curve`
+(``scipy.stats.ecdf``), the estimator of every median the report quotes; curves that
+coincide get distinct line styles and markers, a small offset and a legend note. The
+learning curves, the objective against each searched parameter and the tuning curve are
+in :mod:`pipeline.analysis.figures_curves`. This module reads tables; it knows nothing of
+Optuna, MLflow or Ray.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -29,7 +32,11 @@ from models.spec import OUTCOMES
 from pipeline.analysis.judging import C4_RANGE, XAVIER
 from pipeline.analysis.survival import km_curve, time_to_event
 
+if TYPE_CHECKING:
+    from pipeline.analysis.summary import StudySummary
+
 __all__ = [
+    "DPI",
     "FIGURES",
     "FIGURE_TITLES",
     "grad_norm_figure",
@@ -38,18 +45,19 @@ __all__ = [
     "phase_figure",
     "scheme_label",
     "speedup_figure",
-    "tuning_figure",
     "write_figures",
 ]
 
 FIGURES: tuple[str, ...] = (
     "km_curves",
+    "learning_curves",
     "speedup_vs_seq_len",
     "phase_diagram",
     "hidden_stats",
     "grad_norm",
+    "objective_vs_params",
 )
-"""The figures every report has, written as ``<name>.png``."""
+"""The figures every report has, written as ``<name>.png`` and ``<name>.svg``."""
 
 FIGURE_TITLES: dict[str, str] = {
     "km_curves": "Kaplan-Meier: fraction of trials not yet converged, by epoch",
@@ -57,26 +65,46 @@ FIGURE_TITLES: dict[str, str] = {
     "phase_diagram": "Outcome shares: converged, censored, stalled, frozen, diverged",
     "hidden_stats": "Hidden-state variance and saturation share per time step, at init",
     "grad_norm": "Gradient norm |dL/dh_t| per time step, at init",
+    "learning_curves": "Validation loss by epoch: median and inter-quartile band per scheme "
+    "(a trial that converged and stopped early carries its last loss forward; one that "
+    "stopped for another reason counts only while it trained)",
+    "objective_vs_params": "The objective against each searched parameter",
 }
 
-_DPI = 110
+DPI = 150
+"""Resolution of every PNG (the SVG beside it is vector)."""
 
 
 def write_figures(
-    trials: pd.DataFrame, steps: pd.DataFrame, speedups: pd.DataFrame, out_dir: Path
+    trials: pd.DataFrame,
+    steps: pd.DataFrame,
+    speedups: pd.DataFrame,
+    out_dir: Path,
+    *,
+    epochs: pd.DataFrame | None = None,
+    summary: StudySummary | None = None,
 ) -> dict[str, Path]:
-    """Draw every one of :data:`FIGURES` and write it to ``out_dir/<name>.png``.
+    """Draw every one of :data:`FIGURES`; write ``out_dir/<name>.png`` and ``<name>.svg``.
 
     Args:
-        trials, steps: the study's ``trials`` and ``steps`` tables.
+        trials, steps, epochs: the study's ``trials``, ``steps`` and ``epochs`` tables
+            (no ``epochs``: the learning curves say "not enough data").
         speedups: Xavier's speedups (``pipeline.analysis.speedup_rule.xavier_speedups``).
         out_dir: an existing folder (files are overwritten).
+        summary: the study summary (``pipeline.analysis.summary.study_summary``) the
+            objective-vs-parameter figure draws (None: a placeholder).
 
     Returns:
-        ``{name: path}`` in the order of :data:`FIGURES`.
+        ``{name: PNG path}`` in the order of :data:`FIGURES`.
     """
+    import pipeline.analysis.figures_curves as fc  # it draws with this module's helpers
+
     drawers: dict[str, Callable[[], Figure]] = {
         "km_curves": lambda: km_figure(trials),
+        "learning_curves": lambda: fc.learning_curves_figure(
+            trials, epochs if epochs is not None else pd.DataFrame()
+        ),
+        "objective_vs_params": lambda: fc.objective_figure(summary),
         "speedup_vs_seq_len": lambda: speedup_figure(speedups),
         "phase_diagram": lambda: phase_figure(trials),
         "hidden_stats": lambda: hidden_stats_figure(steps),
@@ -88,64 +116,22 @@ def write_figures(
     return files
 
 
-TUNING_TITLE = "Tuning curve: KM median epochs-to-converge per lr, stage 1"
-
-
-def tuning_figure(
-    arms: list[tuple[str, list[tuple[float, float | None]], float]], budget: int
-) -> Figure:
-    """Stage 1 of a tuned protocol: per arm, the KM median epochs at each lr (log axis),
-    a hollow marker above the budget where the median was not reached, the picked lr
-    ringed.
-
-    Args:
-        arms: ``(label, [(lr, median or None), ...], chosen lr)`` per arm.
-        budget: the epoch budget (where "not reached" is drawn, one above it).
-    """
-    fig, ax = plt.subplots(figsize=(10.5, 4.6))
-    if not arms:
-        ax.set_axis_off()
-        ax.text(0.5, 0.5, "not enough data: no stage-1 trials", ha="center", va="center")
-        ax.set_title(TUNING_TITLE, fontsize=11)
-        return fig
-    colours = _colours([label for label, _, _ in arms])
-    top = budget + 1
-    for label, points, chosen in arms:
-        ys = {lr: top if m is None else m for lr, m in points}
-        ax.plot(list(ys), list(ys.values()), "-", color=colours[label], label=label, alpha=0.8)
-        for lr, m in points:
-            fill = "none" if m is None else "full"
-            ax.plot(lr, ys[lr], "o", color=colours[label], fillstyle=fill)
-        ax.plot(chosen, ys[chosen], "o", markersize=13, fillstyle="none", color=colours[label])
-    ax.axhline(top, color="grey", linestyle=":", linewidth=1)
-    ax.set_xscale("log")
-    ax.text(
-        0.01,
-        top,
-        "not reached",
-        va="bottom",
-        fontsize=8,
-        color="grey",
-        transform=ax.get_yaxis_transform(),
-    )  # x in axes fraction, y in data
-    ax.set_xlabel("learning rate (ringed: the arm's pick)")
-    ax.set_ylabel("KM median epochs to converge")
-    ax.set_title(TUNING_TITLE, fontsize=11)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    fig.subplots_adjust(left=0.08, right=0.66, bottom=0.13)
-    return fig
-
-
 def save_figure(fig: Figure, path: Path) -> Path:
-    """Write ``fig`` as a PNG and close it."""
+    """Write ``fig`` as a PNG at :data:`DPI` and as an SVG beside it; close it.
+
+    The SVG keeps its text as text and carries no date, so a rerun on the same data writes
+    the same bytes. Returns the PNG's path.
+    """
     try:
-        fig.savefig(path, dpi=_DPI)
+        fig.savefig(path, dpi=DPI)
+        with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "initstudy"}):
+            fig.savefig(path.with_suffix(".svg"), format="svg", metadata={"Date": None})
     finally:
         plt.close(fig)
     return path
 
 
-def _not_enough(name: str, reason: str) -> Figure:
+def not_enough(name: str, reason: str) -> Figure:
     """A placeholder figure that says why it could not be drawn."""
     fig, ax = plt.subplots(figsize=(7, 3))
     ax.set_axis_off()
@@ -176,7 +162,7 @@ def scheme_label(frame: pd.DataFrame, with_scale: bool | None = None) -> pd.Seri
     return label
 
 
-def _grid(n: int, width: float = 5.0, height: float = 3.6) -> tuple[Figure, list[Axes]]:
+def grid_of(n: int, width: float = 5.0, height: float = 3.6) -> tuple[Figure, list[Axes]]:
     cols = min(n, 3)
     rows = math.ceil(n / cols)
     size = (max(width * cols, 8.0), height * rows + 0.4)  # room for the suptitle
@@ -187,42 +173,79 @@ def _grid(n: int, width: float = 5.0, height: float = 3.6) -> tuple[Figure, list
     return fig, flat[:n]
 
 
-def _colours(labels: list[str]) -> dict[str, Any]:
+def colours_of(labels: list[str]) -> dict[str, Any]:
     cmap = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
     return {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
 
 
+KM_LINESTYLES: tuple[str, ...] = ("-", "--", "-.", ":")
+KM_MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v")
+"""Line style and marker per scheme of the KM figure, each in turn (20 pairs before one
+repeats): curves that coincide stay distinguishable without colour."""
+KM_OFFSET = 0.012
+"""How far (in survival fraction) a KM curve identical to one drawn before is shifted up."""
+
+
 def km_figure(trials: pd.DataFrame) -> Figure:
-    """KM "fraction not yet converged" vs epoch, one line per scheme, a panel per seq_len."""
+    """KM "fraction not yet converged" vs epoch, one line per scheme, a panel per seq_len.
+
+    Each scheme has its own line style and marker (:data:`KM_MARKERS`); a curve identical to
+    one already drawn in its panel is shifted up by :data:`KM_OFFSET` per earlier twin and
+    its legend entry says "identical to ..."."""
     if trials.empty:
-        return _not_enough("km_curves", "the study has no complete trials")
+        return not_enough("km_curves", "the study has no complete trials")
     frame = trials.assign(label=scheme_label(trials))
     if frame["hidden"].nunique() > 1:
         frame["label"] = frame["label"] + frame["hidden"].map(lambda h: f", h={h}")
     lengths = sorted(frame["seq_len"].unique())
-    colours = _colours(sorted(frame["label"].unique()))
-    fig, axes = _grid(len(lengths))
+    labels = sorted(frame["label"].unique())
+    colours = colours_of(labels)
+    styles = {
+        label: (KM_LINESTYLES[i % len(KM_LINESTYLES)], KM_MARKERS[i % len(KM_MARKERS)])
+        for i, label in enumerate(labels)
+    }
+    fig, axes = grid_of(len(lengths))
     budget = float(frame["max_epochs"].max())
     for ax, seq_len in zip(axes, lengths, strict=True):
         part = frame[frame["seq_len"] == seq_len]
+        drawn: list[tuple[str, np.ndarray, np.ndarray]] = []
         for label, group in part.groupby("label", sort=True):
             durations, events = time_to_event(group)
             times, surv = km_curve(durations, events)
             times = np.append(times, max(float(durations.max()), times[-1]))
             surv = np.append(surv, surv[-1])
+            twins = [
+                other
+                for other, t, s in drawn
+                if len(t) == len(times) and np.allclose(t, times) and np.allclose(s, surv)
+            ]
+            drawn.append((str(label), times, surv))
+            shown = surv + KM_OFFSET * len(twins)
+            note = f", identical to {twins[0]}" if twins else ""
             colour = colours[label]
-            ax.step(times, surv, where="post", color=colour, label=f"{label} (n={len(group)})")
+            linestyle, marker = styles[str(label)]
+            ax.step(
+                times,
+                shown,
+                where="post",
+                color=colour,
+                linestyle=linestyle,
+                marker=marker,
+                markersize=4,
+                fillstyle="none",
+                label=f"{label} (n={len(group)}{note})",
+            )
             cens = durations[~events]
             if len(cens):
-                level = [surv[np.searchsorted(times, c, side="right") - 1] for c in cens]
+                level = [shown[np.searchsorted(times, c, side="right") - 1] for c in cens]
                 ax.plot(cens, level, "|", color=colour, markersize=10, markeredgewidth=1.5)
         ax.set_xlim(0, budget * 1.02)
-        ax.set_ylim(-0.03, 1.03)
+        ax.set_ylim(-0.03, 1.03 + KM_OFFSET * len(labels))
         ax.set_xlabel("epoch")
         ax.set_ylabel("fraction not yet converged")
         ax.set_title(f"seq_len {seq_len}", fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower left")
+        ax.legend(fontsize=7, loc="best")
     fig.suptitle(FIGURE_TITLES["km_curves"] + " (| = censored)", fontsize=11)
     fig.tight_layout()
     return fig
@@ -232,10 +255,10 @@ def speedup_figure(speedups: pd.DataFrame) -> Figure:
     """Speedup of Xavier over each scheme vs seq_len, CI bars, lower bounds as triangles."""
     name = "speedup_vs_seq_len"
     if speedups is None or speedups.empty:
-        return _not_enough(name, "needs xavier and at least one other scheme at scale 1")
+        return not_enough(name, "needs xavier and at least one other scheme at scale 1")
     est = pd.to_numeric(speedups["speedup"], errors="coerce").astype(float)
     if not np.isfinite(est).any():
-        return _not_enough(
+        return not_enough(
             name, "no speedup could be estimated (xavier's median epochs was never reached)"
         )
     frame = speedups.assign(est=est)
@@ -243,7 +266,7 @@ def speedup_figure(speedups: pd.DataFrame) -> Figure:
     frame["line"] = "over " + frame["other"].astype(str)
     for dim in dims:
         frame["line"] = frame["line"] + frame[dim].map(lambda v, d=dim: f", {d} {v}")
-    colours = _colours(list(dict.fromkeys(frame["line"])))
+    colours = colours_of(list(dict.fromkeys(frame["line"])))
     fig, ax = plt.subplots(figsize=(8, 4.8))
     low, high = C4_RANGE
     ax.axhspan(low, high, color="#2da44e", alpha=0.12, label=f"claimed {low:g}-{high:g}x")
@@ -321,7 +344,7 @@ def phase_figure(trials: pd.DataFrame) -> Figure:
     """Outcome shares over scale x seq_len (or hidden x seq_len, or scheme x seq_len)."""
     name = "phase_diagram"
     if trials.empty:
-        return _not_enough(name, "the study has no complete trials")
+        return not_enough(name, "the study has no complete trials")
     frame = trials.copy()
     for outcome in OUTCOMES:
         frame[f"is_{outcome}"] = frame["outcome"] == outcome
@@ -425,11 +448,11 @@ def hidden_stats_figure(steps: pd.DataFrame) -> Figure:
     the mean-field prediction dashed beside each."""
     name = "hidden_stats"
     if steps.empty:
-        return _not_enough(name, "the study recorded no per-step init diagnostics")
+        return not_enough(name, "the study recorded no per-step init diagnostics")
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     variance = _per_step(steps, "hidden_var")
     saturation = _per_step(steps, "hidden_sat")
-    colours = _colours(list(variance.columns))
+    colours = colours_of(list(variance.columns))
     for label in variance.columns:
         axes[0].plot(variance.index, variance[label], color=colours[label], label=label)
         axes[1].plot(saturation.index, saturation[label], color=colours[label], label=label)
@@ -457,16 +480,16 @@ def grad_norm_figure(steps: pd.DataFrame) -> Figure:
     """Median |dL/dh_t| per time step and scheme, log y, a panel per seq_len."""
     name = "grad_norm"
     if steps.empty:
-        return _not_enough(name, "the study recorded no per-step init diagnostics")
+        return not_enough(name, "the study recorded no per-step init diagnostics")
     values = pd.to_numeric(steps["grad_norm"], errors="coerce").astype(float)
     positive = values.where(values > 0)  # 0 = underflow; a log axis cannot show it
     if not np.isfinite(positive).any():
-        return _not_enough(name, "every recorded gradient norm is zero or missing")
+        return not_enough(name, "every recorded gradient norm is zero or missing")
     frame = steps.assign(grad_norm=positive)
     lengths = sorted(frame["seq_len"].unique())
     labels = sorted(set(scheme_label(frame)))
-    colours = _colours(labels)
-    fig, axes = _grid(len(lengths))
+    colours = colours_of(labels)
+    fig, axes = grid_of(len(lengths))
     for ax, seq_len in zip(axes, lengths, strict=True):
         table = _per_step(frame[frame["seq_len"] == seq_len], "grad_norm")
         for label in table.columns:

@@ -2,7 +2,8 @@
 
 :func:`write_report` writes, into one folder, ``report.md``, a self-contained
 ``report.html`` (figures embedded as base64 PNG, inline CSS, no external resources) and
-the figures as PNG files (:data:`FIGURES`, drawn by :mod:`pipeline.analysis.figures`).
+the figures as PNG files with an SVG beside each (:data:`FIGURES`, drawn by
+:mod:`pipeline.analysis.figures` and :mod:`pipeline.analysis.figures_curves`).
 The set of files is always the same: a figure the study's data cannot support is still
 written, saying "not enough data: ..." and why. :func:`verdict_table` renders the
 verdicts for the terminal.
@@ -11,8 +12,13 @@ Both documents are Jinja2 templates (``templates/report.md`` and ``templates/rep
 the latter autoescaped) rendered from one plain data model, :class:`ReportData`, which
 :func:`report_data` builds from the tables, the statistics and the verdicts.
 
+Its "Study summary" section is :func:`pipeline.analysis.summary.study_summary` (the best
+trial, the objective against each searched parameter, with its figure) and the parameter
+importances of :func:`pipeline.results.param_importances`, the one thing it asks of Optuna
+(through that module, which builds an in-memory study from the trials table).
+
 This module reads tables (``pipeline.analysis.tables``), statistics
-(``pipeline.analysis.stats``) and verdicts (``pipeline.analysis.verdicts``); it knows
+(``pipeline.analysis.stats``) and verdicts (``pipeline.analysis.verdicts``); it imports
 nothing of Optuna, MLflow or Ray.
 """
 
@@ -33,15 +39,10 @@ from markupsafe import Markup, escape
 
 from models.spec import OUTCOMES
 from pipeline.analysis.cells import group_summary
-from pipeline.analysis.figures import (
-    FIGURE_TITLES,
-    FIGURES,
-    TUNING_TITLE,
-    save_figure,
-    tuning_figure,
-    write_figures,
-)
+from pipeline.analysis.figures import FIGURE_TITLES, FIGURES, save_figure, write_figures
+from pipeline.analysis.figures_curves import TUNING_TITLE, tuning_figure
 from pipeline.analysis.judging import XAVIER, fmt, plain_scheme
+from pipeline.analysis.summary import StudySummary, display_tables, study_summary
 from pipeline.analysis.verdicts import (
     C4_RANGE,
     INCONCLUSIVE,
@@ -64,10 +65,13 @@ if TYPE_CHECKING:
 
     from pipeline.analysis.protocol import Tuning
     from pipeline.analysis.tables import StudyTables
+    from pipeline.results import Importances
 
 __all__ = [
     "FIGURES",
+    "SUMMARY_FIGURE",
     "ReportData",
+    "SummarySection",
     "Table",
     "report_data",
     "speedup_markdown",
@@ -157,6 +161,8 @@ class ReportData:
     """The study spec (YAML), without its trailing newlines; "" if unknown."""
     tuning: TuningSection | None = None
     """A tuned protocol's stage 1 (None: a fixed-lr study)."""
+    study_summary: SummarySection | None = None
+    """The best trial, the objective per searched parameter and the importances."""
 
 
 @dataclass(frozen=True)
@@ -169,6 +175,27 @@ class TuningSection:
     shared: Table
     figure: FigureData | None = None
     """The tuning curve (lr against KM median epochs per arm)."""
+
+
+SUMMARY_FIGURE = "objective_vs_params"
+"""The figure the "Study summary" section shows (not repeated under "Figures")."""
+
+
+@dataclass(frozen=True)
+class SummarySection:
+    """The study summary: best trial, objective per searched parameter, importances."""
+
+    best: str
+    """One line on the best trial."""
+    params: list[tuple[str, Table]]
+    """(heading, table) per searched parameter."""
+    skipped: str
+    """Searched parameters left out, and why ("" if none)."""
+    importance: Table | None
+    """Parameter, importance (None: see :attr:`importance_note`)."""
+    importance_note: str
+    evaluator: str
+    figure: FigureData | None = None
 
 
 @overload
@@ -187,9 +214,12 @@ def report_data(
     speedups: pd.DataFrame,
     figures: dict[str, Path],
     tuning: Tuning | None = None,
+    summary: StudySummary | None = None,
+    importances: Importances | None = None,
 ) -> ReportData:
     """The report's data model, from the study, its verdicts, speedups and figure files
-    (and, for a tuned study, its stage 1's :class:`~pipeline.analysis.protocol.Tuning`)."""
+    (and, for a tuned study, its stage 1's :class:`~pipeline.analysis.protocol.Tuning`;
+    with a summary, the "Study summary" section and its importances)."""
     trials = tables.trials
     devices = sorted(set(trials["device_type"].astype(str))) if len(trials) else []
     nodes = sorted(set(trials["node"].astype(str))) if len(trials) else []
@@ -203,7 +233,7 @@ def report_data(
         }
     )
     display = _speedup_display(speedups)
-    summary = _summary_display(trials)
+    outcomes = _summary_display(trials)
     return ReportData(
         title=f"initstudy report: {tables.study}",
         meta=[
@@ -222,8 +252,12 @@ def report_data(
         speedups=None if display is None else Table.of(display),
         no_speedups=_no_speedups(tables),
         sensitivity=_sensitivity(tables, verdicts),
-        summary=None if summary is None else Table.of(summary),
-        figures=[_figure(name, FIGURE_TITLES[name], figures[name]) for name in FIGURES],
+        summary=None if outcomes is None else Table.of(outcomes),
+        figures=[
+            _figure(name, FIGURE_TITLES[name], figures[name])
+            for name in FIGURES
+            if summary is None or name != SUMMARY_FIGURE
+        ],
         study=tables.study,
         spec_text=tables.spec_text.rstrip("\n"),
         tuning=None
@@ -235,6 +269,9 @@ def report_data(
             Table.of(tuning.shared),
             _figure("tuning_curve", TUNING_TITLE, figures.get("tuning_curve")),
         ),
+        study_summary=None
+        if summary is None
+        else _summary_section(summary, importances, figures.get(SUMMARY_FIGURE)),
     )
 
 
@@ -249,6 +286,7 @@ def write_report(
     n_boot: int = 2000,
     seed: int = 0,
     tuning: Tuning | None = None,
+    importances: Importances | None = None,
 ) -> dict[str, Path]:
     """Write report.md, report.html, verdicts.json and the :data:`FIGURES` into ``out_dir``.
 
@@ -259,6 +297,8 @@ def write_report(
         n_boot: bootstrap resamples for speedup intervals computed here.
         seed: seed for those resamples.
         tuning: a tuned study's stage-1 section (``pipeline.analysis.protocol.tuning``).
+        importances: the searched parameters' importances; computed here
+            (``pipeline.results.param_importances``) if None.
 
     Returns:
         ``{"markdown": ..., "html": ..., "verdicts": ..., "<figure name>": ...}``: the
@@ -269,11 +309,16 @@ def write_report(
     if verdicts is None:
         verdicts = judge(tables, n_boot=n_boot, seed=seed)
     speedups = _speedups(tables, verdicts, n_boot=n_boot, seed=seed)
-    files = write_figures(tables.trials, tables.steps, speedups, out_dir)
+    summary = study_summary(tables)
+    files = write_figures(
+        tables.trials, tables.steps, speedups, out_dir, epochs=tables.epochs, summary=summary
+    )
     if tuning is not None:
         files["tuning_curve"] = save_figure(_tuning_figure(tuning), out_dir / "tuning_curve.png")
     files["verdicts"] = write_verdicts(verdicts, out_dir / "verdicts.json")
-    data = report_data(tables, verdicts, speedups, files, tuning)
+    if importances is None:
+        importances = _importances(tables)
+    data = report_data(tables, verdicts, speedups, files, tuning, summary, importances)
     md_path = out_dir / "report.md"
     md_path.write_text(_render("report.md", data), encoding="utf-8")
     html_path = out_dir / "report.html"
@@ -309,6 +354,36 @@ def speedup_markdown(tables: StudyTables, *, speedups: pd.DataFrame | None = Non
         return f"_{_no_speedups(tables)}_"
     template = _environment().from_string('{% from "table.md" import table %}{{ table(t) }}')
     return template.render(t=Table.of(display))
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def _importances(tables: StudyTables) -> Importances:
+    from pipeline.results import param_importances  # it builds an Optuna study
+
+    return param_importances(tables)
+
+
+def _summary_section(
+    summary: StudySummary, importances: Importances | None, figure: Path | None
+) -> SummarySection:
+    imp = None
+    note, evaluator = "not computed", ""
+    if importances is not None:
+        evaluator, note = importances.evaluator, importances.note
+        if importances.enough:
+            rows = [[k, f"{v:.3f}"] for k, v in importances.values.items()]
+            imp = Table(["parameter", "importance"], rows)
+    return SummarySection(
+        best=summary.best_line(),
+        params=[(h, Table.of(t)) for h, t in display_tables(summary)],
+        skipped="; ".join(summary.skipped),
+        importance=imp,
+        importance_note=note,
+        evaluator=evaluator,
+        figure=_figure(SUMMARY_FIGURE, FIGURE_TITLES[SUMMARY_FIGURE], figure),
+    )
 
 
 # --------------------------------------------------------------------------- rendering
