@@ -9,7 +9,7 @@ A model-step is one member's forward, backward and optimizer update on one batch
 each K (pack size), hidden size and sequence length, K trials of one shape (different
 seeds and init schemes) are trained
 
-- packed: one packed model of all K specs (``models.train._train``, the body of
+- packed: one packed model of all K specs (``models.train._train``, drained, the body of
   ``train_pack``);
 - one by one: a plain one-member model per spec in turn, in the same process
   (``models.train._train([spec])``). ``train_trial`` itself trains a lone trial beside a copy
@@ -89,14 +89,14 @@ def worker(payload: dict[str, Any]) -> dict[str, Any]:
     """Inside the subprocess: warm up, then time one mode ``repeats`` times (best kept)."""
     import torch
 
-    from models.train import _train
+    from models.train import _train, drain
 
     torch.set_num_threads(1)
     k, hidden, seq_len = payload["k"], payload["hidden"], payload["seq_len"]
     batches, epochs = payload["batches_per_epoch"], payload["max_epochs"]
     cell = payload.get("cell", "rnn_tanh")
     specs = make_specs(k, hidden, seq_len, batches, epochs, cell)
-    _train(make_specs(1, hidden, seq_len, 1, 1, cell))  # warm-up: first-call costs
+    drain(_train(make_specs(1, hidden, seq_len, 1, 1, cell)))  # warm-up: first-call costs
     rss_warm = peak_rss_mib()
     best, best_cpu, spent, runs = float("inf"), float("inf"), 0.0, 0
     results: list[Any] = []
@@ -105,7 +105,7 @@ def worker(payload: dict[str, Any]) -> dict[str, Any]:
     while runs < payload["repeats"] or (spent < MIN_SECONDS and runs < MAX_REPEATS):
         started, cpu_started = time.perf_counter(), time.process_time()
         packed = payload["mode"] == "packed"
-        results = _train(specs) if packed else [_train([s])[0] for s in specs]
+        results = drain(_train(specs)) if packed else [drain(_train([s]))[0] for s in specs]
         elapsed = time.perf_counter() - started
         best_cpu = min(best_cpu, time.process_time() - cpu_started)
         best, spent, runs = min(best, elapsed), spent + elapsed, runs + 1

@@ -27,7 +27,8 @@ from __future__ import annotations
 import math
 import platform
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Generator, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -78,13 +79,33 @@ _REGISTRIES: dict[str, Collection[str]] = {
 """The registries a field's ``registry`` names, by name."""
 
 
+@dataclass(frozen=True)
+class EpochUpdate:
+    """One member's record of an epoch, as training goes (see :func:`iter_pack`)."""
+
+    member: int
+    """The member's index in the pack's specs."""
+    record: EpochRecord
+    converged_epoch: int | None
+    """The member's converged epoch so far (None: not yet)."""
+    diverged_epoch: int | None
+    """The epoch it diverged at (None: it has not)."""
+
+
+PackSteps = Generator[list[EpochUpdate], None, list[TrialResult]]
+"""Training a pack: yields each epoch's updates, returns the results (``StopIteration``)."""
+EpochCallback = Callable[[list[EpochUpdate]], None]
+
+
 def train_trial(spec: TrialSpec, device: str | torch.device = "cpu") -> TrialResult:
     """Train one trial alone (a pack of one)."""
     return train_pack([spec], device)[0]
 
 
 def train_pack(
-    specs: Sequence[TrialSpec], device: str | torch.device = "cpu"
+    specs: Sequence[TrialSpec],
+    device: str | torch.device = "cpu",
+    on_epoch: EpochCallback | None = None,
 ) -> list[TrialResult]:
     """Train trials that share a shape as one packed model.
 
@@ -93,12 +114,36 @@ def train_pack(
         device: where to train ("cpu", "cuda", "cuda:1", ...). Weights and data are
             always generated on the CPU first, so the same spec gives the same start
             on every device.
+        on_epoch: called after every epoch with the records of the members that trained
+            in it (live progress; it must not raise).
 
     Returns:
         One TrialResult per spec, in order.
 
     Raises:
         ValueError: a spec is invalid, or the specs do not share a shape.
+    """
+    return drain(iter_pack(specs, device), on_epoch)
+
+
+def drain(steps: PackSteps, on_epoch: EpochCallback | None = None) -> list[TrialResult]:
+    """Run a pack's training generator to its end (each epoch's updates to ``on_epoch``)
+    and return its results."""
+    while True:
+        try:
+            updates = next(steps)
+        except StopIteration as done:
+            return done.value
+        if on_epoch is not None:
+            on_epoch(updates)
+
+
+def iter_pack(specs: Sequence[TrialSpec], device: str | torch.device = "cpu") -> PackSteps:
+    """:func:`train_pack` as a generator: yields, after every epoch, the
+    :class:`EpochUpdate` of each member that trained in it, and returns the results.
+
+    The specs are checked before the first epoch; a ``ValueError`` is raised by the first
+    ``next``.
     """
     if not specs:
         raise ValueError("train_pack needs at least one spec")
@@ -112,14 +157,22 @@ def train_pack(
         # which changes the last bits of the numbers and, through training, the epoch a
         # trial converges at. Training a lone trial beside a copy of itself keeps every
         # trial's result the same whether it is trained alone or in a pack of any size.
-        result = _train([specs[0], specs[0]], device)[0]
+        # The copy's records (member 1) are not the trial's: only member 0's are passed on.
+        steps = _train([specs[0], specs[0]], device)
+        while True:
+            try:
+                updates = next(steps)
+            except StopIteration as done:
+                result = done.value[0]
+                break
+            yield [u for u in updates if u.member == 0]
         result.extra["pack_size"] = 1
         return [result]
-    return _train(specs, device)
+    return (yield from _train(specs, device))
 
 
-def _train(specs: Sequence[TrialSpec], device: str | torch.device = "cpu") -> list[TrialResult]:
-    """train_pack for validated specs of one shape (two or more, except in benchmarks).
+def _train(specs: Sequence[TrialSpec], device: str | torch.device = "cpu") -> PackSteps:
+    """iter_pack for validated specs of one shape (two or more, except in benchmarks).
 
     The packed model's members ("slots") are tracked by ``slots``, the index in ``specs``
     of each. At the end of an epoch in which a member stopped, the pack is compacted to
@@ -128,7 +181,7 @@ def _train(specs: Sequence[TrialSpec], device: str | torch.device = "cpu") -> li
     lone survivor keeps training beside a copy of itself (see ``train_pack``), and is
     recorded once.
     """
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     device = torch.device(device)
     first = specs[0]
     task = get_task(first.task, first.seq_len, first.corpus)
@@ -213,6 +266,7 @@ def _train(specs: Sequence[TrialSpec], device: str | torch.device = "cpu") -> li
         train_loss, grad_norm = (loss_sum / n_batches).cpu(), (norm_sum / n_batches).cpu()
 
         keep: list[int] = []
+        updates: list[EpochUpdate] = []
         for j, i in enumerate(slots):
             if j > 0 and slots[j - 1] == i:  # the copy beside a lone survivor
                 if keep and keep[-1] == j - 1:
@@ -232,15 +286,14 @@ def _train(specs: Sequence[TrialSpec], device: str | torch.device = "cpu") -> li
             previous = history[i][-2].val_loss if len(history[i]) > 1 else initial[i]
             if diverged[i] is None and _diverged(v, initial[i], previous, task, spec):
                 diverged[i] = epoch
-            if diverged[i] is not None:
-                continue
-            streak[i] = streak[i] + 1 if v <= targets[i] else 0
-            if converged[i] is None and streak[i] >= spec.patience:
-                converged[i] = epoch - spec.patience + 1  # the first of the streak
-                if spec.stop_on_converge:
-                    continue
-            if epoch < spec.max_epochs:
-                keep.append(j)
+            if diverged[i] is None:
+                streak[i] = streak[i] + 1 if v <= targets[i] else 0
+                if converged[i] is None and streak[i] >= spec.patience:
+                    converged[i] = epoch - spec.patience + 1  # the first of the streak
+                if epoch < spec.max_epochs and not (converged[i] and spec.stop_on_converge):
+                    keep.append(j)
+            updates.append(EpochUpdate(i, history[i][-1], converged[i], diverged[i]))
+        yield updates
         if not keep:
             break
         if len(keep) < n:
@@ -268,7 +321,7 @@ def _train(specs: Sequence[TrialSpec], device: str | torch.device = "cpu") -> li
             wall_seconds=wall,
             device=str(device),
             node=platform.node(),
-            extra={"pack_size": k, "member_epochs": member_epochs},
+            extra={"pack_size": k, "member_epochs": member_epochs, "started_at": started_at},
         )
         for i, spec in enumerate(specs)
     ]

@@ -6,9 +6,14 @@ results. The loop, in order, for every trial:
 1. the trial exists in Optuna with its identity key before any work is sent
    (a grid point's trial is created RUNNING with its params and key in one call;
    a sampled trial is asked, then keyed);
-2. its pack trains on a Ray worker (retried by Ray if the worker dies);
+2. its pack trains on a Ray worker (retried by Ray if the worker dies), streaming its
+   members' epochs: their MLflow child runs exist from the pack's start and get their
+   metrics as they train, and Optuna gets intermediate values (:mod:`pipeline.live`);
 3. the full TrialResult is stored on the trial, then the trial is told its value;
-4. the trial is logged as one MLflow child run, keyed, exactly once.
+4. the trial's MLflow child run, keyed, is completed exactly once.
+
+Ctrl-C: the first stops submitting and lets the running packs finish, the second stops
+them too; a finished pack's trials are told and kept, the rest are left for a resume.
 
 Resume: at start the driver takes the study's lock, then reruns trials left RUNNING by a
 driver that died (same parameters; a stored result is told without retraining), creates
@@ -32,13 +37,23 @@ from models.spec import TrialResult, TrialSpec
 from pipeline import plan, urls
 from pipeline import storage as st
 from pipeline.disk import check_space
-from pipeline.execution import Executor, PackFailed, PackResult, RayExecutor, Resources, Trained
+from pipeline.execution import (
+    Epochs,
+    Executor,
+    PackFailed,
+    PackResult,
+    RayExecutor,
+    Resources,
+    Started,
+    Trained,
+)
 from pipeline.faults import failpoint
+from pipeline.live import Interrupts, Live
 from pipeline.plan import Pending
 from pipeline.progress import Reporter
+from pipeline.studylog import StudyLog
 from pipeline.studyspec import StudySpec
 from pipeline.studystore import StoredTrial, StudyStore
-from pipeline.tracking import Tracker, TrackingError
 from pipeline.version import code_version
 
 
@@ -64,6 +79,8 @@ class RunOptions:
     """Trials per pack (default: chosen from the hardware; 1 = no packing)."""
     study_name: str | None = None
     """Optuna study / MLflow experiment name (default: the spec's name)."""
+    dashboard_port: int | None = None
+    """Start the embedded Ray's dashboard on 127.0.0.1 at this port (None: none)."""
 
     @property
     def storage_url(self) -> str:
@@ -91,6 +108,11 @@ class StudyOutcome:
     logged: int = 0
     failed: list[str] = field(default_factory=list)
     tracking_error: str | None = None
+    interrupted: str | None = None
+    """Ctrl-C: "finished" (the running packs were let finish) or "stopped" (they were
+    stopped too); None: not interrupted."""
+    unfinished: int = 0
+    """Trials this driver had taken and left unfinished (interrupted), for a resume."""
 
 
 class _InBackground:
@@ -142,7 +164,9 @@ class Driver:
         self.spec_text = spec_text
         self.options = options
         self.reporter = reporter
-        self.executor = executor or (lambda: RayExecutor(options.address, options.workers))
+        self.executor = executor or (
+            lambda: RayExecutor(options.address, options.workers, None, options.dashboard_port)
+        )
         self.name = options.study_name or spec.name
         self.claim = spec.claim or ""
         self.version = code_version()
@@ -155,7 +179,10 @@ class Driver:
             **({st.STAGE: spec.stage} if spec.stage is not None else {}),
         }
         """Tags of every MLflow run this driver makes."""
-        self.tracker: Tracker | None = None
+        self.log = StudyLog(
+            self.name, options.tracking, options.artifact_location, self.tags, reporter.note
+        )
+        self.interrupts = Interrupts()
         self.outcome: StudyOutcome | None = None
         self._claimed: set[int] = set()
         """Numbers of the RUNNING trials this driver has taken to run."""
@@ -191,21 +218,7 @@ class Driver:
             "objective": spec.objective.metric,
             "claim": self.claim,
         }
-        try:
-            self.tracker = Tracker(self.options.tracking, self.options.artifact_location)
-            self.tracker.open_study(self.name, self.spec_text, params=params, tags=self.tags)
-        except TrackingError as exc:
-            self._tracking_down(exc)
-
-    def _tracking_down(self, exc: Exception) -> None:
-        assert self.outcome is not None
-        if self.outcome.tracking_error is None:
-            self.reporter.note(
-                f"MLflow is unreachable ({exc}); results are kept in the Optuna storage "
-                f"and will be logged by `initstudy sync {self.name}` or the next run"
-            )
-        self.outcome.tracking_error = str(exc)
-        self.tracker = None
+        self.log.open(self.spec_text, params)
 
     def _key(self, spec: TrialSpec, number: int) -> str:
         """Grid trials are keyed by spec and claim; sampled ones also by trial number,
@@ -267,10 +280,17 @@ class Driver:
         running = store.running()
         return [self._take(store, t) for t in running if t.number not in self._claimed]
 
-    def _ask_more(self, store: StudyStore, n: int) -> list[Pending]:
-        """Non-grid samplers: ask up to n more trials, never past n_trials."""
-        counts = store.counts()
-        room = self.spec.n_trials_planned - counts.complete - counts.running - counts.waiting
+    def _ask_more(self, store: StudyStore, free_slots: int) -> list[Pending]:
+        """Non-grid samplers: ask as :func:`plan.sampled_batch` says, never past n_trials."""
+        c = store.counts()
+        room = self.spec.n_trials_planned - c.complete - c.running - c.waiting
+        n = plan.sampled_batch(
+            self.spec.startup_trials,
+            c.complete,
+            c.running + c.waiting,
+            free_slots,
+            self.options.pack_size,
+        )
         return [p for _ in range(max(0, min(n, room))) for p in self._ask(store)]
 
     # -- results -------------------------------------------------------------------------
@@ -286,45 +306,11 @@ class Driver:
         if self._live is not None:
             self._live = self._live.after_tell(result.outcome)
 
-    def _fail(self, store: StudyStore, p: Pending, error: PackFailed) -> None:
-        """Record why the infrastructure failed a trial, and tell it FAIL."""
-        assert self.outcome is not None
-        store.store_error(p.trial_id, str(error))
-        store.fail(p.number, p.trial_id)
-        if self._live is not None:
-            self._live = self._live.after_fail()
-        self.outcome.failed.append(f"trial {p.number}: {error}")
-
-    def _log(self, key: str, number: int, done: Trained) -> None:
-        if self.tracker is None:
-            return
-        try:
-            self.tracker.log_trial(key, number, done.result, self.tags, result_json=done.text)
-        except TrackingError as exc:
-            self._tracking_down(exc)
-            return
-        assert self.outcome is not None
-        self.outcome.logged += 1
-
-    def _backfill(self, store: StudyStore) -> None:
-        """Log every complete trial that has no finished MLflow run (exactly once)."""
-        if self.tracker is None:
-            return
-        try:
-            logged = self.tracker.logged_trials()
-        except TrackingError as exc:
-            self._tracking_down(exc)
-            return
-        for t in store.complete():
-            if t.key and t.result_json and t.key not in logged:
-                self._log(t.key, t.number, _trained(t.result_json))
-                if self.tracker is None:
-                    return
-
     # -- the loop ------------------------------------------------------------------------
 
     def run(self) -> StudyOutcome:
-        """Run the study until every planned trial is complete (or failed for good).
+        """Run the study until every planned trial is complete (or failed for good), or
+        until Ctrl-C (``outcome.interrupted``).
 
         Raises:
             storage.StudyError: the study cannot be opened as asked, or the run folder's
@@ -336,7 +322,7 @@ class Driver:
             check_space(self.options.run_dir)  # an embedded store is written there
         store = self._open()
         self.outcome = StudyOutcome(self.name, store.counts())
-        with store.locked():
+        with store.locked(), self.interrupts:
             # MLflow (a new store runs its migrations) is made ready on a thread while this
             # one prepares the trials and starts Ray; the first log waits for it.
             tracking = _InBackground(lambda: self._prepare_tracking(store))
@@ -353,18 +339,18 @@ class Driver:
                 tracking.join(reraise=False)  # the error in hand is the one to report
                 raise
             tracking.join()
-            self._backfill(store)
+            self.log.backfill(store)
             self.outcome.counts = store.counts()
-            if self.tracker is not None and self.outcome.counts.remaining == 0:
-                try:
-                    self.tracker.close_study()
-                except TrackingError as exc:
-                    self._tracking_down(exc)
+            self.log.close(self.outcome.counts, self.outcome.interrupted is not None)
+        self._outcome_of_log()
         return self.outcome
 
     def _prepare_tracking(self, store: StudyStore) -> None:
         self._open_tracker()
-        self._backfill(store)
+        self.log.backfill(store)
+
+    def _outcome_of_log(self) -> None:
+        self.outcome.logged, self.outcome.tracking_error = self.log.logged, self.log.error  # type: ignore[union-attr]
 
     def sync(self) -> StudyOutcome:
         """Log every complete trial that MLflow is missing; train nothing."""
@@ -372,53 +358,86 @@ class Driver:
         self.outcome = StudyOutcome(self.name, store.counts())
         with store.locked():
             self._open_tracker()
-            self._backfill(store)
+            self.log.backfill(store)
             self.outcome.counts = store.counts()
+            self.log.close(self.outcome.counts, interrupted=False)  # reopened by open
+        self._outcome_of_log()
         return self.outcome
 
     def _execute(self, store: StudyStore, pending: list[Pending], tracking: _InBackground) -> None:
         opts, grid, counts = self.options, self.spec.is_grid, store.counts()
-        if not pending and (grid or counts.remaining == 0):
+        if self.interrupts.stopping or (not pending and (grid or counts.remaining == 0)):
+            self._interrupted(pending)
             return
         self._live = counts
         executor = self.executor()
+        if url := getattr(executor, "dashboard_url", None):
+            self.reporter.info(f"Ray dashboard: {url} (token: `ray get-auth-token`)")
         try:
             resources = Resources(cpus=opts.cpus_per_trial, gpus=opts.gpus_per_trial)
             slots = executor.capacity(resources)
-            # Sampled studies are asked in batches, so the sampler learns as results come in.
-            batch = slots * (opts.pack_size or plan.SAMPLED_PACK)
             if not grid:
-                pending += self._ask_more(store, batch)
+                pending += self._ask_more(store, slots)
                 self._live = store.counts()
             size, limit = plan.pack_sizes(opts.pack_size, len(pending), slots, resources.gpus > 0)
             queue = plan.make_packs(pending, size, limit)
+            live = Live.watch(store, self.log, self.tags, counts, pending)
             in_flight: dict[int, list[Pending]] = {}
             next_id = 0
-            while queue or in_flight:
-                while queue and len(in_flight) < slots:
+            while (queue or in_flight) and not self.interrupts.stop_now:
+                while queue and len(in_flight) < slots and not self.interrupts.stopping:
                     pack = queue.pop(0)
                     executor.submit(next_id, [p.spec for p in pack], resources)
                     in_flight[next_id] = pack
                     next_id += 1
-                for pack_id, out in executor.wait(timeout=0.5):
+                if not in_flight:
+                    break  # stopping, and every running pack has finished
+                for pack_id, event in executor.wait(timeout=0.5):
                     tracking.join()
-                    self._finish(store, in_flight.pop(pack_id), out)
-                    if not grid and not queue:
-                        queue += plan.make_packs(self._ask_more(store, batch), size, limit)
+                    if isinstance(event, Started | Epochs):
+                        live.news(pack_id, in_flight[pack_id], event)
+                        continue
+                    live.ended(pack_id, in_flight[pack_id])
+                    self._finish(store, in_flight.pop(pack_id), event)
+                    if not grid and not queue and not self.interrupts.stopping:
+                        more = self._ask_more(store, slots - len(in_flight))
+                        live.queued(more)
+                        queue += plan.make_packs(more, size, limit)
                         self._live = store.counts()
-                self.reporter.update(self._live)
+                self._report(live, in_flight)
+            self._interrupted([p for pack in [*queue, *in_flight.values()] for p in pack])
         finally:
             self._live = None
             executor.shutdown()
 
+    def _report(self, live: Live, in_flight: dict[int, list[Pending]]) -> None:
+        """Move the progress display on; after a Ctrl-C, say what happens now."""
+        assert self._live is not None
+        running = sum(len(pack) for pack in in_flight.values())
+        self.interrupts.announce(self.reporter.note, running, len(in_flight))
+        self.reporter.update(self._live, live.progress())
+
+    def _interrupted(self, unfinished: list[Pending]) -> None:
+        """Record a Ctrl-C in the outcome: whether packs were stopped, what is left."""
+        assert self.outcome is not None
+        if not self.interrupts.stopping:
+            return
+        self.interrupts.announce(self.reporter.note, 0, 0)  # what a Ctrl-C did, if unsaid
+        self.outcome.interrupted = "stopped" if self.interrupts.stop_now else "finished"
+        self.outcome.unfinished = len(unfinished)
+
     def _finish(self, store: StudyStore, pack: list[Pending], out: PackResult) -> None:
         assert self.outcome is not None
-        if isinstance(out, PackFailed):
+        if isinstance(out, PackFailed):  # record why, and tell each trial FAIL
             for p in pack:
-                self._fail(store, p, out)
+                store.store_error(p.trial_id, str(out))
+                store.fail(p.number, p.trial_id)
+                self._live = self._live.after_fail() if self._live else None
+                self.outcome.failed.append(f"trial {p.number}: {out}")
+            self.log.failed([p.key for p in pack])
             return
         for p, trained in zip(pack, out, strict=True):
             self._tell(store, p.number, p.trial_id, trained)
             self.outcome.trained += 1
             failpoint("driver.after_tell")  # a test hook; see pipeline/faults.py
-            self._log(p.key, p.number, trained)
+            self.log.trial(p.key, p.number, trained)

@@ -1,8 +1,11 @@
 """Execution: one task per pack of trials. The only module that imports ray.
 
-The driver hands an :class:`Executor` lists of TrialSpecs and gets TrialResults back, each
-with the JSON text its worker wrote (stored and logged as it is: a result is serialised
-once); workers never touch the Optuna storage or MLflow. :class:`RayExecutor` runs real
+The driver hands an :class:`Executor` lists of TrialSpecs and gets each pack's events
+back: :class:`Started` as it begins, :class:`Epochs` (its members' epoch records, about
+once a second) while it trains, and last its TrialResults, each with the JSON text its
+worker wrote (stored and logged as it is: a result is serialised once), or why it failed.
+On Ray a pack is a streaming generator task. Workers never touch the Optuna storage or
+MLflow. :class:`RayExecutor` runs real
 studies; :class:`InProcessExecutor` trains in the calling process, for tests of the
 driver's logic. A pack given a GPU (``gpus_per_pack`` > 0,
 fractions allowed so several packs share one card) trains on CUDA. A worker that dies
@@ -15,7 +18,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -27,26 +31,82 @@ MAX_RETRIES = 3
 """How many times Ray reruns a pack whose worker died."""
 
 
-def _train_pack_on_worker(spec_dicts: list[dict[str, Any]]) -> list[str]:
-    """Runs inside a Ray worker: train the pack on the device Ray assigned."""
-    import torch
+DASHBOARD_NEEDS_AUTH = (
+    "the Ray dashboard runs jobs, so it starts only with Ray's token authentication; "
+    "unset RAY_AUTH_MODE (or set it to token)"
+)
 
-    from models.train import train_pack
+PROGRESS_SECONDS = 1.0
+"""A pack streams its members' epoch records at most this often (and once as it starts)."""
+
+Update = tuple[int, int, float, float, float, float, float, int | None, int | None]
+"""One member's epoch as it travels from a worker: member index, epoch, train loss, val
+loss, grad norm, hidden variance, hidden saturation, converged epoch, diverged epoch."""
+
+
+def pack_messages(
+    specs: Sequence[TrialSpec], device: str, interval: float | None = None
+) -> Iterator[tuple[str, Any]]:
+    """Train a pack, yielding what the driver streams from it, in order:
+    ``("started", unix_seconds)`` first, then ``("epochs", [Update, ...])`` at most every
+    ``interval`` seconds (default :data:`PROGRESS_SECONDS`) while it trains, and last
+    ``("done", [TrialResult, ...])``. Epochs not yet sent when the pack ends are only in
+    the results' histories."""
+    from models.train import iter_pack
+
+    interval = PROGRESS_SECONDS if interval is None else interval
+    yield ("started", time.time())
+    steps = iter_pack(specs, device)
+    buffer: list[Update] = []
+    last = time.monotonic()
+    while True:
+        try:
+            updates = next(steps)
+        except StopIteration as done:
+            yield ("done", done.value)
+            return
+        buffer += [_update(u) for u in updates]
+        if time.monotonic() - last >= interval:
+            yield ("epochs", buffer)
+            buffer, last = [], time.monotonic()
+
+
+def _update(u: Any) -> Update:
+    r = u.record
+    return (
+        u.member,
+        r.epoch,
+        r.train_loss,
+        r.val_loss,
+        r.grad_norm,
+        r.hidden_var,
+        r.hidden_sat,
+        u.converged_epoch,
+        u.diverged_epoch,
+    )
+
+
+def _train_pack_on_worker(spec_dicts: list[dict[str, Any]]) -> Iterator[tuple[str, Any]]:
+    """Runs inside a Ray worker (a streaming generator task): train the pack on the device
+    Ray assigned, streaming :func:`pack_messages`; the results go as their JSON text."""
+    import torch
 
     ctx = ray.get_runtime_context()
     cpus = ctx.get_assigned_resources().get("CPU", 1.0)
     torch.set_num_threads(max(1, int(cpus)))
     device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
-    results = train_pack([TrialSpec.from_dict(d) for d in spec_dicts], device)
     node = f"{socket.gethostname()}/{ctx.get_node_id()[:12]}"
-    if device == "cuda":
-        device = f"cuda:{torch.cuda.get_device_name()}"
-    out = []
-    for result in results:
-        result.node = node
-        result.device = device
-        out.append(result.to_json())
-    return out
+    where = f"cuda:{torch.cuda.get_device_name()}" if device == "cuda" else device
+    for kind, payload in pack_messages([TrialSpec.from_dict(d) for d in spec_dicts], device):
+        if kind != "done":
+            yield (kind, payload)
+            continue
+        out = []
+        for result in payload:
+            result.node = node
+            result.device = where
+            out.append(result.to_json())
+        yield ("done", out)
 
 
 _remote_train = ray.remote(max_retries=MAX_RETRIES)(_train_pack_on_worker)
@@ -76,8 +136,32 @@ class Trained:
 
 PackResult = list[Trained] | PackFailed
 """What a pack came to: its members' results, in order, or why it failed."""
-Finished = list[tuple[int, PackResult]]
-"""Packs that finished, each with its id."""
+
+
+@dataclass(frozen=True)
+class Started:
+    """A pack began training (its worker's clock, unix seconds)."""
+
+    started_at: float
+
+
+@dataclass(frozen=True)
+class Epochs:
+    """Epoch records of a pack's members while it trains (several epochs may be in one)."""
+
+    updates: list[Update]
+
+
+Event = Started | Epochs | list[Trained] | PackFailed
+"""What :meth:`Executor.wait` hands back for a pack: news while it trains, then its end
+(its results, or why it failed); a pack's events come in order."""
+Finished = list[tuple[int, Event]]
+"""Events of packs, each with the pack's id."""
+
+
+def ends(event: Event) -> bool:
+    """Whether an event is a pack's last (its results or its failure)."""
+    return isinstance(event, list | PackFailed)
 
 
 class Executor(Protocol):
@@ -92,7 +176,7 @@ class Executor(Protocol):
         ...
 
     def wait(self, timeout: float) -> Finished:
-        """The packs that finished within ``timeout`` seconds (maybe none)."""
+        """The packs' events that came within ``timeout`` seconds (maybe none)."""
         ...
 
     def shutdown(self) -> None:
@@ -110,7 +194,11 @@ class RayExecutor:
     """Submits packs to Ray and collects finished ones."""
 
     def __init__(
-        self, address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None
+        self,
+        address: str | None = None,
+        num_cpus: int | None = None,
+        num_gpus: int | None = None,
+        dashboard_port: int | None = None,
     ) -> None:
         """Connect to a cluster (``address``) or start an embedded local Ray.
 
@@ -119,7 +207,11 @@ class RayExecutor:
                 None starts Ray inside this process, using ``num_cpus`` CPUs.
             num_cpus: CPUs for an embedded Ray (default: all of this machine's).
             num_gpus: GPUs for an embedded Ray (default: Ray's detection).
+            dashboard_port: start an embedded Ray's dashboard on 127.0.0.1 at this port
+                (None: no dashboard); see :attr:`dashboard_url`.
         """
+        self.dashboard_url: str | None = None
+        """The embedded Ray's dashboard, when one was started."""
         self._owned = not ray.is_initialized()
         if self._owned:
             # Offline and private by default: no usage statistics sent by Ray
@@ -133,9 +225,22 @@ class RayExecutor:
             if address is None:
                 kwargs["num_cpus"] = num_cpus
                 kwargs["num_gpus"] = num_gpus
+                if dashboard_port is not None:
+                    # The dashboard takes jobs (it runs code): only with Ray's token auth,
+                    # which a new local Ray turns on unless RAY_AUTH_MODE says otherwise
+                    # (its token in ~/.ray/auth_token, made if missing).
+                    if os.environ.get("RAY_AUTH_MODE", "token").lower() != "token":
+                        raise ValueError(DASHBOARD_NEEDS_AUTH)
+                    kwargs.update(
+                        include_dashboard=True,
+                        dashboard_host="127.0.0.1",
+                        dashboard_port=dashboard_port,
+                    )
             else:
                 kwargs["address"] = address
-            ray.init(**kwargs)
+            context = ray.init(**kwargs)
+            if address is None and dashboard_port is not None and context.dashboard_url:
+                self.dashboard_url = f"http://{context.dashboard_url}"
         self._refs: dict[Any, int] = {}
 
     def capacity(self, resources: Resources) -> int:
@@ -154,38 +259,54 @@ class RayExecutor:
 
     def submit(self, pack_id: int, specs: Sequence[TrialSpec], resources: Resources) -> None:
         """Start training a pack; ``pack_id`` comes back from :meth:`wait`."""
-        ref = _remote_train.options(num_cpus=resources.cpus, num_gpus=resources.gpus).remote(
+        gen = _remote_train.options(num_cpus=resources.cpus, num_gpus=resources.gpus).remote(
             [s.to_dict() for s in specs]
         )
-        self._refs[ref] = pack_id
+        self._refs[gen] = pack_id
 
     @property
     def in_flight(self) -> int:
         return len(self._refs)
 
     def wait(self, timeout: float) -> Finished:
-        """Return the packs that finished within ``timeout`` seconds (maybe none)."""
+        """The packs' events that came within ``timeout`` seconds (maybe none): the next
+        message of each pack that has one ready."""
         if not self._refs:
             return []
         ready, _ = ray.wait(list(self._refs), num_returns=len(self._refs), timeout=timeout)
-        done: Finished = []
-        for ref in ready:
-            pack_id = self._refs.pop(ref)
+        events: Finished = []
+        gen: Any  # a streaming generator (ray.ObjectRefGenerator)
+        for gen in ready:
+            pack_id = self._refs[gen]
             try:
-                payload = ray.get(ref)
+                kind, payload = ray.get(next(gen))
+            except StopIteration:  # cannot happen: a pack's last message is "done"
+                event: Event = PackFailed("the pack ended without its results")
             except (ray.exceptions.RayError, ray.exceptions.RayTaskError) as exc:
-                done.append((pack_id, _failed(exc)))
-                continue
-            done.append((pack_id, [Trained(TrialResult.from_json(t), t) for t in payload]))
-        return done
+                event = _failed(exc)
+            else:
+                event = _event(kind, payload)
+            if ends(event):
+                del self._refs[gen]
+            events.append((pack_id, event))
+        return events
 
     def shutdown(self) -> None:
         """Cancel what is still running and stop an embedded Ray."""
-        for ref in list(self._refs):
-            ray.cancel(ref, force=True)
+        for gen in list(self._refs):
+            ray.cancel(gen, force=True)
         self._refs.clear()
         if self._owned and ray.is_initialized():
             ray.shutdown()
+
+
+def _event(kind: str, payload: Any) -> Event:
+    """A worker's message as an event (results arrive as their JSON text)."""
+    if kind == "started":
+        return Started(float(payload))
+    if kind == "epochs":
+        return Epochs(list(payload))
+    return [Trained(TrialResult.from_json(t), t) for t in payload]
 
 
 TrainPack = Callable[[Sequence[TrialSpec], str], list[TrialResult]]
@@ -194,15 +315,21 @@ TrainPack = Callable[[Sequence[TrialSpec], str], list[TrialResult]]
 
 class InProcessExecutor:
     """Trains packs one after another in the calling process (no Ray), for tests of the
-    driver's logic: a pack submitted is trained by the next :meth:`wait`, and an error it
-    raises fails the pack, as a task that raised does on Ray."""
+    driver's logic. Each :meth:`wait` takes the oldest pack one message further (the
+    messages a Ray worker streams, :func:`pack_messages`), so the driver sees a pack start
+    and its epochs before it ends; an error training raises fails the pack, as a task that
+    raised does on Ray. A pack trained by a given ``train`` function streams no epochs."""
 
-    def __init__(self, slots: int = 1, train: TrainPack | None = None) -> None:
+    def __init__(
+        self, slots: int = 1, train: TrainPack | None = None, interval: float | None = None
+    ) -> None:
         """A pool of ``slots`` packs at once (what :meth:`capacity` says), each trained by
-        ``train`` (default ``models.train.train_pack``, on the CPU)."""
+        ``train`` (default ``models.train``, on the CPU, streaming its epochs at most every
+        ``interval`` seconds, default :data:`PROGRESS_SECONDS`)."""
         self.slots = slots
         self._train = train
-        self._queue: list[tuple[int, list[TrialSpec]]] = []
+        self._interval = interval
+        self._queue: list[tuple[int, Iterator[tuple[str, Any]]]] = []
         self.submitted: list[list[TrialSpec]] = []
         """Every pack submitted, in order (what a test checks was trained)."""
 
@@ -210,30 +337,32 @@ class InProcessExecutor:
         return self.slots
 
     def submit(self, pack_id: int, specs: Sequence[TrialSpec], resources: Resources) -> None:
-        self._queue.append((pack_id, list(specs)))
+        self._queue.append((pack_id, self._messages(list(specs))))
         self.submitted.append(list(specs))
 
+    def _messages(self, specs: list[TrialSpec]) -> Iterator[tuple[str, Any]]:
+        if self._train is None:
+            yield from pack_messages(specs, "cpu", self._interval)
+            return
+        yield ("started", time.time())
+        yield ("done", self._train(specs, "cpu"))
+
     def wait(self, timeout: float) -> Finished:
-        done: Finished = []
-        while self._queue:
-            pack_id, specs = self._queue.pop(0)
-            try:
-                results = self._run(specs)
-            except Exception as exc:
-                done.append((pack_id, _failed(exc)))
-                continue
-            node = f"{socket.gethostname()}/in-process"
-            for result in results:
-                result.node, result.device = node, "cpu"
-            done.append((pack_id, [Trained(r, r.to_json()) for r in results]))
-        return done
-
-    def _run(self, specs: Sequence[TrialSpec]) -> list[TrialResult]:
-        if self._train is not None:
-            return self._train(specs, "cpu")
-        from models.train import train_pack
-
-        return train_pack(specs, "cpu")
+        if not self._queue:
+            return []
+        pack_id, messages = self._queue[0]
+        try:
+            kind, payload = next(messages)
+        except Exception as exc:
+            self._queue.pop(0)
+            return [(pack_id, _failed(exc))]
+        if kind != "done":
+            return [(pack_id, _event(kind, payload))]
+        self._queue.pop(0)
+        node = f"{socket.gethostname()}/in-process"
+        for result in payload:
+            result.node, result.device = node, "cpu"
+        return [(pack_id, [Trained(r, r.to_json()) for r in payload])]
 
     def shutdown(self) -> None:
         self._queue.clear()

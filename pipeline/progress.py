@@ -1,6 +1,14 @@
-"""Live progress of a study: a rich progress bar on a terminal, silence elsewhere."""
+"""Live progress of a study: a rich progress bar on a terminal, silence elsewhere.
+
+The bar counts member-epochs against the study's epoch budget (every planned trial's
+``max_epochs``; a trial that stopped early counts its whole budget once it ends), so it
+moves while packs train and its ETA is the time the rest of the budget takes at the
+current rate: an upper bound, since trials that converge stop early.
+"""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import (
@@ -15,9 +23,13 @@ from rich.progress import (
 
 from pipeline.storage import StudyCounts
 
+if TYPE_CHECKING:
+    from pipeline.live import LiveProgress
+
 
 class Reporter:
-    """Shows trials done/total, converged, diverged, failed, elapsed time and ETA.
+    """Shows member-epochs done/budget, trials done/planned, how many train and how they
+    ended so far, elapsed time and ETA.
 
     Quiet when the console is not a terminal (CI logs, pipes): then only ``note`` lines
     (warnings the user must see) are printed.
@@ -28,6 +40,8 @@ class Reporter:
         self.enabled = self.console.is_terminal if enabled is None else enabled
         self._progress: Progress | None = None
         self._task: TaskID | None = None
+        self.last: tuple[StudyCounts, LiveProgress | None] | None = None
+        """What the last :meth:`update` showed (or would have, when quiet)."""
 
     def start(self, study: str, counts: StudyCounts) -> None:
         if not self.enabled:
@@ -36,6 +50,7 @@ class Reporter:
             TextColumn(f"[bold]{study}[/]"),
             BarColumn(),
             MofNCompleteColumn(),
+            TextColumn("epochs · {task.fields[trials]} trials"),
             TextColumn("{task.fields[detail]}"),
             TimeElapsedColumn(),
             TextColumn("ETA"),
@@ -45,12 +60,26 @@ class Reporter:
         )
         self._progress.start()
         self._task = self._progress.add_task(
-            study, total=counts.planned, completed=counts.complete, detail=_detail(counts)
+            study, total=None, trials=_trials(counts), detail=_detail(counts)
         )
 
-    def update(self, counts: StudyCounts) -> None:
-        if self._progress is not None and self._task is not None:
-            self._progress.update(self._task, completed=counts.complete, detail=_detail(counts))
+    def update(self, counts: StudyCounts, live: LiveProgress | None = None) -> None:
+        """Show the study's counts and, while packs train, their epochs."""
+        self.last = (counts, live)
+        if self._progress is None or self._task is None:
+            return
+        done, total = (live.epochs_done, live.epochs_total) if live else (None, None)
+        self._progress.update(
+            self._task,
+            completed=done,
+            total=total,
+            trials=_trials(counts),
+            detail=_detail(counts, live),
+        )
+
+    def info(self, message: str) -> None:
+        """A line the user should see (where to look), progress bar or not."""
+        self.console.print(message, highlight=False, soft_wrap=True)
 
     def note(self, message: str) -> None:
         """A warning the user must see, progress bar or not."""
@@ -62,8 +91,16 @@ class Reporter:
             self._progress = None
 
 
-def _detail(c: StudyCounts) -> str:
+def _trials(c: StudyCounts) -> str:
+    return f"{c.complete}/{c.planned}"
+
+
+def _detail(c: StudyCounts, live: LiveProgress | None = None) -> str:
+    training = ""
+    if live is not None and live.training:
+        training = f"{live.training} training ({live.converged_so_far} at target) · "
     return (
-        f"[green]{c.converged} converged[/] {c.censored} censored {c.stalled} stalled "
-        f"[red]{c.frozen} frozen {c.diverged} diverged[/] {c.failed} failed"
+        f"{training}[green]{c.converged} converged[/] {c.censored} censored "
+        f"{c.stalled} stalled [red]{c.frozen} frozen {c.diverged} diverged[/] "
+        f"{c.failed} failed"
     )

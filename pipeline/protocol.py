@@ -60,7 +60,7 @@ def run_protocol(
     tune = Driver(tune_stage(spec), spec_text, tune_opts, reporter, executor).run()
     on_stage("tune", tune)
     outcome = ProtocolOutcome(tune)
-    if tune.failed or tune.counts.remaining:
+    if tune.failed or tune.counts.remaining or tune.interrupted:
         return outcome
     trials = load_tables(tune_name(name), options.storage_url).trials
     outcome.picks = pick_lr(trials, arm_params(spec), spec.protocol.pick)

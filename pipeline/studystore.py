@@ -319,6 +319,14 @@ class StudyStore:
         self.call("store a result", lambda: self._set_attr(trial_id, st.RESULT, result_json))
         self.call("store an outcome", lambda: self._set_attr(trial_id, st.OUTCOME, outcome))
 
+    def report(self, trial_id: int, epoch: int, value: float) -> None:
+        """A trial's intermediate value (its validation loss) at an epoch, as it trains;
+        written again with the same value when a retried pack streams that epoch again."""
+        self.call(
+            "report an intermediate value",
+            lambda: self.study._storage.set_trial_intermediate_value(trial_id, epoch, value),
+        )
+
     def store_error(self, trial_id: int, error: str) -> None:
         """Record why the infrastructure failed a trial."""
         self.call("store an error", lambda: self._set_attr(trial_id, st.ERROR, error))

@@ -16,6 +16,7 @@ from models.spec import TrialResult, TrialSpec
 from models.train import train_pack
 from pipeline import driver as drv
 from pipeline import storage as st
+from pipeline import studylog
 from pipeline.execution import Finished, InProcessExecutor, TrainPack
 from pipeline.progress import Reporter
 from pipeline.studyspec import StudySpec, parse_study_spec
@@ -186,17 +187,17 @@ def test_a_failed_pack_fails_its_trials_with_the_error_and_a_rerun_redoes_them(
 def test_backfill_logs_each_complete_trial_exactly_once(
     grid: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = drv.Tracker
+    real = studylog.Tracker
 
     class Down(real):  # type: ignore[misc, valid-type]
         def open_study(self, *args: object, **kwargs: object) -> None:
             raise TrackingError("MLflow is down for this test")
 
-    monkeypatch.setattr(drv, "Tracker", Down)
+    monkeypatch.setattr(studylog, "Tracker", Down)
     outcome = grid.run()
     assert (outcome.trained, outcome.logged) == (6, 0)
     assert outcome.tracking_error is not None
-    monkeypatch.setattr(drv, "Tracker", real)
+    monkeypatch.setattr(studylog, "Tracker", real)
 
     resumed = grid.run()  # MLflow is back: the next run back-fills, trains nothing
     assert (resumed.trained, resumed.logged) == (0, 6)

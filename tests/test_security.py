@@ -21,6 +21,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import pytest
@@ -444,3 +445,74 @@ def test_report_goes_where_out_points_and_by_default_under_the_run_dir(
     assert sorted(p.name for p in (run_dir / "reports" / "smoke").iterdir()) == ["verdicts.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "runs"]
     capsys.readouterr()
+
+
+_DASHBOARD_PROBE = """
+import json, os, sys, urllib.error, urllib.request
+from pathlib import Path
+from typing import Any
+from pipeline.execution import RayExecutor
+
+executor = RayExecutor(num_cpus=1, dashboard_port=int(sys.argv[1]))
+def status(headers):
+    request = urllib.request.Request(executor.dashboard_url + "/api/version", headers=headers)
+    try:
+        return urllib.request.urlopen(request, timeout=20).status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+token = os.environ.get("RAY_AUTH_TOKEN") or (Path.home() / ".ray" / "auth_token").read_text()
+print(json.dumps({
+    "url": executor.dashboard_url,
+    "mode": os.environ.get("RAY_AUTH_MODE"),
+    "anonymous": status({}),
+    "with_token": status({"Authorization": f"Bearer {token.strip()}"}),
+}))
+executor.shutdown()
+"""
+
+
+def test_the_embedded_ray_dashboard_is_on_loopback_behind_the_token(tmp_path: Path) -> None:
+    """``run --dashboard PORT``'s Ray: on 127.0.0.1, refusing a caller without Ray's token
+    (the dashboard takes jobs, so it runs code)."""
+    from ports import free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _DASHBOARD_PROBE, str(port)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=ROOT,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    seen = yaml.safe_load(proc.stdout.strip().splitlines()[-1])
+    assert seen["url"] == f"http://127.0.0.1:{port}" and seen["mode"] == "token"
+    assert seen["anonymous"] == 401 and seen["with_token"] == 200
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "says"),
+    [
+        (["--dashboard", "80"], {}, "--dashboard: a port from 1024 to 65535, got 80"),
+        (
+            ["--dashboard", "8265", "--address", "auto"],
+            {},
+            "--dashboard: only for the embedded Ray",
+        ),
+        (
+            ["--dashboard", "8265"],
+            {"RAY_AUTH_MODE": "disabled"},
+            "--dashboard: the Ray dashboard runs jobs, so it starts only with Ray's token",
+        ),
+    ],
+)
+def test_run_refuses_a_dashboard_it_cannot_start_safely(
+    args: list[str], env: dict[str, str], says: str, tmp_path: Path, cli_here: Any
+) -> None:
+    with mock.patch.dict(os.environ, env):
+        done = cli_here("run", str(SMOKE), "--run-dir", str(tmp_path / "run"), *args)
+    assert done.returncode == 2
+    assert says in done.stderr and done.stderr.count("\n") == 1
+    assert not (tmp_path / "run").exists()

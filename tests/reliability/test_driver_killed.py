@@ -56,7 +56,8 @@ def test_driver_killed_at_a_failpoint_resumes_exactly_once(
         assert complete[0].user_attrs[st.KEY] not in finished
     else:  # tracking.before_finish: the MLflow run exists but is not FINISHED
         assert len(complete) == 1 and not finished
-        assert [r["status"] for r in runs] == ["RUNNING"]
+        # its run, and the live runs of the packs still training then, are RUNNING
+        assert runs and all(r["status"] == "RUNNING" for r in runs)
 
     resumed = cli(*args)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr

@@ -1,0 +1,234 @@
+"""What the driver does with a pack's news while it trains, and Ctrl-C.
+
+A pack streams :class:`~pipeline.execution.Started` as it begins and
+:class:`~pipeline.execution.Epochs` (its members' epoch records, about once a second)
+while it trains. The driver, still the only writer, passes them on:
+
+- MLflow: each member's child run is created RUNNING when its pack starts (with the
+  worker's start time), and the epochs' metrics are logged to it in one batch per message;
+- Optuna: the last validation loss of each member in a message is its trial's
+  intermediate value at that epoch (``trial.report``), so optuna-dashboard draws the
+  curves as they grow (about one point per second of training; the whole curve is in the
+  trial's result and in MLflow);
+- the progress display: member-epochs done against the study's epoch budget, and how many
+  trials are training and have converged so far.
+
+Epoch records are idempotent: one the driver has seen (a retried pack streams its epochs
+again) is skipped. A failure to log to MLflow stops live logging the way any tracking
+failure does (the finished trials are back-filled later).
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+from models.spec import EpochRecord
+from pipeline.execution import Epochs, Started
+from pipeline.plan import Pending
+from pipeline.storage import StudyCounts
+from pipeline.studylog import StudyLog
+from pipeline.studystore import StudyStore
+from pipeline.tracking import Tracker, TrackingError
+
+
+@dataclass
+class _Member:
+    pending: Pending
+    epochs: int = 0
+    """The last epoch the driver has seen of it."""
+    converged: bool = False
+    diverged: bool = False
+
+
+@dataclass(frozen=True)
+class LiveProgress:
+    """What the progress display shows besides the study's counts."""
+
+    epochs_done: int
+    """Member-epochs done: a finished trial counts its whole budget."""
+    epochs_total: int
+    """The study's budget: every planned trial's ``max_epochs``."""
+    training: int
+    """Trials whose pack has started and not ended."""
+    converged_so_far: int
+    """Of those, how many have reached their target already."""
+
+
+@dataclass
+class Live:
+    """The packs in flight, as their news comes in.
+
+    ``tracker`` returns the driver's tracker (None while MLflow is down), ``tracking_down``
+    is the driver's handler of a tracking failure, and ``nominal_epochs`` the budget of a
+    planned trial the driver has not seen yet (a sampled study's future trials).
+    """
+
+    store: StudyStore
+    tracker: Callable[[], Tracker | None]
+    tracking_down: Callable[[Exception], None]
+    tags: dict[str, str]
+    planned: int
+    nominal_epochs: int
+    done_before: int = 0
+    """Trials finished before this driver started (complete or failed)."""
+    _members: dict[int, list[_Member]] = field(default_factory=dict)
+    _seen: dict[int, int] = field(default_factory=dict)
+    """Trial number -> its max_epochs, for every trial this driver has queued."""
+    _finished_epochs: int = 0
+    _finished: int = 0
+
+    @classmethod
+    def watch(
+        cls,
+        store: StudyStore,
+        log: StudyLog,
+        tags: dict[str, str],
+        counts: StudyCounts,
+        pending: Sequence[Pending],
+    ) -> Live:
+        """The live view of a run's packs, which will train ``pending`` first."""
+        live = cls(
+            store,
+            lambda: log.tracker,
+            log.down,
+            tags,
+            planned=counts.planned,
+            nominal_epochs=max((p.spec.max_epochs for p in pending), default=1),
+            done_before=counts.complete + counts.failed,
+        )
+        live.queued(pending)
+        return live
+
+    def news(self, pack_id: int, pack: Sequence[Pending], event: Started | Epochs) -> None:
+        """A pack's news: it started, or epochs of its members."""
+        if isinstance(event, Started):
+            self.started(pack_id, pack, event)
+        else:
+            self.epochs(pack_id, event)
+
+    def queued(self, pack: Sequence[Pending]) -> None:
+        """Trials this driver will train (their budgets replace the nominal one)."""
+        for p in pack:
+            self._seen[p.number] = p.spec.max_epochs
+
+    def started(self, pack_id: int, pack: Sequence[Pending], event: Started) -> None:
+        """A pack began: its members' MLflow runs are created RUNNING."""
+        if pack_id in self._members:  # a retried pack starts again
+            return
+        self._members[pack_id] = [_Member(p) for p in pack]
+        tracker = self.tracker()
+        if tracker is None:
+            return
+        items = [(p.key, p.number, p.spec) for p in pack]
+        try:
+            tracker.start_trials(items, self.tags, start_time=event.started_at)
+        except TrackingError as exc:
+            self.tracking_down(exc)
+
+    def epochs(self, pack_id: int, event: Epochs) -> None:
+        """Epoch records of a pack's members: MLflow metrics and Optuna intermediate values."""
+        members = self._members.get(pack_id)
+        if members is None:
+            return
+        fresh: dict[int, list[EpochRecord]] = {}
+        for u in event.updates:
+            member, epoch = members[u[0]], u[1]
+            if epoch <= member.epochs:
+                continue
+            member.epochs = epoch
+            member.converged = u[7] is not None
+            member.diverged = u[8] is not None
+            fresh.setdefault(u[0], []).append(EpochRecord(*u[1:7]))
+        tracker = self.tracker()
+        for index, records in fresh.items():
+            p, last = members[index].pending, records[-1]
+            if math.isfinite(last.val_loss):
+                self.store.report(p.trial_id, last.epoch, last.val_loss)
+            if tracker is not None:
+                try:
+                    tracker.log_epochs(p.key, records)
+                except TrackingError as exc:
+                    self.tracking_down(exc)
+                    tracker = None
+
+    def ended(self, pack_id: int, pack: Sequence[Pending]) -> None:
+        """A pack ended (results or failure): its trials count their whole budget."""
+        self._members.pop(pack_id, None)
+        self._finished += len(pack)
+        self._finished_epochs += sum(p.spec.max_epochs for p in pack)
+
+    @property
+    def in_flight(self) -> list[Pending]:
+        """The trials of the packs that have started and not ended."""
+        return [m.pending for members in self._members.values() for m in members]
+
+    def progress(self) -> LiveProgress:
+        members = [m for ms in self._members.values() for m in ms]
+        unseen = max(0, self.planned - len(self._seen) - self.done_before)
+        total = sum(self._seen.values()) + (self.done_before + unseen) * self.nominal_epochs
+        done = (
+            self.done_before * self.nominal_epochs
+            + self._finished_epochs
+            + sum(m.epochs for m in members)
+        )
+        return LiveProgress(
+            epochs_done=min(done, total),
+            epochs_total=total,
+            training=len(members),
+            converged_so_far=sum(m.converged and not m.diverged for m in members),
+        )
+
+
+class Interrupts:
+    """Ctrl-C (SIGINT) while a study runs, in the main thread: the first sets
+    :attr:`stopping` (submit nothing more, let running packs finish), the second
+    :attr:`stop_now` (stop the running packs too); a third raises KeyboardInterrupt. The
+    driver's loop reads the flags and says what it does: a signal handler only sets them,
+    so no write to a store is ever cut in half. Elsewhere than the main thread (where
+    Python cannot take a signal) it does nothing."""
+
+    def __init__(self) -> None:
+        self.stopping = False
+        self.stop_now = False
+        self._previous: Any = None
+        self._installed = False
+        self._said = 0
+        """How many of the Ctrl-Cs have been announced."""
+
+    def __enter__(self) -> Interrupts:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
+            self._installed = False
+
+    def announce(self, note: Callable[[str], None], trials: int, packs: int) -> None:
+        """Say once, after each Ctrl-C, what it does (``trials`` in ``packs`` running)."""
+        if self.stopping and self._said == 0:
+            self._said = 1
+            if not self.stop_now:
+                note(
+                    f"Ctrl-C: submitting no more trials; finishing {trials} running trials "
+                    f"({packs} packs); Ctrl-C again to stop now"
+                )
+        if self.stop_now and self._said < 2:
+            self._said = 2
+            note("Ctrl-C again: stopping the running trials now")
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if not self.stopping:
+            self.stopping = True
+        elif not self.stop_now:
+            self.stop_now = True
+        else:
+            raise KeyboardInterrupt

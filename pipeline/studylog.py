@@ -1,0 +1,104 @@
+"""The driver's MLflow side: the study's parent run, one child run per trial, back-fill.
+
+MLflow is a copy of what the Optuna storage holds, so it may be down: the first failure
+is noted once, logging stops for the rest of the run, and every complete trial without a
+finished run is logged by the next run or ``initstudy sync`` (exactly once, by key).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from models.spec import TrialResult
+from pipeline.execution import Trained
+from pipeline.storage import StudyCounts
+from pipeline.studystore import StudyStore
+from pipeline.tracking import Tracker, TrackingError
+
+
+@dataclass
+class StudyLog:
+    """Logs one study's trials to MLflow for the driver, which owns it."""
+
+    name: str
+    tracking_uri: str
+    artifact_location: str | None
+    tags: dict[str, str]
+    """Tags of every run (study, spec and claim hashes, code version, ...)."""
+    note: Callable[[str], None]
+    tracker: Tracker | None = None
+    """None until :meth:`open`, and again once MLflow failed."""
+    error: str | None = None
+    """The first MLflow failure of this run, if any."""
+    logged: int = 0
+    """Trial runs logged by this driver."""
+
+    def open(self, spec_text: str, params: dict[str, str]) -> None:
+        """Find or create the study's experiment and parent run."""
+        try:
+            self.tracker = Tracker(self.tracking_uri, self.artifact_location)
+            self.tracker.open_study(self.name, spec_text, params=params, tags=self.tags)
+        except TrackingError as exc:
+            self.down(exc)
+
+    def down(self, exc: Exception) -> None:
+        """MLflow failed: say so once, and log nothing more in this run."""
+        if self.error is None:
+            self.note(
+                f"MLflow is unreachable ({exc}); results are kept in the Optuna storage "
+                f"and will be logged by `initstudy sync {self.name}` or the next run"
+            )
+        self.error = str(exc)
+        self.tracker = None
+
+    def trial(self, key: str, number: int, done: Trained) -> None:
+        """Log a trial that finished (its live run, if it has one, is completed)."""
+        if self.tracker is None:
+            return
+        try:
+            self.tracker.log_trial(key, number, done.result, self.tags, result_json=done.text)
+        except TrackingError as exc:
+            self.down(exc)
+            return
+        self.logged += 1
+
+    def failed(self, keys: list[str]) -> None:
+        """The pack of these trials failed: their live runs are marked FAILED."""
+        if self.tracker is None:
+            return
+        try:
+            self.tracker.fail_trials(keys)
+        except TrackingError as exc:
+            self.down(exc)
+
+    def backfill(self, store: StudyStore) -> None:
+        """Log every complete trial that has no finished MLflow run (exactly once)."""
+        if self.tracker is None:
+            return
+        try:
+            logged = self.tracker.logged_trials()
+        except TrackingError as exc:
+            self.down(exc)
+            return
+        for t in store.complete():
+            if t.key and t.result_json and t.key not in logged:
+                done = Trained(TrialResult.from_json(t.result_json), t.result_json)
+                self.trial(t.key, t.number, done)
+                if self.tracker is None:
+                    return
+
+    def close(self, counts: StudyCounts, interrupted: bool) -> None:
+        """End the parent run: FINISHED once every planned trial is complete, KILLED when
+        the run was interrupted (the next run reopens it); the live runs of trials that did
+        not finish are marked KILLED."""
+        if self.tracker is None:
+            return
+        try:
+            if interrupted:
+                self.tracker.kill_live()
+                self.tracker.close_study("KILLED")
+            elif counts.remaining == 0:
+                self.tracker.close_study()
+        except TrackingError as exc:
+            self.down(exc)
