@@ -1,9 +1,9 @@
 """Reading a study spec file: the bytes a spec may hold, and YAML that is safe to walk.
 
-:func:`read_spec_file` returns the document a spec file holds, or raises the one-line
-:class:`~pipeline.specerrors.SpecError` naming the file; :func:`apply_overrides` applies
-the command line's ``--set KEY=VALUE``; ``pipeline.studyspec`` validates what they return.
-Nothing is written.
+:func:`read_spec_file` returns the document a spec file holds (:func:`read_spec_text` the
+one a spec's text holds), or raises the one-line :class:`~pipeline.specerrors.SpecError`
+naming the file; :func:`apply_overrides` applies the command line's ``--set KEY=VALUE``;
+``pipeline.studyspec`` validates what they return. Nothing is written.
 """
 
 from __future__ import annotations
@@ -52,6 +52,21 @@ def read_spec_file(path: str | Path) -> object:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SpecError(f"{source}: not UTF-8 text (byte offset {exc.start})") from None
+    return read_spec_text(text, source)
+
+
+def read_spec_text(text: str, source: str) -> object:
+    """The YAML document in a spec's text (``yaml.safe_load``), not yet validated: the
+    checks :func:`read_spec_file` makes of a file once it is decoded.
+
+    Raises:
+        SpecError: text too large or binary, bad YAML, or YAML whose aliases expand too far
+            (one line, naming ``source``).
+    """
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_SPEC_BYTES:
+        raise SpecError(f"{source}: larger than {MAX_SPEC_BYTES} bytes; not a study spec")
+    if "\x00" in text:
+        raise SpecError(f"{source}: binary file (it contains a NUL byte); a spec is YAML text")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -63,11 +78,11 @@ def read_spec_file(path: str | Path) -> object:
         raise SpecError(f"{source}: invalid YAML{where}: {what}".replace("\n", " ")) from None
     except RecursionError:
         raise SpecError(f"{source}: invalid YAML: nested too deeply") from None
-    _check_expansion(data, source)
+    check_expansion(data, source)
     return data
 
 
-def _check_expansion(data: object, source: str) -> None:
+def check_expansion(data: object, source: str) -> None:
     """Refuse YAML whose aliases expand to a huge (an alias bomb) or a recursive document.
 
     ``yaml.safe_load`` shares aliased nodes, so such a document is small in memory, but

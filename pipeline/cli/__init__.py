@@ -12,7 +12,8 @@ failed trials. Exit code 3: another driver holds the study.
 The commands are grouped in this package's modules: ``trial`` (one trial, its options made
 from ``models.fields.FIELDS``, and ``schemes``), ``studies`` (validate, run, status, check,
 sync, list, delete), ``outputs`` (results, query, report, ui) and ``suite`` (a folder of
-studies, one report); ``base`` holds what they share. ``main`` is the
+studies, one report); ``base`` holds what they share, and :mod:`pipeline.frontend` the
+checks and limits they share with the notebook API (:mod:`pipeline.api`). ``main`` is the
 console script; ``python -m pipeline.cli`` runs it too.
 """
 
@@ -36,6 +37,7 @@ from pipeline.cli.base import (
     fail,
     one_line,
 )
+from pipeline.frontend import quiet_libraries
 
 # The command modules register their commands on ``app`` when imported, in the order
 # ``initstudy --help`` lists them.
@@ -65,31 +67,13 @@ __all__ = [
 ]
 
 
-def _quiet_libraries() -> None:
-    """Keep library chatter off the terminal; errors still come through."""
-    import logging
-    import os
-
-    # MLflow's HTTP client retries 7 times with backoff by default, minutes for a dead
-    # server; the tracker retries on its own, so fail fast and back-fill later.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    # No usage telemetry: studies run on closed networks, and we send nothing anywhere
-    # (set here too for `ui`'s MLflow server; Ray's is set where Ray starts, in
-    # pipeline.execution).
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    for name in ("mlflow", "alembic", "optuna"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Console-script entry point; ``argv`` defaults to ``sys.argv[1:]``. Exits.
 
     Options the parser refuses (not an integer, unknown option, missing argument) print
     one line and exit 2, like every other bad input, instead of Typer's usage box.
     """
-    _quiet_libraries()
+    quiet_libraries()  # MLflow fails fast and quietly, as under the API
     try:
         code = app(args=argv, prog_name="initstudy", standalone_mode=False)
     except typer.TyperException as exc:  # Click's usage errors (Typer vendors Click)

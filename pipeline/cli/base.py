@@ -1,20 +1,33 @@
 """What every ``initstudy`` command shares: the app, the consoles, one-line errors, and
-the options and checks of the study stores (run folder, Optuna storage, MLflow URI)."""
+the options and checks of the study stores (run folder, Optuna storage, MLflow URI).
+
+The checks are :mod:`pipeline.frontend`'s (the API's too), their errors made ``fail``."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from pipeline.urls import default_storage_url, default_tracking_uri, sqlite_file
+from pipeline import frontend
+from pipeline.frontend import CONFIRM_CPU_HOURS as CONFIRM_CPU_HOURS
+from pipeline.frontend import CONFIRM_TRIALS as CONFIRM_TRIALS
+from pipeline.frontend import STORAGE_SCHEMES as STORAGE_SCHEMES
+from pipeline.frontend import TRACKING_SCHEMES as TRACKING_SCHEMES
+from pipeline.frontend import cli_option
+from pipeline.frontend import one_line as one_line
+from pipeline.urls import default_tracking_uri
 
 if TYPE_CHECKING:
     from pipeline.results import StudyTables
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 app = typer.Typer(
     help="Test claims about RNN initialization with Optuna studies on Ray, tracked in MLflow.",
@@ -37,11 +50,8 @@ Overrides = Annotated[
 ]
 EXIT_BAD_INPUT = 2
 EXIT_BUSY = 3
-CONFIRM_TRIALS = 2_000
-"""``run`` asks for ``--yes`` when a study plans more trials than this ..."""
-CONFIRM_CPU_HOURS = 48.0
-"""... or when its estimated training time (StudySpec.estimated_cpu_seconds) is longer than
-this many hours on one CPU core: two days."""
+EXIT_INTERRUPTED = 130
+"""Ctrl-C, as a shell reports a process ended by SIGINT (128 + 2)."""
 
 
 def _print_version(value: bool) -> None:
@@ -80,13 +90,6 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
     raise typer.Exit(code)
 
 
-def one_line(message: str) -> str:
-    """A message on one line: lines stripped and joined, SQLAlchemy's help link dropped."""
-    lines = (ln.strip() for ln in str(message).splitlines())
-    kept = [ln for ln in lines if ln and not ln.startswith("(Background on this error at")]
-    return " ".join(kept) or "failed"
-
-
 RunDir = Annotated[
     Path, typer.Option(help="Run folder for the embedded Optuna and MLflow stores.")
 ]
@@ -99,59 +102,34 @@ TrackingUri = Annotated[
     typer.Option(help="MLflow tracking URI, e.g. http://127.0.0.1:5000 (default: SQLite)."),
 ]
 
-STORAGE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg2", "postgresql+psycopg", "mysql")
-TRACKING_SCHEMES = ("sqlite", "postgresql", "http", "https", "databricks")
+
+def checked(check: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """``check(*args, **kwargs)`` from :mod:`pipeline.frontend`, its ``ValueError`` (a
+    ``SpecError``, a ``StudyError``) printed as one line with exit code 2."""
+    try:
+        return check(*args, **kwargs)
+    except ValueError as exc:
+        fail(str(exc))
 
 
 def check_url(option: str, url: str | None, schemes: tuple[str, ...]) -> None:
     """A URL must have one of ``schemes``; a SQLite one must name a database file."""
-    if url is None:
-        return
-    scheme = url.partition("://")[0]
-    if "://" not in url or scheme not in schemes:
-        fail(f"{option}: {url!r} is not a supported URL; allowed schemes: {', '.join(schemes)}")
-    if scheme == "sqlite" and sqlite_file(url) is None:
-        fail(
-            f"{option}: {url!r} names no database file; write sqlite:///relative/path.db or"
-            " sqlite:////absolute/path.db (an in-memory database would keep nothing)"
-        )
+    checked(frontend.check_url, option, url, schemes)
 
 
 def check_study_name(study: str) -> None:
     """A STUDY argument must be a study name (it becomes a folder name under the run dir)."""
-    from pipeline.studyspec import STUDY_NAME_RULE, is_study_name
-
-    if not is_study_name(study):
-        fail(f"STUDY: {study!r} is not a study name; a name is {STUDY_NAME_RULE}")
+    checked(frontend.check_study_name, "STUDY", study)
 
 
 def check_run_dir(run_dir: Path) -> None:
     """The run folder must be creatable and writable; checked before anything starts."""
-    import os
-
-    probe = run_dir
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        fail(f"--run-dir: {str(probe)!r} exists and is not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        fail(f"--run-dir: {str(probe)!r} is not writable")
+    checked(frontend.check_run_dir, "--run-dir", run_dir)
 
 
 def read_storage(run_dir: Path, storage: str | None) -> str:
     """The Optuna storage URL of an existing study store; reading never creates one."""
-
-    check_url("--storage", storage, STORAGE_SCHEMES)
-    if storage is None:
-        if not (run_dir / "optuna.db").is_file():
-            fail(
-                f"no study storage in {str(run_dir)!r} (no optuna.db); give --run-dir or --storage"
-            )
-        return default_storage_url(run_dir)
-    db = sqlite_file(storage)
-    if db is not None and not db.is_file():
-        fail(f"--storage: no database file {str(db)!r}; reading a study creates none")
-    return storage
+    return checked(frontend.read_storage, run_dir, storage, cli_option)
 
 
 def stores(run_dir: Path, storage: str | None, tracking_uri: str | None) -> tuple[str, str]:

@@ -20,6 +20,7 @@ from pipeline.cli.base import (
     app,
     check_study_name,
     check_url,
+    checked,
     console,
     err_console,
     fail,
@@ -126,7 +127,38 @@ def results(
     url, _ = stores(run_dir, storage, None)
     tables = study_tables(study, url)
     frame = getattr(tables, table)
-    _emit(frame, fmt, out, _SUMMARY_COLUMNS if table == "trials" else ())
+    # the searched parameters first, so a narrow terminal never hides what varies (lr)
+    searched = tables.searched
+    shown = ("trial_number", *searched, *(c for c in _SUMMARY_COLUMNS[1:] if c not in searched))
+    _emit(frame, fmt, out, shown if table == "trials" else ())
+    if fmt == "table" and table == "trials":
+        _print_summary(tables)
+
+
+def _print_summary(tables: StudyTables) -> None:
+    """After the trials table: the best trial, the objective per searched parameter and
+    the parameter importances (``pipeline.analysis.summary``, ``pipeline.results``)."""
+    from pipeline.analysis.summary import display_tables, study_summary
+    from pipeline.results import param_importances
+
+    summary = study_summary(tables)
+    console.print(escape(summary.best_line()), highlight=False)
+    for heading, shown in display_tables(summary):
+        grid = Table(title=heading, title_justify="left", show_lines=False)
+        for col in shown.columns:
+            grid.add_column(str(col), justify="left" if col == shown.columns[0] else "right")
+        for row in shown.itertuples(index=False):
+            grid.add_row(*(escape(str(v)) for v in row))
+        console.print(grid)
+    if summary.skipped:
+        console.print(f"searched but not shown: {escape('; '.join(summary.skipped))}")
+    imp = param_importances(tables)
+    if imp.enough:
+        values = ", ".join(f"{k} {v:.3f}" for k, v in imp.values.items())
+        note = f" ({escape(imp.note)})" if imp.note else ""
+        console.print(f"parameter importance ({imp.evaluator}): {values}{note}", highlight=False)
+    else:
+        console.print(f"parameter importance: {escape(imp.note)}", highlight=False)
 
 
 @app.command()
@@ -197,40 +229,23 @@ def publish_verdicts(
 def _to_parent_run(
     tables: StudyTables, tracking: str, path: Path, verdicts: list[Verdict], what: str
 ) -> None:
-    """Upload ``path`` (a file or folder) under ``report/`` on the study's parent run and set
-    one tag per verdict; a warning, not an error, when MLflow is unreachable."""
-    from pipeline.analysis.verdicts import verdict_tags
-    from pipeline.tracking import Tracker, TrackingError
+    """:func:`pipeline.publish.to_parent_run`; a warning, not an error, when nothing was
+    logged (MLflow unreachable, or the study has no MLflow run yet)."""
+    from pipeline.publish import to_parent_run
 
-    try:
-        tracker = Tracker(tracking)
-        tracker.open_study(tables.study, tables.spec_text, params={}, tags={})
-        tracker.log_parent_artifact(str(path), "report")
-        tracker.set_parent_tags(verdict_tags(verdicts))
-        tracker.close_study()
-    except TrackingError as exc:
+    why = to_parent_run(tables, tracking, path, verdicts)
+    if why is not None:
         err_console.print(
-            f"[yellow]warning:[/] {what} not logged to MLflow: {escape(one_line(str(exc)))}",
+            f"[yellow]warning:[/] {what} not logged to MLflow: {escape(one_line(why))}",
             highlight=False,
         )
 
 
 def _tuning(tables: StudyTables, url: str) -> Tuning | None:
     """A tuned study's stage-1 section for its report (None: not a tuned study)."""
-    import yaml
+    from pipeline.publish import tuning_section
 
-    from pipeline.analysis.protocol import tuning
-    from pipeline.protocolspec import TUNE_SUFFIX, arm_params
-    from pipeline.studyspec import SpecError, parse_study_spec
-
-    try:
-        spec = parse_study_spec(yaml.safe_load(tables.spec_text), f"study {tables.study}")
-    except (SpecError, yaml.YAMLError):
-        return None
-    if not spec.protocol.tuned or tables.study.endswith(TUNE_SUFFIX):
-        return None
-    stage1 = study_tables(tables.study + TUNE_SUFFIX, url)
-    return tuning(stage1, arm_params(spec), spec.protocol.pick)
+    return checked(tuning_section, tables, url)
 
 
 def _write_report(
@@ -259,7 +274,7 @@ def ui(
 ) -> None:
     """Start the MLflow UI on the study's tracking store and print its URL."""
     from pipeline.tracking import Tracker, TrackingError
-    from pipeline.ui import experiment_url, start_ui
+    from pipeline.ui import experiment_url, run_url, start_ui
 
     check_study_name(study)
     check_url("--tracking-uri", tracking_uri, TRACKING_SCHEMES)
@@ -272,19 +287,37 @@ def ui(
             f"no MLflow store in {str(run_dir)!r} (no mlflow.db); give --run-dir or --tracking-uri"
         )
     try:
-        experiment = Tracker(tracking).experiment_id_of(study)
+        tracker = Tracker(tracking)
+        parent = tracker.attach_study(study)
+        experiment = tracker.experiment_id if parent else tracker.experiment_id_of(study)
     except TrackingError as exc:
         fail(str(exc), code=1)
     if experiment is None:
         fail(f"no MLflow experiment named {study!r} in {tracking}")
+
+    def where(base: str) -> None:
+        console.print(f"experiment: {experiment_url(base, experiment)}", highlight=False)
+        if parent is not None:
+            console.print(f"study run:  {run_url(base, experiment, parent)}", highlight=False)
+        console.print(
+            f"The run {escape(study)!r} holds the spec, verdicts, summary and report; expand "
+            "it (+) for one run per trial, named NUMBER-INIT-T<seq_len>-H<hidden>-lr<lr>-"
+            "s<seed>. Add columns (Columns: metrics.converged_epoch, best_val_loss, "
+            "outcome tag) and sort by converged_epoch to rank the trials; a run's "
+            "duration is its training time.",
+            highlight=False,
+        )
+
     if tracking.startswith(("http://", "https://")):
-        console.print(f"the study is on a tracking server: {experiment_url(tracking, experiment)}")
+        console.print("the study is on a tracking server:", highlight=False)
+        where(tracking)
         return
     try:
         server = start_ui(tracking, host=host, port=port)
     except RuntimeError as exc:
         fail(f"the MLflow UI did not start: {exc}", code=1)
     with server:
-        console.print(f"MLflow UI: {experiment_url(server.url, experiment)}  (Ctrl-C stops it)")
+        console.print(f"MLflow UI: {server.url}  (Ctrl-C stops it)", highlight=False)
+        where(server.url)
         with contextlib.suppress(KeyboardInterrupt):
             server.wait()

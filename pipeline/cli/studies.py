@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -16,16 +15,16 @@ from pipeline.cli.base import (
     CONFIRM_CPU_HOURS,
     CONFIRM_TRIALS,
     EXIT_BUSY,
+    EXIT_INTERRUPTED,
     STORAGE_SCHEMES,
-    TRACKING_SCHEMES,
     Overrides,
     RunDir,
     Storage,
     TrackingUri,
     app,
-    check_run_dir,
     check_study_name,
     check_url,
+    checked,
     console,
     err_console,
     fail,
@@ -34,74 +33,21 @@ from pipeline.cli.base import (
     stores,
     study_tables,
 )
+from pipeline.frontend import check_run_options, cli_option, load_spec
+from pipeline.frontend import duration as _duration
+from pipeline.frontend import size_warning as _size_warning
 from pipeline.urls import default_storage_url
 
 if TYPE_CHECKING:
     from pipeline.driver import RunOptions, StudyOutcome
     from pipeline.studyspec import StudySpec
 
-_ADDRESS_RE = re.compile(r"(ray://)?([A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}")
-
 
 def _load_spec(path: Path, overrides: Sequence[str] = ()) -> tuple[StudySpec, str]:
     """Load a spec, apply ``--set`` overrides, validate it, and build its task once (a
     charlm corpus is read here). Returns the spec and the text to store with the study: the
     file's, or with overrides the overridden document's."""
-    from pipeline.specfile import apply_overrides, overridden_text, read_spec_file
-    from pipeline.studyspec import SpecError, parse_study_spec
-
-    try:
-        data = read_spec_file(path)
-        if overrides:
-            data = apply_overrides(data, overrides)
-        spec = parse_study_spec(data, str(path))
-    except SpecError as exc:
-        fail(str(exc))
-    _check_task_data(spec, str(path))
-    if overrides:
-        return spec, overridden_text(data, str(path), overrides)
-    return spec, path.read_text(encoding="utf-8")
-
-
-def _check_task_data(spec: StudySpec, source: str) -> None:
-    """Build the spec's task at its longest sequence: a charlm corpus file that is missing,
-    empty, binary, not UTF-8 or too short is refused now, not in every trial."""
-    from models import get_task
-
-    task, corpus = spec.values("task")[0], spec.values("corpus")[0]
-    seq_len = max(int(v) for v in spec.values("seq_len"))
-    try:
-        get_task(task, seq_len, corpus)
-    except ValueError as exc:
-        if corpus is not None:
-            field = "trial.corpus"
-        else:
-            field = "space.seq_len" if "seq_len" in spec.space else "trial.seq_len"
-        fail(f"{source}: {field}: {exc}")
-
-
-def _duration(seconds: float) -> str:
-    """A rough duration for people: 40 s, 13 min, 5.2 h, 3.1 days."""
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 2 * 3600:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 48 * 3600:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:,.1f} days"
-
-
-def _size_warning(spec: StudySpec, name: str) -> str | None:
-    """The warning for a study too large to start without ``--yes`` (None: not too large)."""
-    trials = spec.n_trials_planned
-    seconds = spec.estimated_cpu_seconds()
-    if trials <= CONFIRM_TRIALS and seconds <= CONFIRM_CPU_HOURS * 3600:
-        return None
-    return (
-        f"study {name!r} plans {trials:,} trials, up to about {_duration(seconds)} of training"
-        f" on one CPU core (more than {CONFIRM_TRIALS:,} trials or"
-        f" {CONFIRM_CPU_HOURS:g} CPU-hours)"
-    )
+    return checked(load_spec, path, overrides)
 
 
 @app.command()
@@ -134,6 +80,7 @@ def validate(
             highlight=False,
         )
     console.print(f"searched: {searched}")
+    _print_warnings(spec.warnings())
     seeds = spec.seeds_per_cell()
     if seeds is not None:
         console.print(f"seeds per cell: {seeds}")
@@ -141,6 +88,12 @@ def validate(
         console.print("power: no earlier results of this study to estimate the noise from")
         return
     _print_power(spec.name, storage or default_storage_url(run_dir), seeds)
+
+
+def _print_warnings(lines: Sequence[str]) -> None:
+    """Warnings about a spec or a study's results, one line each."""
+    for line in lines:
+        err_console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
 
 
 def _print_stages(spec: StudySpec) -> None:
@@ -222,35 +175,19 @@ def run(
         ),
     ] = False,
     overrides: Overrides = None,
+    dashboard: Annotated[
+        int | None,
+        typer.Option(
+            metavar="PORT",
+            help="Start the embedded Ray's dashboard on 127.0.0.1:PORT (off by default).",
+        ),
+    ] = None,
 ) -> None:
-    """Run (or resume) a study: Optuna asks, Ray trains, MLflow records."""
-    from pipeline.studyspec import STUDY_NAME_RULE, is_study_name
+    """Run (or resume) a study: Optuna asks, Ray trains, MLflow records.
 
+    Ctrl-C once submits nothing more and lets the running trials finish; twice stops them
+    too. Either way the finished trials are kept, and the same command resumes."""
     spec, text = _load_spec(spec_file, overrides or ())
-    check_url("--storage", storage, STORAGE_SCHEMES)
-    check_url("--tracking-uri", tracking_uri, TRACKING_SCHEMES)
-    if storage is None or tracking_uri is None:
-        check_run_dir(run_dir)
-    if workers is not None and workers < 1:
-        fail(f"--workers: must be >= 1, got {workers}")
-    if not cpus_per_trial > 0:
-        fail(f"--cpus-per-trial: must be > 0, got {cpus_per_trial}")
-    if not gpus_per_trial >= 0:
-        fail(f"--gpus-per-trial: must be >= 0, got {gpus_per_trial}")
-    if pack_size is not None and pack_size < 1:
-        fail(f"--pack-size: must be >= 1, got {pack_size}")
-    if study_name is not None and not is_study_name(study_name):
-        fail(f"--study-name: {study_name!r} is not a study name; a name is {STUDY_NAME_RULE}")
-    if address not in (None, "auto", "local") and not _ADDRESS_RE.fullmatch(str(address)):
-        fail(
-            f"--address: {address!r} is not a Ray address; use auto, HOST:PORT or ray://HOST:PORT"
-        )
-    warning = _size_warning(spec, study_name or spec.name)
-    if warning is not None:
-        if not yes:
-            fail(f"{warning}; add --yes to start it")
-        console.print(f"[yellow]note:[/] {escape(warning)}; starting (--yes)", highlight=False)
-
     from pipeline.driver import RunOptions
 
     options = RunOptions(
@@ -263,12 +200,24 @@ def run(
         gpus_per_trial=gpus_per_trial,
         pack_size=pack_size,
         study_name=study_name,
+        dashboard_port=dashboard,
     )
+    checked(check_run_options, options, cli_option)
+    warning = _size_warning(spec, study_name or spec.name)
+    if warning is not None:
+        if not yes:
+            fail(f"{warning}; add --yes to start it")
+        console.print(f"[yellow]note:[/] {escape(warning)}; starting (--yes)", highlight=False)
+    _print_warnings(spec.warnings())
     outcome = run_study(spec, text, options)
     for line in outcome.failed:
         err_console.print(f"[red]failed:[/] {escape(one_line(line))}", highlight=False)
+    if outcome.interrupted is not None:
+        _print_interrupted(outcome, spec_file, options, overrides or ())
+        raise typer.Exit(EXIT_INTERRUPTED)
     # a tuned study's verdicts are stage 2's: none while stage 1 is unfinished
     if outcome.counts.complete and outcome.study_name == (study_name or spec.name):
+        from pipeline.analysis.advice import study_advice
         from pipeline.analysis.report import verdict_table
         from pipeline.analysis.verdicts import judge
         from pipeline.cli.outputs import publish_verdicts
@@ -276,6 +225,7 @@ def run(
         tables = study_tables(outcome.study_name, options.storage_url)
         verdicts = judge(tables)
         console.print(verdict_table(verdicts))
+        _print_warnings(study_advice(tables))
         folder = run_dir / "reports" / outcome.study_name
         path = publish_verdicts(verdicts, folder, options.tracking, tables)
         hint = "" if run_dir == Path("runs") else f" --run-dir {run_dir}"
@@ -307,6 +257,39 @@ def run_study(spec: StudySpec, text: str, options: RunOptions) -> StudyOutcome:
         fail(str(exc), code=1)
     _print_outcome(outcome)
     return outcome
+
+
+def _print_interrupted(
+    outcome: StudyOutcome, spec_file: Path, options: RunOptions, overrides: Sequence[str]
+) -> None:
+    """After Ctrl-C: what was kept, what was left, and the command that resumes."""
+    import shlex
+
+    how = (
+        "the running trials were stopped"
+        if outcome.interrupted == "stopped"
+        else "the running trials were let finish"
+    )
+    words = ["initstudy", "run", str(spec_file)]
+    for flag, value, default in (
+        ("--run-dir", options.run_dir, Path("runs")),
+        ("--storage", options.storage, None),
+        ("--tracking-uri", options.tracking_uri, None),
+        ("--address", options.address, None),
+        ("--study-name", options.study_name, None),
+    ):
+        if value != default:
+            words += [flag, str(value)]
+    for override in overrides:
+        words += ["--set", override]
+    c = outcome.counts
+    err_console.print(
+        f"[yellow]interrupted[/] ({how}): {c.complete}/{c.planned} trials complete, "
+        f"{outcome.unfinished} left unfinished; nothing finished is lost. "
+        f"Resume with: {escape(shlex.join(words))}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def _print_outcome(outcome: StudyOutcome, stage: str = "") -> None:
@@ -357,6 +340,10 @@ def status(
     except st.StudyError as exc:
         fail(str(exc))
     c = st.study_counts(found)
+    from pipeline.studystore import DriverLock
+
+    # RUNNING trials with no driver alive were interrupted (Ctrl-C, a killed driver)
+    driven = c.running == 0 or DriverLock.live_holder(found) is not None
     table = Table(title=f"study {study}")
     table.add_column("trials")
     table.add_column("count", justify="right")
@@ -368,13 +355,19 @@ def status(
         ("stalled", c.stalled),
         ("frozen", c.frozen),
         ("diverged", c.diverged),
-        ("running", c.running),
+        ("running" if driven else "interrupted", c.running),
         ("waiting", c.waiting),
         ("failed", c.failed),
         ("remaining", c.remaining),
     ):
         table.add_row(label, str(value))
     console.print(table)
+    if not driven:
+        console.print(
+            f"{c.running} trials were interrupted (no driver runs this study): "
+            "rerun `initstudy run SPEC` with the same options to resume",
+            highlight=False,
+        )
 
 
 @app.command()

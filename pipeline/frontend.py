@@ -1,0 +1,298 @@
+"""What the two front ends share, the ``initstudy`` CLI (:mod:`pipeline.cli`) and the
+notebook API (:mod:`pipeline.api`): the checks of what a person gives them, the limits a
+study may reach without a confirmation, and the library defaults they run under.
+
+Each check raises a one-line :class:`ValueError` (a :class:`~pipeline.specerrors.SpecError`
+for a spec, a :class:`~pipeline.storage.StudyError` for a store that is not there) naming
+the option or argument it was given: the CLI prints it and exits 2 (``fail``), the API
+raises it. A check of one value takes its label (``--storage``, ``storage``); a check of
+several (:func:`read_storage`, :func:`check_run_options`) takes ``label``, which makes a
+label from a Python name: :func:`cli_option` (``--cpus-per-trial``) or :func:`api_option`
+(``cpus_per_trial``).
+
+Nothing here imports a heavy library (Optuna, PyTorch) or the CLI until a check needs it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipeline.urls import default_storage_url, sqlite_file
+
+if TYPE_CHECKING:
+    from pipeline.driver import RunOptions
+    from pipeline.studyspec import StudySpec
+
+STORAGE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg2", "postgresql+psycopg", "mysql")
+"""The Optuna storage URL schemes accepted."""
+TRACKING_SCHEMES = ("sqlite", "postgresql", "http", "https", "databricks")
+"""The MLflow tracking URI schemes accepted."""
+CONFIRM_TRIALS = 2_000
+"""A run asks for a confirmation (``--yes``, ``yes=True``) when a study plans more trials
+than this ..."""
+CONFIRM_CPU_HOURS = 48.0
+"""... or when its estimated training time (StudySpec.estimated_cpu_seconds) is longer than
+this many hours on one CPU core: two days."""
+ADDRESS_RE = re.compile(r"(ray://)?([A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}")
+"""A Ray cluster address: HOST:PORT or ray://HOST:PORT."""
+
+SpecInput = str | Path | Mapping[str, Any]
+"""A spec: a file path, YAML text (a string with a newline, or one starting ``{``) or a
+mapping (as ``yaml.safe_load`` returns)."""
+Label = Callable[[str], str]
+"""Makes the label an error names from a Python name (``run_dir``)."""
+
+
+def cli_option(name: str) -> str:
+    """The CLI's option for a Python name: ``--run-dir`` for ``run_dir``."""
+    return "--" + name.replace("_", "-")
+
+
+def api_option(name: str) -> str:
+    """The API's keyword argument for a Python name: the name itself."""
+    return name
+
+
+def one_line(message: str) -> str:
+    """A message on one line: lines stripped and joined, SQLAlchemy's help link dropped."""
+    lines = (ln.strip() for ln in str(message).splitlines())
+    kept = [ln for ln in lines if ln and not ln.startswith("(Background on this error at")]
+    return " ".join(kept) or "failed"
+
+
+def quiet_libraries() -> None:
+    """Keep library chatter off the terminal; errors still come through."""
+    import logging
+
+    # MLflow's HTTP client retries 7 times with backoff by default, minutes for a dead
+    # server; the tracker retries on its own, so fail fast and back-fill later.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    # No usage telemetry: studies run on closed networks, and we send nothing anywhere
+    # (set here too for `ui`'s MLflow server; Ray's is set where Ray starts, in
+    # pipeline.execution).
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    for name in ("mlflow", "alembic", "optuna"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+# --------------------------------------------------------------------------- the stores
+
+
+def check_url(option: str, url: str | None, schemes: tuple[str, ...]) -> None:
+    """A URL must have one of ``schemes``; a SQLite one must name a database file.
+
+    Raises:
+        ValueError: it does not (one line, naming ``option``).
+    """
+    if url is None:
+        return
+    scheme = url.partition("://")[0]
+    if "://" not in url or scheme not in schemes:
+        raise ValueError(
+            f"{option}: {url!r} is not a supported URL; allowed schemes: {', '.join(schemes)}"
+        )
+    if scheme == "sqlite" and sqlite_file(url) is None:
+        raise ValueError(
+            f"{option}: {url!r} names no database file; write sqlite:///relative/path.db or"
+            " sqlite:////absolute/path.db (an in-memory database would keep nothing)"
+        )
+
+
+def check_study_name(option: str, name: str) -> None:
+    """A study name (it becomes a folder name under the run dir).
+
+    Raises:
+        ValueError: ``name`` is not one (one line, naming ``option``).
+    """
+    from pipeline.studyspec import STUDY_NAME_RULE, is_study_name
+
+    if not is_study_name(name):
+        raise ValueError(f"{option}: {name!r} is not a study name; a name is {STUDY_NAME_RULE}")
+
+
+def check_run_dir(option: str, run_dir: Path) -> None:
+    """The run folder must be creatable and writable; checked before anything starts.
+
+    Raises:
+        ValueError: it is not (one line, naming ``option``).
+    """
+    probe = run_dir
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ValueError(f"{option}: {str(probe)!r} exists and is not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"{option}: {str(probe)!r} is not writable")
+
+
+def read_storage(run_dir: Path, storage: str | None, label: Label) -> str:
+    """The Optuna storage URL of an existing study store; reading never creates one.
+
+    Raises:
+        ValueError: ``storage`` is a malformed URL.
+        StudyError: no ``optuna.db`` in ``run_dir`` (no ``storage`` given), or no database
+            file at a SQLite ``storage``.
+    """
+    from pipeline.storage import StudyError
+
+    check_url(label("storage"), storage, STORAGE_SCHEMES)
+    if storage is None:
+        if not (run_dir / "optuna.db").is_file():
+            raise StudyError(
+                f"no study storage in {str(run_dir)!r} (no optuna.db); give"
+                f" {label('run_dir')} or {label('storage')}"
+            )
+        return default_storage_url(run_dir)
+    db = sqlite_file(storage)
+    if db is not None and not db.is_file():
+        raise StudyError(
+            f"{label('storage')}: no database file {str(db)!r}; reading a study creates none"
+        )
+    return storage
+
+
+# --------------------------------------------------------------------------- a run
+
+
+def check_run_options(options: RunOptions, label: Label) -> None:
+    """The options of a run (``initstudy run``, ``api.run_study``), in the order checked.
+
+    Raises:
+        ValueError: the first one that is bad (one line, naming it by ``label``).
+    """
+    o = options
+    check_url(label("storage"), o.storage, STORAGE_SCHEMES)
+    check_url(label("tracking_uri"), o.tracking_uri, TRACKING_SCHEMES)
+    if o.storage is None or o.tracking_uri is None:
+        check_run_dir(label("run_dir"), o.run_dir)
+    if o.workers is not None and o.workers < 1:
+        raise ValueError(f"{label('workers')}: must be >= 1, got {o.workers}")
+    if not o.cpus_per_trial > 0:
+        raise ValueError(f"{label('cpus_per_trial')}: must be > 0, got {o.cpus_per_trial}")
+    if not o.gpus_per_trial >= 0:
+        raise ValueError(f"{label('gpus_per_trial')}: must be >= 0, got {o.gpus_per_trial}")
+    if o.pack_size is not None and o.pack_size < 1:
+        raise ValueError(f"{label('pack_size')}: must be >= 1, got {o.pack_size}")
+    if o.dashboard_port is not None:
+        _check_dashboard(label("dashboard"), o.dashboard_port, o.address)
+    if o.study_name is not None:
+        check_study_name(label("study_name"), o.study_name)
+    if o.address not in (None, "auto", "local") and not ADDRESS_RE.fullmatch(str(o.address)):
+        raise ValueError(
+            f"{label('address')}: {o.address!r} is not a Ray address; use auto, HOST:PORT or"
+            " ray://HOST:PORT"
+        )
+
+
+def _check_dashboard(option: str, port: int, address: str | None) -> None:
+    """The embedded Ray's dashboard: an unprivileged port, no cluster, Ray's token auth."""
+    if not 1024 <= port <= 65535:
+        raise ValueError(f"{option}: a port from 1024 to 65535, got {port}")
+    if address is not None:
+        raise ValueError(
+            f"{option}: only for the embedded Ray; a cluster's dashboard is its head's"
+        )
+    if os.environ.get("RAY_AUTH_MODE", "token").lower() != "token":
+        from pipeline.execution import DASHBOARD_NEEDS_AUTH
+
+        raise ValueError(f"{option}: {DASHBOARD_NEEDS_AUTH}")
+
+
+def duration(seconds: float) -> str:
+    """A rough duration for people: 40 s, 13 min, 5.2 h, 3.1 days."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:,.1f} days"
+
+
+def size_warning(spec: StudySpec, name: str) -> str | None:
+    """Why a study is too large to start without a confirmation (None: it is not); the
+    front end adds how to give one."""
+    trials = spec.n_trials_planned
+    seconds = spec.estimated_cpu_seconds()
+    if trials <= CONFIRM_TRIALS and seconds <= CONFIRM_CPU_HOURS * 3600:
+        return None
+    return (
+        f"study {name!r} plans {trials:,} trials, up to about {duration(seconds)} of training"
+        f" on one CPU core (more than {CONFIRM_TRIALS:,} trials or"
+        f" {CONFIRM_CPU_HOURS:g} CPU-hours)"
+    )
+
+
+# --------------------------------------------------------------------------- a spec
+
+
+def load_spec(spec: SpecInput, overrides: Sequence[str] = ()) -> tuple[StudySpec, str]:
+    """A spec validated, ``--set`` overrides applied, and its task built once (a charlm
+    corpus is read here); and the text to store with the study: the file's or the text's
+    own, a mapping's as YAML; with overrides the overridden document's.
+
+    Raises:
+        SpecError: the spec, an override or the task data is bad (one line).
+        TypeError: ``spec`` is none of a :data:`SpecInput`.
+    """
+    import yaml
+
+    from pipeline.specfile import (
+        apply_overrides,
+        check_expansion,
+        overridden_text,
+        read_spec_file,
+        read_spec_text,
+    )
+    from pipeline.studyspec import parse_study_spec
+
+    text: str | None
+    data: object
+    if isinstance(spec, Mapping):
+        source, data, text = "<spec dict>", dict(spec), None
+        check_expansion(data, source)
+    elif isinstance(spec, str) and ("\n" in spec or spec.lstrip().startswith("{")):
+        source, data, text = "<spec text>", read_spec_text(spec, "<spec text>"), spec
+    elif isinstance(spec, str | Path):
+        source = str(spec)
+        data = read_spec_file(spec)
+        text = Path(spec).read_text(encoding="utf-8")
+    else:
+        raise TypeError(f"spec: a path, YAML text or a mapping, got {type(spec).__name__}")
+    if overrides:
+        data = apply_overrides(data, overrides)
+    parsed = parse_study_spec(data, source)
+    check_task_data(parsed, source)
+    if overrides:
+        return parsed, overridden_text(data, source, overrides)
+    if text is None:
+        text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    return parsed, text
+
+
+def check_task_data(spec: StudySpec, source: str) -> None:
+    """Build the spec's task at its longest sequence: a charlm corpus file that is missing,
+    empty, binary, not UTF-8 or too short is refused now, not in every trial.
+
+    Raises:
+        SpecError: the task refuses its data (one line, naming the field).
+    """
+    from models import get_task
+    from pipeline.specerrors import SpecError
+
+    task, corpus = spec.values("task")[0], spec.values("corpus")[0]
+    seq_len = max(int(v) for v in spec.values("seq_len"))
+    try:
+        get_task(task, seq_len, corpus)
+    except ValueError as exc:
+        if corpus is not None:
+            field = "trial.corpus"
+        else:
+            field = "space.seq_len" if "seq_len" in spec.space else "trial.seq_len"
+        raise SpecError(f"{source}: {field}: {exc}") from None
