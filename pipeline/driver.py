@@ -51,6 +51,7 @@ from pipeline.faults import failpoint
 from pipeline.live import Interrupts, Live
 from pipeline.plan import Pending
 from pipeline.progress import Reporter
+from pipeline.resources import check_address, check_embedded
 from pipeline.studylog import StudyLog
 from pipeline.studyspec import StudySpec
 from pipeline.studystore import StoredTrial, StudyStore
@@ -164,8 +165,9 @@ class Driver:
         self.spec_text = spec_text
         self.options = options
         self.reporter = reporter
+        self.workers = options.workers  # capped at the machine's CPUs by run()
         self.executor = executor or (
-            lambda: RayExecutor(options.address, options.workers, None, options.dashboard_port)
+            lambda: RayExecutor(options.address, self.workers, None, options.dashboard_port)
         )
         self.name = options.study_name or spec.name
         self.claim = spec.claim or ""
@@ -318,8 +320,12 @@ class Driver:
             storage.StudyBusy: another driver runs this study.
             storage.StorageUnavailable: the Optuna storage failed for good mid-study.
         """
-        if self.options.storage is None or self.options.tracking_uri is None:
-            check_space(self.options.run_dir)  # an embedded store is written there
+        opts = self.options
+        check_address(opts.address)  # before any store is touched: refused, not a hang
+        if opts.address is None:  # what this machine can place
+            self.workers = check_embedded(opts, self.reporter.note)
+        if opts.storage is None or opts.tracking_uri is None:
+            check_space(opts.run_dir)  # an embedded store is written there
         store = self._open()
         self.outcome = StudyOutcome(self.name, store.counts())
         with store.locked(), self.interrupts:

@@ -72,6 +72,7 @@ LAYERS: list[tuple[str, ...]] = [
     ),
     (
         "pipeline.execution",
+        "pipeline.raysession",
         "pipeline.storage",
         "pipeline.studystore",
         "pipeline.disk",
@@ -85,6 +86,7 @@ LAYERS: list[tuple[str, ...]] = [
         "pipeline.studylog",
         "pipeline.studylog",
         "pipeline.live",
+        "pipeline.resources",
     ),
     ("pipeline.driver",),
     ("pipeline.analysis.tables", "pipeline.results"),
