@@ -195,7 +195,9 @@ class Driver:
     # -- setup -------------------------------------------------------------------------
 
     def _open(self) -> StudyStore:
-        spec = self.spec
+        spec, db = self.spec, urls.sqlite_file(self.options.tracking)
+        if db is not None:  # an empty or corrupt mlflow.db: refused before anything is written
+            st.check_store_file(db, "MLflow store")
         store = StudyStore.open(
             self.options.storage_url,
             self.name,
@@ -207,7 +209,7 @@ class Driver:
             sampler_seed=spec.sampler_seed,
             note=self.reporter.note,
         )
-        # A stage of a tuned protocol (pipeline.protocolspec) pins what it is and its lrs.
+        # a stage of a tuned protocol (pipeline.protocolspec) pins what it is and its lrs
         store.pin_attrs({st.STAGE: spec.stage, st.CHOSEN_LR: spec.chosen_lr})
         return store
 
@@ -315,8 +317,7 @@ class Driver:
         until Ctrl-C (``outcome.interrupted``).
 
         Raises:
-            storage.StudyError: the study cannot be opened as asked, or the run folder's
-                disk is (nearly) full; checked before anything is written or started.
+            storage.StudyError: before anything is written: bad study, full disk, bad store.
             storage.StudyBusy: another driver runs this study.
             storage.StorageUnavailable: the Optuna storage failed for good mid-study.
         """
@@ -334,6 +335,8 @@ class Driver:
             tracking = _InBackground(lambda: self._prepare_tracking(store))
             try:
                 pending = self._recover(store)
+                for failed in [] if self.spec.is_grid else store.failed():
+                    store.retry(failed)  # asked again first (a grid recreates its points)
                 if self.spec.is_grid:
                     pending += self._ask_grid(store)
                 self.reporter.start(self.name, store.counts())
@@ -348,15 +351,12 @@ class Driver:
             self.log.backfill(store)
             self.outcome.counts = store.counts()
             self.log.close(self.outcome.counts, self.outcome.interrupted is not None)
-        self._outcome_of_log()
+        self.log.report_to(self.outcome)
         return self.outcome
 
     def _prepare_tracking(self, store: StudyStore) -> None:
         self._open_tracker()
         self.log.backfill(store)
-
-    def _outcome_of_log(self) -> None:
-        self.outcome.logged, self.outcome.tracking_error = self.log.logged, self.log.error  # type: ignore[union-attr]
 
     def sync(self) -> StudyOutcome:
         """Log every complete trial that MLflow is missing; train nothing."""
@@ -367,7 +367,7 @@ class Driver:
             self.log.backfill(store)
             self.outcome.counts = store.counts()
             self.log.close(self.outcome.counts, interrupted=False)  # reopened by open
-        self._outcome_of_log()
+        self.log.report_to(self.outcome)
         return self.outcome
 
     def _execute(self, store: StudyStore, pending: list[Pending], tracking: _InBackground) -> None:

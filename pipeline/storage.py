@@ -12,7 +12,15 @@ in :mod:`pipeline.studystore`.
 
 from __future__ import annotations
 
+import fcntl
+import os
+import random
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -38,6 +46,9 @@ STAGE = "initstudy.stage"
 """Study attribute (and MLflow tag) of a tuned protocol's stage: tune or measure."""
 CHOSEN_LR = "initstudy.chosen_lr"
 """Study attribute of a tuned protocol's stage 2: each arm's chosen lr, by arm."""
+RETRY_OF = "initstudy.retry_of"
+"""Trial user attribute of a trial enqueued by a rerun to retry a FAIL trial (same
+params): that trial's number. A FAIL trial is retried once; the retry may fail in turn."""
 """Study user attribute: the driver that holds the study (host, pid, token, heartbeat);
 see :class:`pipeline.studystore.DriverLock`."""
 
@@ -55,25 +66,134 @@ class StudyBusy(RuntimeError):
     """Another live driver holds this study."""
 
 
+EXIT_STORE_CORRUPT = 4
+"""The CLI's exit code for :class:`StoreCorrupt` (2: bad input, 3: :class:`StudyBusy`)."""
+
+
+class StoreCorrupt(StudyError):
+    """A study store's file is empty or not a database: refused, and nothing is written
+    to it. The message names the file and what to do (restore it, or remove it)."""
+
+    exit_code = EXIT_STORE_CORRUPT
+
+
 class StorageUnavailable(RuntimeError):
     """The Optuna storage failed a call for good: unreachable for longer than the driver
     retries, or refusing writes (a full disk). Finished trials are kept; rerun to resume."""
 
 
 def make_storage(url: str) -> optuna.storages.RDBStorage:
-    """An Optuna RDB storage for a SQLAlchemy URL (SQLite file or PostgreSQL server)."""
+    """An Optuna RDB storage for a SQLAlchemy URL (SQLite file or PostgreSQL server).
+
+    A SQLite file that exists must be a database (:func:`check_store_file`); a new one is
+    created (tables and all) while this process holds the run folder's creation lock
+    (:func:`creating`), so two drivers starting at once do not both create its tables.
+    Tables created concurrently through a server are retried (:func:`_rdb_storage`).
+
+    Raises:
+        StoreCorrupt: the SQLite file is empty or not a database (nothing is written).
+        StudyError: the storage cannot be opened (bad URL, unreachable server).
+    """
+    with creating(url):
+        return storage_unlocked(url)
+
+
+@contextmanager
+def creating(url: str) -> Iterator[None]:
+    """Hold the creation lock of a SQLite storage's file: an exclusive ``flock`` on its
+    folder (no file is added), so one process at a time checks the file, creates it and
+    its tables, and creates a study in it. Other URLs: no lock (a server's concurrent
+    creations are retried instead). Reentrant only across processes, not within one."""
+    path = sqlite_file(url)
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        check_store_file(path, "Optuna storage")
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_store_file(path: Path, what: str) -> None:
+    """Refuse a SQLite store file that exists but is empty (0 bytes) or not a database
+    (random bytes, a truncated copy); a missing file is fine (it is created). Only reads.
+
+    Raises:
+        StoreCorrupt: naming the file and what to do.
+    """
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise StudyError(f"cannot read the {what} {str(path)!r}: {exc}") from exc
+    problem: str | None = "is empty (0 bytes)"
+    if size > 0:
+        with path.open("rb") as f:
+            header = f.read(len(SQLITE_HEADER))
+        problem = "is not a SQLite database" if header != SQLITE_HEADER else _unreadable(path)
+    if problem is not None:
+        raise StoreCorrupt(
+            f"the {what} {str(path)!r} {problem}: restore it from a backup, or remove it "
+            "(and its -wal and -shm files) to start over; nothing was written to it"
+        )
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why SQLite cannot read the schema of ``path`` (opened read-only), or None."""
+    try:
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=60)
+    except sqlite3.Error as exc:
+        return f"cannot be opened ({exc})"
+    try:
+        con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.DatabaseError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            return None  # a writer holds it: readable, just busy
+        return f"is corrupt ({exc})"
+    finally:
+        con.close()
+    return None
+
+
+CREATE_TRIES = 8
+"""Tries of creating a storage's tables while another process creates them too."""
+
+
+def storage_unlocked(url: str) -> optuna.storages.RDBStorage:
+    """:func:`make_storage` for a caller that holds :func:`creating` already."""
     if url.startswith("sqlite:///"):
         path = sqlite_file(url)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
             use_wal(path)
         engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}}
     else:
         engine_kwargs = {"pool_pre_ping": True}
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-    except Exception as exc:
-        raise StudyError(f"cannot open the Optuna storage {redact(url)}: {exc}") from exc
+    for attempt in range(CREATE_TRIES):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        except Exception as exc:
+            # Another process created the same tables (or version row) between Optuna's
+            # check and its CREATE: they exist now, so a retry finds them.
+            if attempt + 1 < CREATE_TRIES and _created_meanwhile(exc):
+                time.sleep(random.uniform(0.05, 0.3))
+                continue
+            raise StudyError(f"cannot open the Optuna storage {redact(url)}: {exc}") from exc
+    raise AssertionError("unreachable")
+
+
+def _created_meanwhile(exc: BaseException) -> bool:
+    from sqlalchemy.exc import IntegrityError
+
+    text = str(exc).lower()
+    return isinstance(exc, IntegrityError) or "already exists" in text or "duplicate" in text
 
 
 def open_study(
@@ -92,24 +212,50 @@ def open_study(
         StudyError: the study exists but was created from a different spec.
     """
     names = {s.study_name for s in optuna.get_all_study_summaries(storage)}
-    if name in names:
-        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
-        existing = study.user_attrs.get(SPEC_HASH)
-        if existing != spec_hash:
-            raise StudyError(
-                f"study {name!r} already exists with a different spec (hash {existing} != "
-                f"{spec_hash}); resume it with its original spec, or start a new study with "
-                "--study-name NEW"
+    if name not in names:
+        try:
+            study = optuna.create_study(
+                study_name=name, storage=storage, sampler=sampler, direction="minimize"
             )
-        return study
-    study = optuna.create_study(
-        study_name=name, storage=storage, sampler=sampler, direction="minimize"
-    )
-    study.set_user_attr(SPEC_HASH, spec_hash)
-    study.set_user_attr(SPEC_TEXT, spec_text)
-    study.set_user_attr(PLANNED, planned)
-    study.set_user_attr(CLAIM, claim or "")
+        except optuna.exceptions.DuplicatedStudyError:
+            pass  # another driver created it just now: load it, as if it had been there
+        else:
+            study.set_user_attr(SPEC_TEXT, spec_text)
+            study.set_user_attr(PLANNED, planned)
+            study.set_user_attr(CLAIM, claim or "")
+            study.set_user_attr(SPEC_HASH, spec_hash)  # last: the study is complete now
+            return study
+    study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+    existing = _spec_hash(study)
+    if existing is None and not study.get_trials(deepcopy=False):
+        # Created by a driver that died before it set the spec: this one finishes it.
+        study.set_user_attr(SPEC_TEXT, spec_text)
+        study.set_user_attr(PLANNED, planned)
+        study.set_user_attr(CLAIM, claim or "")
+        study.set_user_attr(SPEC_HASH, spec_hash)
+        existing = spec_hash
+    if existing != spec_hash:
+        raise StudyError(
+            f"study {name!r} already exists with a different spec (hash {existing} != "
+            f"{spec_hash}); resume it with its original spec, or start a new study with "
+            "--study-name NEW"
+        )
     return study
+
+
+CREATION_WAIT_SECONDS = 10.0
+"""How long a driver waits for a study another driver is creating to get its spec."""
+
+
+def _spec_hash(study: optuna.Study) -> str | None:
+    """The study's spec hash; while it is missing (another driver is creating the study,
+    which sets it last), read again for up to ``CREATION_WAIT_SECONDS``."""
+    deadline = time.monotonic() + CREATION_WAIT_SECONDS
+    while True:
+        value = study.user_attrs.get(SPEC_HASH)
+        if value is not None or time.monotonic() >= deadline:
+            return None if value is None else str(value)
+        time.sleep(0.1)
 
 
 def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
@@ -152,6 +298,7 @@ class StudyCounts:
     running: int
     waiting: int
     failed: int
+    """FAIL trials not retried yet (:func:`unretried_failures`)."""
 
     def after_tell(self, outcome: str) -> StudyCounts:
         """These counts once one RUNNING trial is told with ``outcome``."""
@@ -187,5 +334,26 @@ def study_counts(study: optuna.Study) -> StudyCounts:
         frozen=outcomes.count("frozen"),
         running=states.count(TrialState.RUNNING),
         waiting=states.count(TrialState.WAITING),
-        failed=states.count(TrialState.FAIL),
+        failed=len(unretried_failures(trials)),
     )
+
+
+LIVE_STATES = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+"""A trial in one of these states holds its key: its grid point needs no new trial."""
+
+
+def unretried_failures(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """The FAIL trials a rerun retries: not retried already (no trial's ``RETRY_OF`` is
+    its number) and whose key no live trial (complete, running, waiting) holds, the latest
+    one per key. A FAIL
+    trial stays in the storage as history; once its grid point has a new trial, or its
+    params were enqueued again, it is no longer counted as failed."""
+    live = {t.user_attrs.get(KEY) for t in trials if t.state in LIVE_STATES}
+    retried = {t.user_attrs.get(RETRY_OF) for t in trials}
+    latest: dict[object, FrozenTrial] = {}  # one per key: a point that failed twice is one
+    for t in trials:
+        key = t.user_attrs.get(KEY)
+        live_key = key is not None and key in live
+        if t.state == TrialState.FAIL and t.number not in retried and not live_key:
+            latest[key if key is not None else ("trial", t.number)] = t
+    return sorted(latest.values(), key=lambda t: t.number)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from models.spec import TrialResult
 from pipeline.execution import Trained
@@ -33,6 +34,10 @@ class StudyLog:
     """The first MLflow failure of this run, if any."""
     logged: int = 0
     """Trial runs logged by this driver."""
+
+    def report_to(self, outcome: Any) -> None:
+        """Put what this run logged, and MLflow's first failure, on the driver's outcome."""
+        outcome.logged, outcome.tracking_error = self.logged, self.error
 
     def open(self, spec_text: str, params: dict[str, str]) -> None:
         """Find or create the study's experiment and parent run."""

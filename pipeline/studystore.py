@@ -15,6 +15,7 @@ Optuna upgrade is checked here (and by ``tests/cluster/test_storage_contract.py`
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import socket
@@ -29,6 +30,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 import optuna
+import sqlalchemy as sa
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
@@ -126,19 +128,26 @@ class StudyStore:
         a seeded random sampler, consulted only to finish an interrupted ask.
         ``note`` is told when the storage goes away and when it is back.
 
+        Two drivers opening the same new storage and study at once both get it (one
+        creates it, the other loads it); the lock (:meth:`locked`) then picks one.
+
         Raises:
+            storage.StoreCorrupt: the SQLite file is empty or not a database.
             storage.StudyError: bad URL, or the study exists with a different spec.
         """
-        storage = st.make_storage(url)
-        study = st.open_study(
-            storage,
-            name,
-            spec_hash=spec_hash,
-            spec_text=spec_text,
-            planned=planned,
-            claim=claim,
-            sampler=sampler or optuna.samplers.RandomSampler(seed=sampler_seed),
-        )
+        # One process at a time creates a SQLite storage's tables and a study in it
+        # (st.creating); a server's concurrent creations are retried (st.open_study).
+        with st.creating(url):
+            storage = st.storage_unlocked(url)
+            study = st.open_study(
+                storage,
+                name,
+                spec_hash=spec_hash,
+                spec_text=spec_text,
+                planned=planned,
+                claim=claim,
+                sampler=sampler or optuna.samplers.RandomSampler(seed=sampler_seed),
+            )
         return cls(url, storage, study, note)
 
     @property
@@ -210,12 +219,35 @@ class StudyStore:
         return len(self._frozen(TrialState.WAITING))
 
     def live_keys(self) -> set[str | None]:
-        """Keys of the trials that are complete, running or waiting."""
+        """Keys of the trials that are complete, running or waiting. A grid point whose
+        only trials are FAIL is not among them: the driver creates a fresh trial for it
+        (:meth:`create_running`), so a rerun retries a failed grid trial."""
         return self.call("read the trials", self._live_keys)
 
     def _live_keys(self) -> set[str | None]:
-        live = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
-        return {t.user_attrs.get(st.KEY) for t in self.study.get_trials(False, states=live)}
+        trials = self.study.get_trials(False, states=st.LIVE_STATES)
+        return {t.user_attrs.get(st.KEY) for t in trials}
+
+    def failed(self) -> list[StoredTrial]:
+        """The FAIL trials a rerun retries (:func:`storage.unretried_failures`): a grid's
+        get a fresh trial from the grid's creation (their key is not live); a sampled
+        study's are enqueued again with :meth:`retry`."""
+        trials = self.call("read the trials", lambda: self.study.get_trials(deepcopy=False))
+        return [_stored(t) for t in st.unretried_failures(trials)]
+
+    def retry(self, trial: StoredTrial) -> None:
+        """Enqueue a FAIL trial's params again, WAITING with ``RETRY_OF`` (one write): the
+        next ask takes them, and the FAIL trial is no longer :meth:`failed`. A retried
+        call first checks that the enqueue did not land."""
+
+        def landed() -> bool:
+            trials = self.study.get_trials(deepcopy=False)
+            return any(t.user_attrs.get(st.RETRY_OF) == trial.number for t in trials)
+
+        def write() -> None:
+            self.study.enqueue_trial(trial.params, user_attrs={st.RETRY_OF: trial.number})
+
+        self.call(f"retry trial {trial.number}", _unless_landed(write, landed))
 
     def _frozen(self, *states: TrialState) -> list[FrozenTrial]:
         return self.call(
@@ -397,6 +429,12 @@ class StudyStore:
                 self.call("release the study's lock", lock.release)
 
 
+def _holder_of(raw: str | None) -> dict[str, Any] | None:
+    """The lock's holder from its stored JSON (None: never held, or released)."""
+    value = json.loads(raw) if raw else None
+    return dict(value) if isinstance(value, dict) else None
+
+
 def _cause(exc: BaseException) -> str:
     """The database's own words for a failed call, on one line (200 characters at most)."""
     failure = retry.database_error(exc) or exc
@@ -432,17 +470,75 @@ class DriverLock:
         return {**current, "age": age}
 
     def acquire(self) -> None:
-        current = self.live_holder(self.study)
-        if current and current.get("token") != self.token:
-            raise st.StudyBusy(
-                f"study {self.study.study_name!r} is being run by another driver "
-                f"(host {current.get('host')}, pid {current.get('pid')}, heartbeat "
-                f"{current['age']:.0f} s ago); wait for it to finish, or stop it first"
-            )
-        self.beat()
-        time.sleep(0.2)  # let a racing driver's write land, then check who won
-        if self._read().get("token") != self.token:
-            raise st.StudyBusy(f"study {self.study.study_name!r} was just taken by another driver")
+        """Take the lock, atomically: the holder row is swapped from the value read to
+        this driver's only if no one changed it meanwhile (one SQL statement, so of two
+        drivers racing exactly one wins); the loser is told who holds it.
+
+        Raises:
+            storage.StudyBusy: a live driver holds it (named: host, pid, heartbeat age).
+        """
+        for _ in range(5):
+            raw = self._read_raw()
+            current = _holder_of(raw)
+            if current is not None and current.get("token") != self.token:
+                self._refuse(current)
+            mine = json.dumps({**self.holder, "heartbeat": time.time()})
+            if self._swap(raw, mine):
+                return
+        raise st.StudyBusy(f"study {self.study.study_name!r} is being taken by another driver")
+
+    def _refuse(self, current: dict[str, Any]) -> None:
+        age = time.time() - float(current.get("heartbeat", 0) or 0)
+        if age >= st.LOCK_STALE_SECONDS or self._dead_here(current):
+            return  # a dead driver's lock: taken over
+        raise st.StudyBusy(
+            f"study {self.study.study_name!r} is being run by another driver "
+            f"(host {current.get('host')}, pid {current.get('pid')}, heartbeat "
+            f"{age:.0f} s ago); wait for it to finish, or stop it first"
+        )
+
+    def _table(self) -> Any:
+        from optuna.storages._rdb import models
+
+        return models.StudyUserAttributeModel.__table__
+
+    def _read_raw(self) -> str | None:
+        """The lock's row as stored (JSON text), None if the study never had one."""
+        table = self._table()
+        query = sa.select(table.c.value_json).where(
+            table.c.study_id == self.study._study_id, table.c.key == st.DRIVER
+        )
+        with self._engine().connect() as conn:
+            value = conn.execute(query).scalar_one_or_none()
+        return None if value is None else str(value)
+
+    def _swap(self, old: str | None, new: str) -> bool:
+        """Write ``new`` as the lock's row if it still is ``old``; whether it was."""
+        table = self._table()
+        where = (table.c.study_id == self.study._study_id, table.c.key == st.DRIVER)
+        try:
+            with self._engine().begin() as conn:
+                if old is None:  # no row yet: the unique (study, key) lets one insert win
+                    conn.execute(
+                        sa.insert(table).values(
+                            study_id=self.study._study_id, key=st.DRIVER, value_json=new
+                        )
+                    )
+                    return True
+                done = conn.execute(
+                    sa.update(table)
+                    .where(*where, table.c.value_json == old)
+                    .values(value_json=new)
+                )
+                return bool(done.rowcount == 1)
+        except sa.exc.IntegrityError:
+            return False
+
+    def _engine(self) -> sa.engine.Engine:
+        engine = getattr(self.storage, "engine", None)
+        if engine is None:
+            raise TypeError("the driver lock needs an RDB storage")
+        return engine
 
     @staticmethod
     def _dead_here(holder: dict[str, Any]) -> bool:
@@ -458,9 +554,7 @@ class DriverLock:
         return False
 
     def _read(self) -> dict[str, Any]:
-        fresh = optuna.load_study(study_name=self.study.study_name, storage=self.storage)
-        value = fresh.user_attrs.get(st.DRIVER) or {}
-        return dict(value)
+        return _holder_of(self._read_raw()) or {}
 
     def beat(self) -> None:
         self.study.set_user_attr(st.DRIVER, {**self.holder, "heartbeat": time.time()})

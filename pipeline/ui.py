@@ -25,16 +25,21 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
-from typing import IO
+from types import FrameType, TracebackType
+from typing import IO, Any
 
 from pipeline.urls import sqlite_file
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+"""Signals that, while a :class:`UiServer` is used as a context manager, stop its server
+(the whole process group) before this process ends."""
 STOP_GRACE = 5.0
 """Seconds stop() waits after SIGTERM before it sends SIGKILL to the server's process group."""
 LOG_TAIL_LINES = 20
@@ -68,8 +73,17 @@ class UiServer:
         self.url = f"http://{_url_host(_connect_host(host))}:{port}"
         self.log_path = log_path
         self._stopped = False
+        self._previous: dict[signal.Signals, Any] = {}
+        """Signal handlers replaced while this server is a context manager."""
 
     def __enter__(self) -> UiServer:
+        """Stop the server on exit, and on SIGTERM, SIGHUP or SIGINT meanwhile (main thread
+        only): the handler raises SystemExit(128 + its number), or KeyboardInterrupt for
+        SIGINT as Python's default does, and this block's exit stops the server's whole
+        process group on the way out."""
+        if threading.current_thread() is threading.main_thread():
+            for sig in STOP_SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._on_signal)
         return self
 
     def __exit__(
@@ -78,7 +92,27 @@ class UiServer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.stop()
+        try:
+            self.stop()
+        finally:
+            self._restore_handlers()
+
+    def _restore_handlers(self) -> None:
+        for sig, previous in self._previous.items():
+            with contextlib.suppress(ValueError, TypeError):
+                signal.signal(sig, previous)
+        self._previous.clear()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        """SIGTERM/SIGHUP/SIGINT while serving: raise (SystemExit 128 + signum, or
+        KeyboardInterrupt), so the ``with`` block's exit stops the server's group once the
+        stack has unwound (stopping here could deadlock on a ``wait`` this signal
+        interrupted). A signal while the server is being stopped is ignored."""
+        if self._stopped:
+            return
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + signum)
 
     def running(self) -> bool:
         """Whether the server's main process is still alive."""
@@ -195,9 +229,37 @@ def start_ui(
 
     fd, log_name = tempfile.mkstemp(prefix="initstudy-ui-", suffix=".log")
     log_path = Path(log_name)
-    with os.fdopen(fd, "wb") as log:
+    with _exit_on_stop_signals(), os.fdopen(fd, "wb") as log:
         process = _spawn(command, env, log)
-    server = UiServer(process, host, chosen, log_path)
+        server = UiServer(process, host, chosen, log_path)
+        _start(server, timeout)
+    return server
+
+
+@contextlib.contextmanager
+def _exit_on_stop_signals() -> Iterator[None]:
+    """While the server starts: SIGTERM/SIGHUP end this process through an exception (as
+    SIGINT does), so the ``except BaseException`` in :func:`_start` stops the server
+    instead of leaving it running in its own group (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _start(server: UiServer, timeout: float) -> None:
+    """Wait for the server; on any failure (or a stop signal) stop it and re-raise."""
     try:
         _wait_ready(server, timeout)
     except RuntimeError as exc:
@@ -208,7 +270,6 @@ def start_ui(
     except BaseException:
         server.stop()
         raise
-    return server
 
 
 def experiment_url(base_url: str, experiment_id: str) -> str:

@@ -14,12 +14,15 @@ import json
 import math
 import os
 import re
+import signal
 import socket
 import struct
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -336,3 +339,73 @@ def test_the_ui_command_says_where_to_look(
     assert f"experiment: {experiment_url(base.group(1), study['experiment_id'])}" in out
     assert f"study run: {run_url(base.group(1), study['experiment_id'], parent)}" in out
     assert "sort by converged_epoch" in out and "NUMBER-INIT-T<seq_len>" in out
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """/proc/PID/stat's fields after the command name (state, ppid, pgrp, ...)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def _live_pids(match: Callable[[list[str]], bool]) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _proc_stat(int(entry.name))
+            if fields is not None and fields[0] != "Z" and match(fields):
+                found.append(int(entry.name))
+    return found
+
+
+def _wait(check: Callable[[], object], what: str, timeout: float) -> object:
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.1)
+    return value
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM])  # SIGHUP takes the same handler
+def test_the_ui_command_stops_its_server_group_on_a_signal(
+    smoke_study, tmp_path: Path, sig: signal.Signals
+) -> None:
+    run_dir = smoke_study.copy_to(tmp_path / "run")
+    out = tmp_path / "ui.out"
+    with out.open("wb") as sink:
+        cli = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "ui", STUDY, "--run-dir", str(run_dir)],
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    servers: list[int] = []
+    try:
+        found = _wait(
+            lambda: re.search(r"MLflow UI: http://127\.0\.0\.1:(\d+)", out.read_text()),
+            "the UI's URL",
+            90,
+        )
+        port = int(found.group(1))  # type: ignore[union-attr]
+        servers = _live_pids(lambda f: int(f[1]) == cli.pid)  # the server: its child
+        assert len(servers) == 1, servers
+        group = servers[0]  # it leads its own process group
+        assert _live_pids(lambda f: int(f[2]) == group)
+        assert not refuses_connections(port)
+
+        started = time.monotonic()
+        cli.send_signal(sig)
+        assert cli.wait(timeout=20) == 128 + sig, out.read_text()
+        _wait(lambda: not _live_pids(lambda f: int(f[2]) == group), "the server group", 10)
+        assert refuses_connections(port)
+        assert time.monotonic() - started < 15
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
+        for pid in _live_pids(lambda f: int(f[2]) in {cli.pid, *servers}):
+            os.kill(pid, signal.SIGKILL)

@@ -50,6 +50,8 @@ Overrides = Annotated[
 ]
 EXIT_BAD_INPUT = 2
 EXIT_BUSY = 3
+EXIT_STORE_CORRUPT = 4
+"""A store file that is empty or not a database (pipeline.storage.StoreCorrupt)."""
 EXIT_INTERRUPTED = 130
 """Ctrl-C, as a shell reports a process ended by SIGINT (128 + 2)."""
 
@@ -103,13 +105,19 @@ TrackingUri = Annotated[
 ]
 
 
+def fail_with(exc: Exception) -> NoReturn:
+    """:func:`fail` with the exception's text and its own exit code, if it has one (a
+    corrupt store's is :data:`EXIT_STORE_CORRUPT`), else :data:`EXIT_BAD_INPUT`."""
+    fail(str(exc), getattr(exc, "exit_code", EXIT_BAD_INPUT))
+
+
 def checked(check: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     """``check(*args, **kwargs)`` from :mod:`pipeline.frontend`, its ``ValueError`` (a
     ``SpecError``, a ``StudyError``) printed as one line with exit code 2."""
     try:
         return check(*args, **kwargs)
     except ValueError as exc:
-        fail(str(exc))
+        fail_with(exc)
 
 
 def check_url(option: str, url: str | None, schemes: tuple[str, ...]) -> None:
@@ -147,4 +155,4 @@ def study_tables(study: str, storage_url: str) -> StudyTables:
     try:
         return load_tables(study, storage_url)
     except StudyError as exc:
-        fail(str(exc))
+        fail_with(exc)

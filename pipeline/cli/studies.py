@@ -28,6 +28,7 @@ from pipeline.cli.base import (
     console,
     err_console,
     fail,
+    fail_with,
     one_line,
     read_storage,
     stores,
@@ -250,7 +251,7 @@ def run_study(spec: StudySpec, text: str, options: RunOptions) -> StudyOutcome:
             return _run_tuned(spec, text, options)
         outcome = Driver(spec, text, options, Reporter()).run()
     except StudyError as exc:
-        fail(str(exc))
+        fail_with(exc)
     except StudyBusy as exc:
         fail(str(exc), code=EXIT_BUSY)
     except StorageUnavailable as exc:
@@ -338,7 +339,7 @@ def status(
     try:
         found = st.load_existing_study(st.make_storage(url), study)
     except st.StudyError as exc:
-        fail(str(exc))
+        fail_with(exc)
     c = st.study_counts(found)
     from pipeline.studystore import DriverLock
 
@@ -387,7 +388,7 @@ def check(
     try:
         report = check_study(study, url, tracking)
     except StudyError as exc:
-        fail(str(exc))
+        fail_with(exc)
     except TrackingError as exc:
         fail(str(exc), code=1)
     grid = f", {report.grid_points} grid points" if report.grid_points is not None else ""
@@ -422,7 +423,7 @@ def sync(
     try:
         found = st.load_existing_study(st.make_storage(url), study)
     except st.StudyError as exc:
-        fail(str(exc))
+        fail_with(exc)
     text = found.user_attrs.get(st.SPEC_TEXT, "")
     spec = parse_study_spec(yaml.safe_load(text), source=f"study {study}")
     spec = as_stored(spec, found.user_attrs.get(st.STAGE), found.user_attrs.get(st.CHOSEN_LR))
@@ -446,7 +447,7 @@ def list_studies(run_dir: RunDir = Path("runs"), storage: Storage = None) -> Non
     from pipeline import storage as st
 
     url = read_storage(run_dir, storage)
-    store = st.make_storage(url)
+    store = checked(st.make_storage, url)
     names = st.study_names(store)
     if not names:
         console.print("no studies in this storage", highlight=False)
@@ -483,7 +484,7 @@ def delete(
     try:
         found = st.load_existing_study(store, study)
     except st.StudyError as exc:
-        fail(str(exc))
+        fail_with(exc)
     holder = DriverLock.live_holder(found)
     if holder is not None:
         fail(
