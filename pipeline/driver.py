@@ -378,7 +378,7 @@ class Driver:
         self._live = counts
         executor = self.executor()
         if url := getattr(executor, "dashboard_url", None):
-            self.reporter.info(f"Ray dashboard: {url} (token: `ray get-auth-token`)")
+            self.reporter.info(f"Ray dashboard: {url} (token {executor.token_hint})")  # type: ignore[attr-defined]
         try:
             resources = Resources(cpus=opts.cpus_per_trial, gpus=opts.gpus_per_trial)
             slots = executor.capacity(resources)

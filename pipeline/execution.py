@@ -15,17 +15,22 @@ times; since a result depends only on its spec, a retried pack gives the same nu
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import ray
+import ray._private.ray_constants as ray_constants
+from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]
 
 from models.spec import TrialResult, TrialSpec
+from pipeline.raysession import LOOPBACK, PrivateSession
 
 MAX_RETRIES = 3
 """How many times Ray reruns a pack whose worker died."""
@@ -190,8 +195,38 @@ def _failed(exc: BaseException) -> PackFailed:
     return PackFailed(f"{type(exc).__name__}: {first}")
 
 
+class NotPrivate(RuntimeError):
+    """An embedded Ray came up on an address other than 127.0.0.1 (it was stopped)."""
+
+
+def _refresh_ray_auth() -> None:
+    """Make this process's Ray see the authentication settings of its environment now:
+    Ray reads them (RayConfig, the token cache) once, at import or first use."""
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
+@contextlib.contextmanager
+def _local_only() -> Iterator[None]:
+    """While a new Ray starts: Ray's local-only mode (its node's address 127.0.0.1, not
+    the host's). ``ray.init`` turns a given 127.0.0.1 into the host's address otherwise;
+    the switch is read at import, so it is set on the loaded module here."""
+    before = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before
+
+
 class RayExecutor:
-    """Submits packs to Ray and collects finished ones."""
+    """Submits packs to Ray and collects finished ones.
+
+    An embedded Ray (no ``address``) is private (:mod:`pipeline.raysession`): every
+    process of it listens on 127.0.0.1 only, takes only callers with this run's token
+    (unless the user set Ray's auth variables), lives in a folder of its own that is
+    removed at :meth:`shutdown`, and dies with the driver however the driver ends.
+    """
 
     def __init__(
         self,
@@ -204,7 +239,8 @@ class RayExecutor:
 
         Args:
             address: a Ray cluster address ("auto", "ray://host:10001", "host:6379");
-                None starts Ray inside this process, using ``num_cpus`` CPUs.
+                None (or "local", Ray's word for a new local Ray) starts a private Ray
+                inside this process, using ``num_cpus`` CPUs.
             num_cpus: CPUs for an embedded Ray (default: all of this machine's).
             num_gpus: GPUs for an embedded Ray (default: Ray's detection).
             dashboard_port: start an embedded Ray's dashboard on 127.0.0.1 at this port
@@ -212,7 +248,16 @@ class RayExecutor:
         """
         self.dashboard_url: str | None = None
         """The embedded Ray's dashboard, when one was started."""
+        self.token_file: Path | None = None
+        """The embedded Ray's per-run token (a 0600 file), for the dashboard or Ray's CLI
+        (``RAY_AUTH_TOKEN_PATH=FILE ray status --address ...``); None when Ray's own
+        settings are used (a cluster, or RAY_AUTH_* set by the user)."""
+        self.session_folder: Path | None = None
+        """The embedded Ray's own folder (its temp dir), removed at :meth:`shutdown`."""
+        self._session: PrivateSession | None = None
         self._owned = not ray.is_initialized()
+        if address == "local":  # ray.init would start a new, not private, local Ray
+            address = None
         if self._owned:
             # Offline and private by default: no usage statistics sent by Ray
             # (RAY_USAGE_STATS_ENABLED=1 turns them back on).
@@ -227,8 +272,8 @@ class RayExecutor:
                 kwargs["num_gpus"] = num_gpus
                 if dashboard_port is not None:
                     # The dashboard takes jobs (it runs code): only with Ray's token auth,
-                    # which a new local Ray turns on unless RAY_AUTH_MODE says otherwise
-                    # (its token in ~/.ray/auth_token, made if missing).
+                    # on unless RAY_AUTH_MODE says otherwise (this run's token, in
+                    # token_file, or the user's own; see pipeline.raysession).
                     if os.environ.get("RAY_AUTH_MODE", "token").lower() != "token":
                         raise ValueError(DASHBOARD_NEEDS_AUTH)
                     kwargs.update(
@@ -238,10 +283,43 @@ class RayExecutor:
                     )
             else:
                 kwargs["address"] = address
-            context = ray.init(**kwargs)
+            context = self._init(kwargs) if address is None else ray.init(**kwargs)
             if address is None and dashboard_port is not None and context.dashboard_url:
                 self.dashboard_url = f"http://{context.dashboard_url}"
         self._refs: dict[Any, int] = {}
+
+    @property
+    def token_hint(self) -> str:
+        """Where the user finds the token the dashboard asks for."""
+        if self.token_file is not None:
+            return f"in {self.token_file}"
+        return "`ray get-auth-token`"
+
+    def _init(self, kwargs: dict[str, Any]) -> Any:
+        """Start a private embedded Ray (see the class's text)."""
+        self._session = session = PrivateSession.open()
+        try:
+            _refresh_ray_auth()
+            with _local_only():
+                context = ray.init(
+                    **kwargs, _node_ip_address=LOOPBACK, _temp_dir=str(session.ray_dir)
+                )
+            ip = ray.util.get_node_ip_address()
+            if ip != LOOPBACK:
+                raise NotPrivate(f"the embedded Ray's address is {ip}, not {LOOPBACK}")
+        except BaseException:
+            self._close_session()
+            raise
+        self.token_file, self.session_folder = session.token_file, session.folder
+        return context
+
+    def _close_session(self) -> None:
+        if ray.is_initialized():
+            ray.shutdown()
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+            _refresh_ray_auth()
 
     def capacity(self, resources: Resources) -> int:
         """How many packs of this size the cluster can run at once (at least 1)."""
@@ -298,6 +376,8 @@ class RayExecutor:
         self._refs.clear()
         if self._owned and ray.is_initialized():
             ray.shutdown()
+        if self._session is not None:
+            self._close_session()
 
 
 def _event(kind: str, payload: Any) -> Event:
