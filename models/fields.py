@@ -13,7 +13,7 @@ Like :mod:`models.spec`, this module imports nothing beyond the standard library
 from __future__ import annotations
 
 import math
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from dataclasses import fields as dataclass_fields
 from typing import Any, Literal
@@ -27,6 +27,24 @@ equal between the arms of a comparison, or the replicate ``seed``."""
 
 MAX_SEED = 2**32 - 1
 """Largest seed (NumPy's and PyTorch's generators take 32-bit seeds)."""
+MAX_SEQ_LEN = 10_000
+"""Longest sequence (a trial steps through it one time step at a time, in Python)."""
+MAX_HIDDEN = 4096
+"""Widest cell (an LSTM's weights and Adam's state are then about 1 GB)."""
+MAX_BATCH = 4096
+"""Most sequences in a training batch."""
+MAX_VAL_SIZE = 65_536
+"""Most validation sequences (the fixed validation set is held in memory)."""
+MAX_COUNT = 100_000
+"""Most epochs, batches per epoch or evaluations of patience (a budget, not a size)."""
+MAX_BATCH_STEPS = 2**22
+"""Most sequence steps in one training batch (``batch_size x seq_len``): the batch's
+inputs and targets are held at once (a charlm batch one-hot over the vocabulary)."""
+MAX_BATCH_UNITS = 2**26
+"""Most hidden activations one training batch keeps for backpropagation through time
+(``batch_size x seq_len x hidden``; a few GB for an LSTM at the cap)."""
+MAX_VAL_STEPS = 2**24
+"""Most sequence steps in the validation set (``val_size x seq_len``), held at once."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +65,10 @@ class Field:
     """Whether ``low`` itself is refused (``> low`` rather than ``>= low``)."""
     high: float | None = None
     """The largest value allowed (numbers only)."""
+    cap: int | None = None
+    """A limit on size or time rather than on meaning (ints only): a larger value would
+    exhaust the machine. Stated only when exceeded (``must be <= 4096``), and not part of
+    :attr:`bounds`."""
     registry: str | None = None
     """The ``models`` registry a name must be in (``TASKS``, ``CELLS``, ...)."""
     searchable: bool = False
@@ -77,6 +99,14 @@ class Field:
             return True
         return self.high is not None and value > self.high
 
+    def over_cap(self, value: float) -> bool:
+        """Whether a number (of the right type) is above the field's :attr:`cap`."""
+        return self.cap is not None and value > self.cap
+
+    def cap_words(self, value: float) -> str:
+        """The problem of a value above :attr:`cap`, in words."""
+        return f"must be <= {self.cap} (got {_short(value)}), the most one trial may take"
+
     def problem(self, value: Any, known: Collection[str] = ()) -> str | None:
         """What is wrong with ``value`` for this field, in words (``must be ...``), or None.
 
@@ -91,7 +121,9 @@ class Field:
         if self.kind is float and not math.isfinite(value):
             return f"must be finite (got {value!r})"
         if self.kind in (int, float) and self.out_of_bounds(value):
-            return f"must be {self.bounds} (got {value!r})"
+            return f"must be {self.bounds} (got {_short(value)})"
+        if self.over_cap(value):
+            return self.cap_words(value)
         if self.registry is not None and value not in known:
             return unknown_name(value, known)
         return None
@@ -114,6 +146,36 @@ def unknown_name(value: Any, known: Collection[str]) -> str:
     return f"unknown name {_short(value)}; known: {', '.join(sorted(known))}"
 
 
+def size_problem(values: Mapping[str, Any]) -> tuple[str, str] | None:
+    """What makes one trial too large for memory, or None: the products of its sizes.
+
+    ``values`` maps ``batch_size``, ``seq_len``, ``hidden`` and ``val_size`` to valid
+    numbers (a missing one is TrialSpec's default; a study passes the largest it allows).
+    Each field is within its own bounds already; together they may still be too large.
+
+    Returns:
+        ``(field, problem)``: the field to name (``batch_size`` or ``val_size``, never
+        searched, so always the ``trial:`` section's) and what is wrong, in words.
+    """
+    batch, steps, hidden, val = (
+        int(values.get(n, _DEFAULTS[n])) for n in ("batch_size", "seq_len", "hidden", "val_size")
+    )
+    caps = (
+        ("batch_size", "batch_size x seq_len", (batch, steps), MAX_BATCH_STEPS),
+        ("batch_size", "batch_size x seq_len x hidden", (batch, steps, hidden), MAX_BATCH_UNITS),
+        ("val_size", "val_size x seq_len", (val, steps), MAX_VAL_STEPS),
+    )
+    for name, what, factors, cap in caps:
+        total = math.prod(factors)
+        if total > cap:
+            got = " x ".join(str(f) for f in factors)
+            return name, (
+                f"{what} must be <= {cap} to fit one trial in memory (got {got} = {total});"
+                f" use smaller values"
+            )
+    return None
+
+
 _TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 
 
@@ -134,8 +196,9 @@ FIELDS: dict[str, Field] = {
         Field("task", str, "factor", "task name (models.TASKS)", registry="TASKS",
               column="string"),
         Field("seq_len", int, "factor", "sequence length (copy: the blank delay T)",
-              low=1, searchable=True, column="int64"),
-        Field("hidden", int, "factor", "hidden units", low=1, searchable=True, column="int64"),
+              low=1, cap=MAX_SEQ_LEN, searchable=True, column="int64"),
+        Field("hidden", int, "factor", "hidden units", low=1, cap=MAX_HIDDEN,
+              searchable=True, column="int64"),
         Field("cell", str, "factor", "recurrent cell (models.CELLS)", registry="CELLS",
               searchable=True, column="string"),
         Field("init", str, "factor", "init scheme for every matrix (models.INIT_SCHEMES)",
@@ -153,21 +216,24 @@ FIELDS: dict[str, Field] = {
         Field("clip", float, "setting", "gradient-norm clipping threshold (null: none)",
               optional=True, low=0, low_open=True, searchable=True, column="float64"),
         Field("batch_size", int, "setting", "sequences per training batch", low=1,
+              cap=MAX_BATCH,
               column="int64"),
         Field("batches_per_epoch", int, "setting", "training batches per epoch", low=1,
+              cap=MAX_COUNT,
               column="int64"),
         Field("max_epochs", int, "setting", "epoch budget (not converged by then: censored)",
-              low=1, column="int64"),
+              low=1, cap=MAX_COUNT, column="int64"),
         Field("target_loss", float, "setting",
               "validation loss that counts as converged (null: the task's target)",
               optional=True, low=0, low_open=True, column="float64"),
         Field("patience", int, "setting",
               "consecutive evaluations at or below the target that count as converged",
-              low=1, column="int64"),
+              low=1, cap=MAX_COUNT, column="int64"),
         Field("divergence_factor", float, "setting",
               "validation loss above this times the initial loss is divergence",
               low=1, low_open=True, column="float64"),
         Field("val_size", int, "setting", "sequences in the fixed validation set", low=1,
+              cap=MAX_VAL_SIZE,
               column="int64"),
         Field("seed", int, "seed", "seed of the weights (the replicate)", low=0,
               high=MAX_SEED, searchable=True, column="int64"),

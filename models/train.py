@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from models.cells import CELLS, PackedRNN, init_weights
-from models.fields import FIELDS
+from models.fields import FIELDS, size_problem
 from models.init import INIT_SCHEMES
 from models.optim import OPTIMIZERS, clip_member_grads, get_optimizer, member_grad_norms
 from models.spec import EpochRecord, InitDiagnostics, TrialResult, TrialSpec
@@ -62,6 +62,9 @@ def check_spec(spec: TrialSpec) -> None:
         problem = field.problem(getattr(spec, name), known)
         if problem is not None:
             raise ValueError(f"{name}: {problem}")
+    together = size_problem(spec.to_dict())  # one trial's sizes, multiplied
+    if together is not None:
+        raise ValueError(f"{together[0]}: {together[1]}")
     if spec.patience > spec.max_epochs:
         raise ValueError(
             f"patience: must be at most max_epochs ({spec.max_epochs}), got {spec.patience!r}"

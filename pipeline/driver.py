@@ -202,6 +202,7 @@ class Driver:
             self.options.storage_url,
             self.name,
             spec_hash=spec.spec_hash(),
+            legacy_hashes=(spec.legacy_spec_hash(),),  # hashed with its description
             spec_text=self.spec_text,
             planned=spec.n_trials_planned,
             claim=spec.claim,
@@ -225,8 +226,7 @@ class Driver:
         self.log.open(self.spec_text, params)
 
     def _key(self, spec: TrialSpec, number: int) -> str:
-        """Grid trials are keyed by spec and claim; sampled ones also by trial number,
-        since a sampler may legitimately propose the same point twice."""
+        """Grid trials are keyed by spec and claim; sampled ones also by number (may repeat)."""
         key = spec.key(self.claim)
         return key if self.spec.is_grid else f"{key}.{number}"
 
@@ -313,8 +313,7 @@ class Driver:
     # -- the loop ------------------------------------------------------------------------
 
     def run(self) -> StudyOutcome:
-        """Run the study until every planned trial is complete (or failed for good), or
-        until Ctrl-C (``outcome.interrupted``).
+        """Run until every planned trial is complete (or failed) or Ctrl-C (``interrupted``).
 
         Raises:
             storage.StudyError: before anything is written: bad study, full disk, bad store.

@@ -32,7 +32,7 @@ import warnings
 from typing import Annotated, Any
 
 import optuna
-from annotated_types import Ge
+from annotated_types import Ge, Le
 from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
 
 from models.fields import FIELDS
@@ -75,7 +75,7 @@ class SamplerOptions(StrictModel):
 
     seed: Annotated[int, within(FIELDS["seed"])] | None = None
     """The sampler's seed (the same setting as ``sampler_seed``)."""
-    n_startup_trials: Annotated[int, Ge(0)] | None = None
+    n_startup_trials: Annotated[int, Ge(0), Le(1_000_000)] | None = None
     """TPE: trials drawn at random before TPE models results (Optuna's default 10)."""
     multivariate: bool | None = None
     """TPE: model the parameters jointly (default False)."""

@@ -87,7 +87,13 @@ def _registered(field: Field, value: str) -> str:
 
 def _within(field: Field, value: float) -> float:
     if field.out_of_bounds(value):
-        raise problem(f"must be {field.bounds} (got {value!r})")
+        raise problem(f"must be {field.bounds} (got {short(value)})")
+    return value
+
+
+def _under_cap(field: Field, value: int) -> int:
+    if field.over_cap(value):
+        raise problem(field.cap_words(value))
     return value
 
 
@@ -101,8 +107,8 @@ def value_type(field: Field, *, optional: bool | None = None) -> Any:
 
     A strict ``int``/``float``/``str``/``bool``; a float must be finite; a one-sided
     bound is pydantic's ``Ge``/``Gt``/``Le``, an interval (the seeds) one check that
-    states both ends; a registry name must be registered. ``optional`` (default: the
-    field's) adds None.
+    states both ends, a ``cap`` (a size limit) a check stated when exceeded; a registry
+    name must be registered. ``optional`` (default: the field's) adds None.
     """
     meta: list[Any] = [Strict()]
     if field.kind is float:
@@ -113,6 +119,8 @@ def value_type(field: Field, *, optional: bool | None = None) -> Any:
         meta.append(Gt(field.low) if field.low_open else Ge(field.low))
     elif field.high is not None:
         meta.append(Le(field.high))
+    if field.cap is not None:
+        meta.append(AfterValidator(partial(_under_cap, field)))
     if field.registry is not None:
         meta.append(AfterValidator(partial(_registered, field)))
     typ: Any = Annotated[(field.kind, *meta)]

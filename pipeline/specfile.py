@@ -9,7 +9,9 @@ naming the file; :func:`apply_overrides` applies the command line's ``--set KEY=
 from __future__ import annotations
 
 import copy
+import os
 import re
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,22 +30,33 @@ _KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 
 def read_spec_file(path: str | Path) -> object:
-    """The YAML document in a spec file (``yaml.safe_load``), not yet validated.
+    """The YAML document in a spec file (:func:`load_yaml`), not yet validated.
+
+    The file is looked at (``os.stat``) before it is opened: only a regular file of at most
+    :data:`MAX_SPEC_BYTES` is read, so a FIFO, a device (``/dev/zero``), a directory or a
+    huge file is refused at once and never hangs or fills memory.
 
     Raises:
-        SpecError: a missing or unreadable file, one too large, binary or not UTF-8, bad
-            YAML, or YAML whose aliases expand too far (one line, naming the file).
+        SpecError: a missing or unreadable file, one that is not a regular file, one too
+            large, binary or not UTF-8, bad YAML (duplicate keys included), or YAML whose
+            aliases expand too far (one line, naming the file).
     """
     source = str(path)
     try:
-        with Path(path).open("rb") as file:
+        _check_regular(os.stat(path), source)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+        with os.fdopen(fd, "rb") as file:
+            _check_regular(os.fstat(file.fileno()), source)  # the file opened is the one seen
             raw = file.read(MAX_SPEC_BYTES + 1)
+    except SpecError:
+        raise
     except FileNotFoundError:
         raise SpecError(f"{source}: file not found") from None
     except IsADirectoryError:
         raise SpecError(f"{source}: is a directory, not a spec file") from None
-    except OSError as exc:
-        raise SpecError(f"{source}: cannot read: {exc.strerror or exc}") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        what = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise SpecError(f"{source}: cannot read: {what}".replace("\n", " ")) from None
     if len(raw) > MAX_SPEC_BYTES:
         raise SpecError(f"{source}: larger than {MAX_SPEC_BYTES} bytes; not a study spec")
     if b"\x00" in raw:
@@ -53,6 +66,74 @@ def read_spec_file(path: str | Path) -> object:
     except UnicodeDecodeError as exc:
         raise SpecError(f"{source}: not UTF-8 text (byte offset {exc.start})") from None
     return read_spec_text(text, source)
+
+
+_KINDS = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _check_regular(info: os.stat_result, source: str) -> None:
+    """Refuse what is not a regular file of at most MAX_SPEC_BYTES, before reading it."""
+    if stat.S_ISDIR(info.st_mode):
+        raise SpecError(f"{source}: is a directory, not a spec file")
+    if not stat.S_ISREG(info.st_mode):
+        kind = next((words for test, words in _KINDS if test(info.st_mode)), "not a file")
+        raise SpecError(f"{source}: is {kind}, not a regular file; a spec is a YAML file")
+    if info.st_size > MAX_SPEC_BYTES:
+        raise SpecError(
+            f"{source}: larger than {MAX_SPEC_BYTES} bytes ({info.st_size}); not a study spec"
+        )
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a mapping with the same key twice (YAML says keys
+    are unique; PyYAML would keep the last one silently). Keys merged in with ``<<`` may
+    be overridden, as YAML's merge key allows."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE_TAG:
+                    continue
+                key = self.construct_object(key_node)
+                line = key_node.start_mark.line + 1
+                try:
+                    first = seen.get(key)
+                except TypeError:  # unhashable: the base class refuses it
+                    continue
+                seen[key] = line if first is None else first
+                if first is not None:
+                    raise yaml.constructor.ConstructorError(
+                        None,
+                        None,
+                        f"duplicate key {_short(key)} (first at line {first}); a key may be"
+                        " given once in a mapping",
+                        key_node.start_mark,
+                    )
+        return super().construct_mapping(node, deep=deep)
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` that refuses duplicate keys: what it does, with
+    :class:`_SpecLoader` (a ``SafeLoader``: no Python tags) for ``SafeLoader``."""
+    loader = _SpecLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 def read_spec_text(text: str, source: str) -> object:
@@ -68,7 +149,7 @@ def read_spec_text(text: str, source: str) -> object:
     if "\x00" in text:
         raise SpecError(f"{source}: binary file (it contains a NUL byte); a spec is YAML text")
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         where = ""
         mark = getattr(exc, "problem_mark", None)
@@ -78,6 +159,9 @@ def read_spec_text(text: str, source: str) -> object:
         raise SpecError(f"{source}: invalid YAML{where}: {what}".replace("\n", " ")) from None
     except RecursionError:
         raise SpecError(f"{source}: invalid YAML: nested too deeply") from None
+    except ValueError as exc:  # a scalar YAML's resolver matched but Python cannot make
+        what = "an integer too long to read" if "digits" in str(exc) else str(exc)
+        raise SpecError(f"{source}: invalid YAML: {what}".replace("\n", " ")) from None
     check_expansion(data, source)
     return data
 
@@ -155,7 +239,7 @@ def apply_overrides(data: object, overrides: Sequence[str]) -> object:
         if len(text) > MAX_OVERRIDE_CHARS:
             raise SpecError(f"--set {key}: the value is longer than {MAX_OVERRIDE_CHARS} chars")
         try:
-            value = yaml.safe_load(text) if text.strip() else None
+            value = load_yaml(text) if text.strip() else None
         except yaml.YAMLError as exc:
             what = getattr(exc, "problem", None) or "not YAML"
             raise SpecError(f"--set {key}: the value is not YAML: {what}") from None

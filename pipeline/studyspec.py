@@ -96,11 +96,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import optuna
-from annotated_types import Ge
+from annotated_types import Ge, Le
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from models.fields import FIELDS, SEARCHABLE
+from models.fields import FIELDS, SEARCHABLE, size_problem
 from models.spec import TrialSpec
 from pipeline.claimspec import ClaimError, parse_claims
 from pipeline.protocolspec import Protocol, arm_lr, check_protocol, stage_trials
@@ -132,6 +132,7 @@ from pipeline.specfile import read_spec_file
 __all__ = [
     "DIVERGED_LOSS",
     "MAX_GRID",
+    "MAX_TRIALS",
     "SAMPLERS",
     "SEARCHABLE",
     "Choice",
@@ -148,6 +149,8 @@ __all__ = [
 
 MAX_GRID = 100_000
 """Largest grid accepted; beyond that, use a random/qmc/tpe sampler with n_trials."""
+MAX_TRIALS = 1_000_000
+"""Largest ``n_trials`` accepted (with every field bounded, size estimates stay finite)."""
 DIVERGED_LOSS = 1e30
 """best_val_loss score of a diverged trial (Optuna refuses infinite values)."""
 
@@ -184,7 +187,7 @@ class StudySpec(StrictModel):
     built-in claim the study's data can measure. Not part of the spec hash."""
     sampler: Literal["grid", "random", "qmc", "tpe"] = "grid"
     """Optuna sampler."""
-    n_trials: Annotated[int, Ge(1)] | None = None
+    n_trials: Annotated[int, Ge(1), Le(MAX_TRIALS)] | None = None
     """Trials to run; required unless grid (grid: default = whole grid, at most the grid)."""
     sampler_seed: Annotated[int, within(FIELDS["seed"])] = 0
     """Seed of the sampler (``sampler_options.seed`` is the same setting)."""
@@ -277,6 +280,10 @@ class StudySpec(StrictModel):
             refuse(("n_trials",), f"required for sampler {self.sampler!r} (an integer >= 1)")
         check_sampler_options(self.sampler, self.sampler_options)
         check_protocol(self)
+        largest = {n: max(self.values(n)) for n in ("batch_size", "seq_len", "hidden", "val_size")}
+        too_large = size_problem(largest)  # the largest trial the study may run
+        if too_large is not None:
+            refuse(("trial", too_large[0]), too_large[1])
         self._check_with_models()
         return self
 
@@ -533,12 +540,24 @@ class StudySpec(StrictModel):
         return float(loss)
 
     def spec_hash(self) -> str:
-        """sha256 (16 hex) of the canonical JSON of the validated spec (all fields)."""
+        """sha256 (16 hex) of the canonical JSON of the validated spec (all fields); the
+        free-text ``description`` is hashed as if absent, so editing it does not block a
+        resume (studies stored before then carry :meth:`legacy_spec_hash`)."""
+        return self._hash(with_description=False)
+
+    def legacy_spec_hash(self) -> str:
+        """The hash as computed before ``description`` was left out (equal to
+        :meth:`spec_hash` without a description), to accept on resume."""
+        return self._hash(with_description=True)
+
+    def _hash(self, *, with_description: bool) -> str:
         # claims are judged, not run; a fixed protocol is left out, as before it existed
         # sampler_options: only those given, and none at all when none is (older specs)
         exclude = {"claims", "sampler_options"}
         exclude |= set() if self.protocol.tuned else {"protocol"}
         dumped = self.model_dump(mode="json", exclude=exclude)
+        if not with_description:
+            dumped["description"] = None  # as a spec without one always hashed
         options = options_hash_part(self.sampler_options)
         if options is not None:
             dumped["sampler_options"] = options

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -45,6 +46,9 @@ SMOKE = ROOT / "tests" / "data" / "smoke_tiny.yaml"
 CLI = [sys.executable, "-m", "pipeline.cli"]
 DIR = object()
 """A ``files`` value: make a directory of that name instead of a file."""
+FIFO = object()
+"""A ``files`` value: make a FIFO (named pipe) of that name: reading it would block."""
+BIG = str(10**400)
 
 
 @dataclass(frozen=True)
@@ -92,7 +96,7 @@ space:
 """
 LONG_TRIALS = """\
 name: long
-trial: {task: adding, hidden: 2048, max_epochs: 1000, seq_len: 500}
+trial: {task: adding, hidden: 512, max_epochs: 20000, seq_len: 500}
 space:
   seed: [0, 1, 2]
 """
@@ -120,6 +124,17 @@ CASES: list[Case] = [
     spec_case("spec not utf-8", b"name: caf\xe9\n", "bad.yaml", "UTF-8"),
     case("spec is a directory", "validate {tmp}/specs", 2, "specs", "directory", specs=DIR),
     case("spec missing", "run {tmp}/nope.yaml --run-dir {tmp}/runs", 2, "nope.yaml", "not found"),
+    case("spec is a fifo", "validate {tmp}/p.yaml", 2, "p.yaml", "FIFO", "regular", p__yaml=FIFO),
+    case("spec is /dev/zero", "run /dev/zero --run-dir {tmp}/r", 2, "/dev/zero", "device"),
+    spec_case("spec too large", b"# " + b"x" * 1_000_000 + b"\n", "bad.yaml", "larger than"),
+    spec_case("duplicate top key", "name: x\nname: y\n", "line 2", "duplicate key 'name'"),
+    spec_case(
+        "duplicate trial key",
+        "name: x\ntrial:\n  hidden: 8\n  seq_len: 5\n  hidden: 9\n",
+        "line 5",
+        "duplicate key 'hidden' (first at line 3)",
+    ),
+    spec_case("integer of 5000 digits", f"name: x\nn_trials: {'9' * 5000}\n", "too long"),
     # ---- spec files: types, keys, ranges
     spec_case("wrong type hidden", "name: x\ntrial: {hidden: abc}\n", "trial.hidden", "integer"),
     spec_case(
@@ -145,6 +160,22 @@ CASES: list[Case] = [
         "known: ",
     ),
     spec_case("hidden zero", "name: x\ntrial: {hidden: 0}\n", "trial.hidden", ">= 1"),
+    spec_case("hidden 10**400", f"name: x\ntrial: {{hidden: {BIG}}}\n", "trial.hidden", "<= 4096"),
+    spec_case(
+        "n_trials 10**400",
+        f"name: x\nsampler: random\nn_trials: {BIG}\n",
+        "n_trials",
+        "<= 1000000",
+        command="validate",
+    ),
+    spec_case("val_size 10**8", "name: x\ntrial: {val_size: 100000000}\n", "val_size", "65536"),
+    spec_case(
+        "sizes too large together",
+        "name: x\ntrial: {batch_size: 4096}\nspace: {seq_len: [10, 5000]}\n",
+        "trial.batch_size",
+        "batch_size x seq_len",
+        command="validate",
+    ),
     spec_case(
         "range low above high",
         "name: x\nsampler: random\nn_trials: 3\nspace: {scale: {low: 2.0, high: 1.0}}\n",
@@ -168,7 +199,7 @@ CASES: list[Case] = [
     spec_case("huge grid without --yes", HUGE_GRID, "19,100 trials", "--yes"),
     spec_case("days of training without --yes", LONG_TRIALS, "3 trials", "CPU-hours", "--yes"),
     # ---- CLI flags
-    case("run --workers 0", "run {smoke} --workers 0 --run-dir {tmp}/r", 2, "--workers", ">= 1"),
+    case("run --workers 0", "run {smoke} --workers 0 --run-dir {tmp}/r", 2, "--workers", "from 1"),
     case("run --workers abc", "run {smoke} --workers abc --run-dir {tmp}/r", 2, "--workers"),
     case(
         "run --gpus-per-trial -1",
@@ -187,6 +218,18 @@ CASES: list[Case] = [
     case("run --study-name markup", ["run", "{smoke}", "--study-name", "[/]"], 2, "'[/]'"),
     case("run --run-dir is a file", "run {smoke} --run-dir {tmp}/f", 2, "--run-dir", f="x"),
     case("trial --hidden 0", "trial --hidden 0", 2, "--hidden"),
+    case("trial --seed 2**64", f"trial --seed {2**64}", 2, "--seed", "2**32 - 1"),
+    case("trial --seq-len 10**20", f"trial --seq-len {10**20}", 2, "--seq-len", "<= 10000"),
+    case("trial --batch-size 10**9", f"trial --batch-size {10**9}", 2, "--batch-size", "4096"),
+    case("trial --hidden 10**6", f"trial --hidden {10**6}", 2, "--hidden", "<= 4096"),
+    case("trial --val-size 10**8", "trial --val-size 100000000", 2, "--val-size", "65536"),
+    case(
+        "trial sizes too large together",
+        "trial --batch-size 4096 --seq-len 2000",
+        2,
+        "--batch-size",
+        "batch_size x seq_len",
+    ),
     case("trial --device tpu", "trial --device tpu", 2, "--device", "cuda"),
     case("results --format xml", "results smoke --format xml", 2, "--format", "parquet"),
     case("results --table nope", "results smoke --table nope", 2, "--table", "epochs"),
@@ -410,6 +453,8 @@ def prepare(bad: Case, tmp_path: Path, run_dir: Path | None) -> list[str]:
         path = tmp_path / name
         if content is DIR:
             path.mkdir()
+        elif content is FIFO:
+            os.mkfifo(path)
         elif isinstance(content, bytes):
             path.write_bytes(content)
         else:

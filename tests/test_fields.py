@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from models import CELLS, INIT_SCHEMES, OPTIMIZERS, TASKS, TrialSpec
-from models.fields import COLUMNS, FACTORS, FIELDS, SEARCHABLE, SETTINGS, Field
+from models.fields import COLUMNS, FACTORS, FIELDS, SEARCHABLE, SETTINGS, Field, size_problem
 from pipeline import cli, studyspec
 from pipeline.cli.trial import option_name
 from pipeline.studyspec import SpecError, parse_study_spec
@@ -40,6 +40,8 @@ REGISTRIES = {
     "INIT_SCHEMES": INIT_SCHEMES,
     "OPTIMIZERS": OPTIMIZERS,
 }
+CHEAP_AT_CAP = {"batch_size", "val_size", "patience"}
+"""Fields whose largest value trains quickly under TINY (patience: refused, > max_epochs)."""
 OTHER_NAME = {"task": "copy"}
 """A second registered name to try (charlm would build its corpus in every trial)."""
 
@@ -55,6 +57,8 @@ def values(field: Field) -> list[Any]:
             out += [field.low, field.low - step, field.low + step]
         if field.high is not None:
             out += [field.high, field.high + step]
+        if field.cap is not None:  # the cap itself only where training at it is quick
+            out += [field.cap, field.cap + 1] if field.name in CHEAP_AT_CAP else [field.cap + 1]
     elif field.kind is str:
         out += [3, "", "bogus"]
         if field.registry is not None:
@@ -153,3 +157,34 @@ def test_problem_checks_registry_names_against_the_given_registry() -> None:
     assert FIELDS["cell"].problem("gpt", CELLS) == (
         "unknown name 'gpt'; known: gru, lstm, rnn_relu, rnn_tanh"
     )
+
+
+@pytest.mark.parametrize(
+    ("values", "blamed", "words"),
+    [
+        ({}, None, None),
+        ({"batch_size": 4096, "seq_len": 1024, "hidden": 16}, None, None),
+        ({"batch_size": 4096, "seq_len": 1025, "hidden": 1}, "batch_size", "x seq_len must be"),
+        ({"batch_size": 512, "seq_len": 1000, "hidden": 4096}, "batch_size", "x hidden"),
+        ({"val_size": 65536, "seq_len": 257}, "val_size", "val_size x seq_len must be <="),
+    ],
+)
+def test_size_problem_caps_one_trials_sizes_together(
+    values: dict[str, int], blamed: str | None, words: str | None
+) -> None:
+    found = size_problem(values)
+    if blamed is None:
+        assert found is None
+    else:
+        assert found is not None and found[0] == blamed and words in found[1]
+
+
+def test_every_size_and_budget_has_a_cap() -> None:
+    """Every int field is bounded above: a seed by its interval, a size or budget by a cap."""
+    for name, field in FIELDS.items():
+        if field.kind is int:
+            assert field.high is not None or field.cap is not None, name
+    assert FIELDS["hidden"].problem(10**6) == (
+        "must be <= 4096 (got 1000000), the most one trial may take"
+    )
+    assert FIELDS["hidden"].bounds == ">= 1"  # the cap is stated only when exceeded

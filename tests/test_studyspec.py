@@ -516,3 +516,32 @@ def test_declared_claims_load_and_stay_out_of_the_spec_hash() -> None:
     )
     assert declared.claims is not None and len(declared.claims) == 2
     assert declared.spec_hash() == plain.spec_hash()  # judging differently reruns nothing
+
+
+def test_description_is_outside_the_spec_hash() -> None:
+    """Editing only the description must not block a resume; a spec without one keeps the
+    hash it always had, and a study stored before has the legacy hash to match."""
+    plain = parse_study_spec(base())
+    assert plain.spec_hash() == plain.legacy_spec_hash() == "e38f17c4eb199c79"
+    one, other = (
+        parse_study_spec(base(description="first")),
+        parse_study_spec(base(description="2")),
+    )
+    assert one.spec_hash() == other.spec_hash() == plain.spec_hash()
+    assert one.legacy_spec_hash() != other.legacy_spec_hash() != plain.legacy_spec_hash()
+    assert parse_study_spec(base(name="u")).spec_hash() != plain.spec_hash()
+    smoke = load_study_spec(STUDIES / "smoke.yaml")  # its hash before descriptions were left out
+    assert smoke.legacy_spec_hash() == "81d6ef8a568825a1" != smoke.spec_hash()
+
+
+def test_sizes_are_capped_so_the_estimate_stays_finite() -> None:
+    with pytest.raises(SpecError, match=r"n_trials: must be <= 1000000"):
+        parse_study_spec(base(sampler="random", n_trials=10**400))
+    with pytest.raises(SpecError, match=r"trial\.hidden: must be <= 4096 \(got 1000"):
+        parse_study_spec(base(trial={"hidden": 10**400}))
+    with pytest.raises(SpecError, match=r"trial\.batch_size: batch_size x seq_len x hidden"):
+        parse_study_spec(base(trial={"batch_size": 4096}, space={"hidden": [8, 4096]}))
+    largest = parse_study_spec(
+        base(sampler="random", n_trials=10**6, trial={"max_epochs": 10**5}, space={})
+    )
+    assert math.isfinite(largest.estimated_cpu_seconds())

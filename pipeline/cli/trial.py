@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from models.fields import FIELDS, Field
+from models.fields import FIELDS, Field, size_problem
 from pipeline.cli.base import app, console, fail
 
 if TYPE_CHECKING:
@@ -76,7 +76,8 @@ def _integer(text: str) -> int:
     try:
         return int(text)
     except ValueError:
-        raise typer.BadParameter(f"must be an integer (got {text!r})") from None
+        got = repr(text) if len(text) <= 60 else repr(text[:40]) + f"... ({len(text)} chars)"
+        raise typer.BadParameter(f"must be an integer (got {got})") from None
 
 
 def _true_or_false(text: str) -> bool:
@@ -129,7 +130,8 @@ def trial_spec(options: dict[str, Any]) -> TrialSpec:
     """The checked TrialSpec of the ``trial`` command's field options.
 
     ``data_seed`` not given is ``seed``. The spec is checked by ``models.check_spec`` and
-    its task is built (a charlm corpus file is read and checked).
+    ``models.fields.size_problem`` (one trial's sizes together fit in memory), then its
+    task is built (a charlm corpus file is read and checked).
 
     Raises:
         ValueError: ``field: what is wrong``, or the corpus file's problem.
@@ -141,6 +143,9 @@ def trial_spec(options: dict[str, Any]) -> TrialSpec:
         values["data_seed"] = values["seed"]
     spec = TrialSpec(**values)
     check_spec(spec)
+    too_large = size_problem(values)  # each size within bounds; together too large?
+    if too_large is not None:
+        raise ValueError(": ".join(too_large))
     get_task(spec.task, spec.seq_len, spec.corpus)  # reads and checks the corpus
     return spec
 
