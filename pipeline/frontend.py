@@ -37,6 +37,9 @@ than this ..."""
 CONFIRM_CPU_HOURS = 48.0
 """... or when its estimated training time (StudySpec.estimated_cpu_seconds) is longer than
 this many hours on one CPU core: two days."""
+MEMORY_FRACTION = 0.8
+"""A pack may need at most this share of the memory a task may use (``memory_per_task``,
+or else this machine's RAM): the rest is the system's, the driver's and Ray's."""
 ADDRESS_RE = re.compile(r"(ray://)?([A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}")
 """A Ray cluster address: HOST:PORT or ray://HOST:PORT."""
 
@@ -160,6 +163,10 @@ def read_storage(run_dir: Path, storage: str | None, label: Label) -> str:
 # --------------------------------------------------------------------------- a run
 
 
+MAX_WORKERS = 4096
+"""The most CPUs an embedded Ray is given (it is capped at the machine's anyway)."""
+
+
 def check_run_options(options: RunOptions, label: Label) -> None:
     """The options of a run (``initstudy run``, ``api.run_study``), in the order checked.
 
@@ -171,8 +178,9 @@ def check_run_options(options: RunOptions, label: Label) -> None:
     check_url(label("tracking_uri"), o.tracking_uri, TRACKING_SCHEMES)
     if o.storage is None or o.tracking_uri is None:
         check_run_dir(label("run_dir"), o.run_dir)
-    if o.workers is not None and o.workers < 1:
-        raise ValueError(f"{label('workers')}: must be >= 1, got {o.workers}")
+    if o.workers is not None and not 1 <= o.workers <= MAX_WORKERS:
+        shown = str(o.workers) if abs(o.workers) < 10**12 else "a number that large"
+        raise ValueError(f"{label('workers')}: must be from 1 to {MAX_WORKERS}, got {shown}")
     if not o.cpus_per_trial > 0:
         raise ValueError(f"{label('cpus_per_trial')}: must be > 0, got {o.cpus_per_trial}")
     if not o.gpus_per_trial >= 0:
@@ -269,6 +277,7 @@ def load_spec(spec: SpecInput, overrides: Sequence[str] = ()) -> tuple[StudySpec
         data = apply_overrides(data, overrides)
     parsed = parse_study_spec(data, source)
     check_task_data(parsed, source)
+    check_memory(parsed, source, one_trial=True)
     if overrides:
         return parsed, overridden_text(data, source, overrides)
     if text is None:
@@ -296,3 +305,115 @@ def check_task_data(spec: StudySpec, source: str) -> None:
         else:
             field = "space.seq_len" if "seq_len" in spec.space else "trial.seq_len"
         raise SpecError(f"{source}: {field}: {exc}") from None
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def machine_memory_bytes() -> int | None:
+    """This machine's physical memory in bytes (None: the system does not say)."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
+        return None
+
+
+def gib(n: float) -> str:
+    """Bytes as GiB for people: ``48.2 GiB``."""
+    return f"{n / 2**30:,.1f} GiB"
+
+
+def check_memory(
+    spec: StudySpec,
+    source: str,
+    *,
+    pack_size: int | None = None,
+    memory_per_task: float | None = None,
+    gpu: bool = False,
+    one_trial: bool = False,
+    label: Label = cli_option,
+) -> None:
+    """Refuse a study whose largest pack would need more memory than a task may use:
+    ``MEMORY_FRACTION`` of ``memory_per_task`` GiB, or of this machine's RAM.
+
+    The largest pack is the study's costliest trial (its longest sequence, widest hidden
+    layer, largest batch and validation set, most gates, every task) at ``pack_size``
+    members, or else at the automatic size (at most 16, within
+    :func:`pipeline.plan.pack_limit`, at most the study's trials); with ``one_trial``, one
+    trial whatever the options (``load_spec``'s check: no trial may outgrow this machine,
+    as ``val_size: 100000000`` would). Its memory is :func:`pipeline.plan.pack_memory_bytes`
+    (a charlm corpus's own, at most 8 bytes a character, is not counted). One pack, not
+    several running side by side: ``workers`` x this is the front end's to weigh.
+
+    Raises:
+        SpecError: it would not fit (one line: what it needs, what is allowed, what to
+            lower), or ValueError: ``memory_per_task`` is not a positive number of GiB.
+    """
+    import math
+
+    from models.spec import TrialSpec
+    from pipeline.plan import MAX_AUTO_PACK, pack_limit, pack_memory_bytes
+    from pipeline.specerrors import SpecError
+
+    if memory_per_task is not None and not (
+        math.isfinite(memory_per_task) and memory_per_task > 0
+    ):
+        raise ValueError(
+            f"{label('memory_per_task')}: a positive number of GiB, got {memory_per_task}"
+        )
+    total = machine_memory_bytes() if memory_per_task is None else memory_per_task * 2**30
+    if total is None:
+        return
+    allowed = MEMORY_FRACTION * total
+    where = "this machine's" if memory_per_task is None else f"{label('memory_per_task')}'s"
+    top = {n: max(int(v) for v in spec.values(n)) for n in _MEMORY_FIELDS}
+    for task in dict.fromkeys(spec.values("task")):
+        dims = _task_dims(str(task), spec.values("corpus")[0], top["seq_len"])
+        for cell in dict.fromkeys(spec.values("cell")):
+            trial = TrialSpec(
+                task=str(task),
+                cell=str(cell),
+                seq_len=top["seq_len"],
+                hidden=top["hidden"],
+                batch_size=top["batch_size"],
+                val_size=top["val_size"],
+            )
+            auto = min(MAX_AUTO_PACK, pack_limit(trial, gpu), spec.n_trials_planned)
+            members = 1 if one_trial else pack_size or auto
+            need = pack_memory_bytes(trial, members, *dims)
+            if need <= allowed:
+                continue
+            smaller = range(members - 1, 1, -1)
+            fits = next(
+                (m for m in smaller if pack_memory_bytes(trial, m, *dims) <= allowed), None
+            )
+            shape = ", ".join(f"{n}={v:,}" for n, v in top.items())
+            what = (
+                f"a pack of {members} {task} {cell} trials"
+                if members > 1
+                else f"one {task} {cell} trial"
+            )
+            fix = (
+                f"give {label('pack_size')} {fits} or more {label('memory_per_task')}"
+                if fits is not None
+                else f"lower {' or '.join(_MEMORY_FIELDS)}"
+            )
+            raise SpecError(
+                f"{source}: memory: {what} at {shape}"
+                f" needs about {gib(need)}, more than the {gib(allowed)} allowed"
+                f" ({MEMORY_FRACTION:.0%} of {where} {gib(total)}); {fix}"
+            )
+
+
+_MEMORY_FIELDS = ("val_size", "batch_size", "seq_len", "hidden")
+"""The fields a pack's memory grows with, the usual culprit first."""
+
+
+def _task_dims(task: str, corpus: str | None, seq_len: int) -> tuple[int | None, int | None]:
+    """A task's input and output widths (a charlm corpus's vocabulary); None: the default."""
+    if task != "charlm":
+        return None, None
+    from models import get_task
+
+    built = get_task(task, seq_len, corpus)  # already checked by check_task_data
+    return built.input_dim, built.output_dim

@@ -6,7 +6,8 @@ batch on one CPU core), serves both the order of the packs (:func:`pack_cost`) a
 study's estimate that ``initstudy validate`` prints (:func:`study_seconds`, through
 ``StudySpec.estimated_cpu_seconds``). How large a pack may be is a budget of multiply-adds
 (:func:`batch_work`), since that is what packing was measured against. How many trials a
-sampled study asks at a time is :func:`sampled_batch`.
+sampled study asks at a time is :func:`sampled_batch`. How much memory a pack needs is
+:func:`pack_memory_bytes`.
 """
 
 from __future__ import annotations
@@ -43,6 +44,23 @@ for an Elman cell on one CPU core; a cell with G gate blocks costs (1 + G) / 2 t
 MAC_SECONDS = 2.5e-10
 """Estimate: seconds per multiply-add of the recurrent and input products, batch x G x
 hidden x (hidden + 1) per time step, forward and backward together, on one CPU core."""
+WORKER_BYTES = 256 * 2**20
+"""Estimate: resident memory of a worker process with PyTorch loaded, before any pack."""
+MEMORY_TERMS = {"train_gates": 3, "train_hidden": 2, "val_hidden": 5, "outputs": 2}
+"""How many float32 tensors of each size :func:`pack_memory_bytes` counts, calibrated on
+peak RSS (``resource.getrusage`` in a fresh process, ``models.train_pack``, one epoch)
+minus the process's RSS before the pack, on a 2-core x86-64 VM; estimate/measured was
+1.18 (rnn_tanh adding, 2 members, batch 64, length 100, hidden 128, val 4096: 2.17 GB),
+1.29 (rnn_tanh adding, 2 members, batch 256, length 200, hidden 256, val 1024: 2.37 GB),
+1.40 (lstm copy, 8 members, batch 64, length 100, hidden 128, val 1024: 3.65 GB), 1.37
+(gru charlm, 4 members, hidden 128, length 100, val 2048: 3.33 GB) and 1.35 (lstm adding,
+2 members, hidden 64, length 100, val 50,000: 17.2 GB): never under, at most 1.4x over.
+Training keeps, per member, sequence and batch row, the input, ``train_gates`` gate-width
+tensors (pre-activations, gate outputs, their gradients) and ``train_hidden`` hidden-width
+ones for backprop through time; the validation pass (no gradients, but the whole
+validation set at once) the input, the gate pre-activations and ``val_hidden``
+hidden-width tensors (the states and the spread statistics); logits count ``outputs``
+times. ``tests/test_packing_plan.py`` measures the first case again."""
 
 
 @dataclass
@@ -123,6 +141,27 @@ def study_seconds(spec: StudySpec) -> float:
     width = pick(int(h) * (int(h) + 1) for h in spec.values("hidden"))
     per_step = step_seconds(gates, batch * gates * width)
     return spec.n_trials_planned * batches * steps * per_step
+
+
+def pack_memory_bytes(
+    spec: TrialSpec, members: int, input_dim: int | None = None, output_dim: int | None = None
+) -> float:
+    """Estimated peak memory of a worker training ``members`` trials of ``spec``'s shape
+    together (a lone trial trains beside a copy of itself: as 2), in bytes, with
+    :data:`WORKER_BYTES` (see :data:`MEMORY_TERMS` for the calibration). The task's input
+    and output widths default to adding's (2, 1) and copy's (10, 10); give charlm's (its
+    vocabulary) from the built task."""
+    known = {"adding": (2, 1), "copy": (10, 10)}.get(spec.task, (256, 256))
+    n_in, n_out = input_dim or known[0], output_dim or known[1]
+    k, t = max(2, members), time_steps(spec.seq_len, spec.task)
+    gates, h, terms = get_cell(spec.cell).gates, spec.hidden, MEMORY_TERMS
+    read = 1 if spec.task == "adding" else t  # the steps whose outputs are computed
+    per_row = t * (n_in + terms["train_gates"] * gates * h + terms["train_hidden"] * h)
+    train = spec.batch_size * (per_row + terms["outputs"] * read * n_out)
+    per_val = t * (n_in + gates * h + terms["val_hidden"] * h) + terms["outputs"] * read * n_out
+    # parameters, gradients and two optimizer moments
+    params = 4 * (gates * h * (n_in + h + 2) + h * n_out + n_out)
+    return WORKER_BYTES + 4.0 * k * (train + spec.val_size * per_val + params)
 
 
 # -- asking ----------------------------------------------------------------------------

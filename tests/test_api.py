@@ -207,7 +207,8 @@ def test_bad_input_raises_the_cli_line_before_anything_starts(
         api.run_study(TINY, run_dir=run_dir, workers=0)
     assert type(workers.value) is ValueError
     cli = cli_here("run", str(TINY), "--run-dir", str(run_dir), "--workers", "0")
-    assert error_line(cli) == "--" + str(workers.value) == "--workers: must be >= 1, got 0"
+    expected = "--workers: must be from 1 to 4096, got 0"
+    assert error_line(cli) == "--" + str(workers.value) == expected
 
     with pytest.raises(ValueError) as url:
         api.run_study(TINY, storage="sqlite://", run_dir=run_dir)

@@ -185,6 +185,73 @@ def test_query_error_is_one_line(tables):
     assert "\n" not in message and "no_such_column" in message
 
 
+_ENDLESS = "WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT n+1 FROM t) SELECT count(*) FROM t"
+
+
+@pytest.mark.timeout(60)
+def test_query_memory_is_bounded(tables):
+    # a billion-element list: refused at the memory limit (1 GiB), in seconds
+    with pytest.raises(results.QueryError, match=r"more than the 1 GiB of memory") as info:
+        results.query(tables, "SELECT len(list(range)) FROM range(1000000000)")
+    assert "\n" not in str(info.value) and "Out of Memory" in str(info.value)
+
+
+@pytest.mark.timeout(60)
+def test_query_time_is_bounded(tables):
+    import time
+
+    started = time.monotonic()
+    with pytest.raises(results.QueryError, match=r"^stopped after 1 s, the time a query may"):
+        results.query(tables, _ENDLESS, timeout=1)
+    assert time.monotonic() - started < 10
+    # the default limit is 30 s
+    assert tables_module.QUERY_TIMEOUT == 30.0
+
+
+def test_query_result_rows_are_bounded(tables):
+    with pytest.raises(results.QueryError, match=r"more than 1,000 rows"):
+        results.query(tables, "SELECT * FROM range(1001)", max_rows=1000)
+    assert len(results.query(tables, "SELECT * FROM range(1000)", max_rows=1000)) == 1000
+    # a result converted in chunks is still one frame, in order
+    got = results.query(tables, "SELECT range AS n FROM range(5000)")
+    assert got["n"].tolist() == list(range(5000))
+
+
+@pytest.mark.parametrize(
+    "sql", ["SET memory_limit = '100GB'", "SET threads = 64", "RESET memory_limit"]
+)
+def test_query_limits_cannot_be_lifted(tables, sql):
+    with pytest.raises(results.QueryError, match="configuration has been locked"):
+        results.query(tables, sql)
+    got = results.query(tables, "SELECT current_setting('threads') AS t")
+    assert int(got["t"][0]) == tables_module.QUERY_THREADS
+
+
+@pytest.mark.parametrize("sql", ["", "  \n\t "])
+def test_empty_query_is_refused(tables, sql):
+    with pytest.raises(results.QueryError, match="the SQL is empty"):
+        results.query(tables, sql)
+
+
+@pytest.mark.timeout(120)
+def test_cli_query_limits_are_one_line(smoke_study, cli_here, monkeypatch):
+    monkeypatch.setattr(tables_module, "QUERY_TIMEOUT", 1.0)
+    run_dir = str(smoke_study.run_dir)
+    for sql, code, words in (
+        (_ENDLESS, 1, ("query: stopped after 1 s",)),
+        # whichever limit comes first: memory, or the 1 s here
+        ("SELECT len(list(range)) FROM range(1000000000)", 1, ("query: it needs", "query: stop")),
+        ("", 2, ("SQL: the query is empty",)),
+        ("   ", 2, ("SQL: the query is empty",)),
+    ):
+        done = cli_here("query", "smoke", sql, "--run-dir", run_dir)
+        assert done.returncode == code, (sql, done.stderr)
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), lines
+        assert any(w in lines[0] for w in words), lines
+        assert done.stdout == ""
+
+
 # -- tables_from_results --------------------------------------------------------------------
 
 

@@ -427,3 +427,71 @@ def test_adding_loss_reads_only_the_last_step() -> None:
     with pytest.raises(ValueError, match="outputs must have shape"):
         task.loss(full[:, :, -2:], y)
     assert get_task("copy", 5).loss_steps is None
+
+
+# --------------------------------------------------------------------------- corpus bounds
+
+
+@pytest.mark.parametrize(
+    ("path", "kind"), [("/dev/zero", "a device"), ("/dev/null", "a device")], ids=["zero", "null"]
+)
+def test_charlm_device_corpus_refused_unread(path: str, kind: str) -> None:
+    # /dev/zero is endless: reading it whole took 5 GiB in 5 s before the check
+    with pytest.raises(ValueError, match=rf"corpus file '{path}' is {kind}, not a regular file"):
+        get_task("charlm", 4, corpus=path)
+
+
+def test_charlm_fifo_corpus_refused_without_blocking(tmp_path: Path) -> None:
+    import os
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    caught: list[BaseException] = []
+    worker = threading.Thread(target=lambda: _catch(caught, str(fifo)), daemon=True)
+    worker.start()
+    worker.join(10)  # opening a FIFO with no writer blocks forever without the stat check
+    assert not worker.is_alive(), "reading a FIFO corpus blocked"
+    assert len(caught) == 1 and "is a FIFO (named pipe), not a regular file" in str(caught[0])
+
+
+def _catch(caught: list[BaseException], corpus: str) -> None:
+    try:
+        get_task("charlm", 4, corpus=corpus)
+    except ValueError as exc:
+        caught.append(exc)
+
+
+def test_charlm_symlink_to_device_refused(tmp_path: Path) -> None:
+    link = tmp_path / "corpus.txt"
+    link.symlink_to("/dev/zero")
+    with pytest.raises(ValueError, match="is a device"):
+        get_task("charlm", 4, corpus=str(link))
+
+
+def test_charlm_corpus_size_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from models import tasks
+
+    assert tasks.MAX_CORPUS_BYTES == 64 * 2**20
+    # a sparse file one byte over the real limit is refused from its size, unread
+    big = tmp_path / "big.txt"
+    with big.open("wb") as f:
+        f.truncate(tasks.MAX_CORPUS_BYTES + 1)
+    with pytest.raises(ValueError, match=r"is too large: 67,108,865 bytes; .* at most 67,108,864"):
+        get_task("charlm", 4, corpus=str(big))
+    # exactly at the limit is read; one byte more is not
+    monkeypatch.setattr(tasks, "MAX_CORPUS_BYTES", 1000)
+    text = _random_text(1000, seed=3, alphabet="abcdef \n")
+    assert len(_charlm(4, _write(tmp_path, text, "at.txt")).vocab) == 8
+    with pytest.raises(ValueError, match=r"too large: 1,001 bytes; .* at most 1,000 bytes"):
+        get_task("charlm", 4, corpus=str(_write(tmp_path, text + "a", "over.txt")))
+
+
+def test_charlm_encoding_matches_a_sorted_vocabulary(tmp_path: Path) -> None:
+    text = _random_text(5000, seed=4, alphabet="zyx\u00e9\u4e2d\U0001f600 \n")
+    task = _charlm(8, _write(tmp_path, text))
+    assert task.vocab == "".join(sorted(set(text)))
+    ids = torch.cat([task._splits["train"], task._splits["val"]])
+    assert ids.dtype == torch.int64
+    assert "".join(task.vocab[i] for i in ids.tolist()) == text
+    assert task.baseline_loss == pytest.approx(_entropy(text), rel=1e-12)

@@ -320,7 +320,24 @@ def _frame(rows: Iterable[dict[str, Any]], schema: dict[str, str]) -> pd.DataFra
     return pd.DataFrame(columns)
 
 
-def query(tables: StudyTables, sql: str) -> pd.DataFrame:
+QUERY_TIMEOUT = 30.0
+"""Seconds a query may run (:func:`query`'s ``timeout``) before it is interrupted."""
+QUERY_MEMORY = 2**30
+"""Bytes of memory DuckDB may use for a query (1 GiB; ``memory``)."""
+QUERY_THREADS = 2
+"""Threads DuckDB may use for a query."""
+QUERY_ROWS = 1_000_000
+"""Rows a query's result may have (``max_rows``); more is refused, not converted."""
+
+
+def query(
+    tables: StudyTables,
+    sql: str,
+    *,
+    timeout: float | None = None,
+    memory: int | None = None,
+    max_rows: int | None = None,
+) -> pd.DataFrame:
     """Run DuckDB SQL over the tables ``trials``, ``epochs`` and ``steps``, read-only.
 
     The connection is in memory and holds nothing but the three tables (as views over
@@ -329,10 +346,31 @@ def query(tables: StudyTables, sql: str) -> pd.DataFrame:
     variables, and any later configuration change are refused. ``CREATE``/``DROP``
     only touch this throwaway connection, never the storage or the DataFrames.
 
+    A query is bounded: ``memory`` bytes, :data:`QUERY_THREADS` threads, ``timeout``
+    seconds (a timer thread interrupts the connection) and ``max_rows`` result rows (None:
+    :data:`QUERY_MEMORY`, :data:`QUERY_TIMEOUT`, :data:`QUERY_ROWS`), so no SQL (an
+    endless recursive CTE, a billion-row list) can hang or exhaust the machine.
+
     Raises:
-        QueryError: DuckDB refused or failed the query (DuckDB's message, one line).
+        QueryError: DuckDB refused or failed the query, or it reached a limit (one line).
     """
+    import contextlib
+    import threading
+
+    timeout = QUERY_TIMEOUT if timeout is None else timeout
+    memory = QUERY_MEMORY if memory is None else memory
+    max_rows = QUERY_ROWS if max_rows is None else max_rows
+    if not sql.strip():
+        raise QueryError("the SQL is empty; give a query over trials, epochs and steps")
     con = duckdb.connect(":memory:")
+    stopped = threading.Event()
+
+    def stop() -> None:
+        stopped.set()
+        with contextlib.suppress(duckdb.Error):  # closed as it fired: the query had ended
+            con.interrupt()
+
+    timer = threading.Timer(timeout, stop)
     try:
         con.register("trials", tables.trials)
         con.register("epochs", tables.epochs)
@@ -340,18 +378,52 @@ def query(tables: StudyTables, sql: str) -> pd.DataFrame:
         for setting in (
             "SET python_enable_replacements = false",
             "SET temp_directory = ''",
+            f"SET memory_limit = '{int(memory)}B'",
+            f"SET threads = {QUERY_THREADS}",
             "SET autoinstall_known_extensions = false",
             "SET autoload_known_extensions = false",
             "SET enable_external_access = false",
             "SET lock_configuration = true",
         ):
             con.execute(setting)
+        timer.start()
         try:
-            return con.execute(sql).df()
+            return _fetch(con.execute(sql), max_rows)
         except duckdb.Error as exc:
+            if stopped.is_set():
+                raise QueryError(
+                    f"stopped after {timeout:g} s, the time a query may run; narrow it"
+                    " (WHERE, LIMIT, a bounded recursion)"
+                ) from None
+            if isinstance(exc, duckdb.OutOfMemoryException):
+                raise QueryError(
+                    f"it needs more than the {memory / 2**30:g} GiB of memory a query may"
+                    f" use; narrow it (WHERE, LIMIT) ({str(exc).strip().splitlines()[0]})"
+                ) from None
             raise QueryError(_one_line(str(exc))) from None
     finally:
+        timer.cancel()
         con.close()
+
+
+def _fetch(con: duckdb.DuckDBPyConnection, max_rows: int) -> pd.DataFrame:
+    """The result as a DataFrame, converted in chunks; refused past ``max_rows`` rows."""
+    chunks: list[pd.DataFrame] = []
+    rows = 0
+    while True:
+        chunk = con.fetch_df_chunk(64)
+        if not len(chunk):
+            break
+        rows += len(chunk)
+        if rows > max_rows:
+            raise QueryError(
+                f"the result has more than {max_rows:,} rows, the most a query may return;"
+                " aggregate it or add a LIMIT"
+            )
+        chunks.append(chunk)
+    if not chunks:
+        return chunk
+    return chunks[0] if len(chunks) == 1 else pd.concat(chunks, ignore_index=True)
 
 
 def _one_line(message: str) -> str:

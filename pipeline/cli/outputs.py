@@ -175,6 +175,8 @@ def query(
     from pipeline.results import query as run_query
 
     check_study_name(study)
+    if not sql.strip():
+        fail("SQL: the query is empty; give DuckDB SQL over the tables trials, epochs, steps")
     if fmt not in ("table", "csv", "json"):
         fail(f"--format: unknown value {fmt!r}; allowed: table, csv, json")
     url, _ = stores(run_dir, storage, None)
@@ -277,6 +279,8 @@ def ui(
     from pipeline.ui import experiment_url, run_url, start_ui
 
     check_study_name(study)
+    if port is not None and not 1 <= port <= 65535:
+        fail(f"--port: a port from 1 to 65535, got {port}; leave it out for a free one")
     check_url("--tracking-uri", tracking_uri, TRACKING_SCHEMES)
     tracking = tracking_uri or default_tracking_uri(run_dir)
     db = sqlite_file(tracking)

@@ -34,7 +34,7 @@ from pipeline.cli.base import (
     stores,
     study_tables,
 )
-from pipeline.frontend import check_run_options, cli_option, load_spec
+from pipeline.frontend import check_memory, check_run_options, cli_option, load_spec
 from pipeline.frontend import duration as _duration
 from pipeline.frontend import size_warning as _size_warning
 from pipeline.urls import default_storage_url
@@ -183,6 +183,16 @@ def run(
             help="Start the embedded Ray's dashboard on 127.0.0.1:PORT (off by default).",
         ),
     ] = None,
+    memory: Annotated[
+        float | None,
+        typer.Option(
+            "--memory-per-task",
+            "--memory",
+            metavar="GiB",
+            help="Memory one Ray task (a pack) may use; a study whose largest pack needs"
+            " more is refused (default: this machine's memory).",
+        ),
+    ] = None,
 ) -> None:
     """Run (or resume) a study: Optuna asks, Ray trains, MLflow records.
 
@@ -204,6 +214,14 @@ def run(
         dashboard_port=dashboard,
     )
     checked(check_run_options, options, cli_option)
+    checked(
+        check_memory,
+        spec,
+        str(spec_file),
+        pack_size=pack_size,
+        memory_per_task=memory,
+        gpu=gpus_per_trial > 0,
+    )
     warning = _size_warning(spec, study_name or spec.name)
     if warning is not None:
         if not yes:
