@@ -238,3 +238,35 @@ def test_a_sampled_studys_failed_trial_is_enqueued_once_with_its_params(
     trial = store.study._storage.get_trial(again.trial_id)
     assert trial.user_attrs[st.RETRY_OF] == asked.number
     assert trial.state == TrialState.RUNNING
+
+
+# -- a spec hash an older version computed ---------------------------------------------------
+
+
+def test_a_study_stored_under_a_legacy_hash_resumes_and_its_hash_is_brought_up_to_date(
+    tmp_path: Path,
+) -> None:
+    """Specs with a description once hashed it; a study stored so resumes with the spec
+    hashed without it (its stored hash updated), and any other hash is still refused."""
+    url = url_of(tmp_path / "optuna.db")
+    open_store(url).close()  # stored under "h1"
+    kwargs: dict[str, Any] = {"spec_text": "text", "planned": 3, "claim": None}
+    with pytest.raises(st.StudyError, match="different spec"):
+        StudyStore.open(url, "s", spec_hash="h2", **kwargs)
+    store = StudyStore.open(url, "s", spec_hash="h2", legacy_hashes=("h1",), **kwargs)
+    assert store.study.user_attrs[st.SPEC_HASH] == "h2"
+    store.close()
+    StudyStore.open(url, "s", spec_hash="h2", **kwargs).close()  # no legacy needed now
+    with pytest.raises(st.StudyError, match="different spec"):
+        StudyStore.open(url, "s", spec_hash="h3", legacy_hashes=("h1",), **kwargs)
+
+
+def test_the_ui_refuses_a_corrupt_mlflow_db_with_the_corrupt_store_code(
+    tmp_path: Path, cli_here: Any
+) -> None:
+    db = tmp_path / "mlflow.db"
+    db.write_bytes(b"\x00" * 4096)
+    done = cli_here("ui", "smoke", "--run-dir", str(tmp_path))
+    assert done.returncode == st.EXIT_STORE_CORRUPT, done.stderr
+    assert done.stderr.count("\n") == 1 and "is not a SQLite database" in done.stderr
+    assert db.read_bytes() == b"\x00" * 4096

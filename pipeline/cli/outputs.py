@@ -290,6 +290,10 @@ def ui(
         fail(
             f"no MLflow store in {str(run_dir)!r} (no mlflow.db); give --run-dir or --tracking-uri"
         )
+    if db is not None:  # an empty or corrupt mlflow.db: refused, exit 4, never opened to write
+        from pipeline.storage import check_store_file
+
+        checked(check_store_file, db, "MLflow store")
     try:
         tracker = Tracker(tracking)
         parent = tracker.attach_study(study)
