@@ -386,7 +386,7 @@ class Driver:
                 self._live = store.counts()
             size, limit = plan.pack_sizes(opts.pack_size, len(pending), slots, resources.gpus > 0)
             queue = plan.make_packs(pending, size, limit)
-            live = Live.watch(store, self.log, self.tags, counts, pending)
+            live = Live.watch(store, self.log, counts, pending)
             in_flight: dict[int, list[Pending]] = {}
             next_id = 0
             while (queue or in_flight) and not self.interrupts.stop_now:

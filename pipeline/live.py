@@ -34,7 +34,7 @@ from pipeline.plan import Pending
 from pipeline.storage import StudyCounts
 from pipeline.studylog import StudyLog
 from pipeline.studystore import StudyStore
-from pipeline.tracking import Tracker, TrackingError
+from pipeline.tracking import TrackingError
 
 
 @dataclass
@@ -64,15 +64,13 @@ class LiveProgress:
 class Live:
     """The packs in flight, as their news comes in.
 
-    ``tracker`` returns the driver's tracker (None while MLflow is down), ``tracking_down``
-    is the driver's handler of a tracking failure, and ``nominal_epochs`` the budget of a
-    planned trial the driver has not seen yet (a sampled study's future trials).
+    ``log`` is the driver's MLflow side (its tracker is None while MLflow is down, and
+    ``log.down`` handles a failure), and ``nominal_epochs`` the budget of a planned trial
+    the driver has not seen yet (a sampled study's future trials).
     """
 
     store: StudyStore
-    tracker: Callable[[], Tracker | None]
-    tracking_down: Callable[[Exception], None]
-    tags: dict[str, str]
+    log: StudyLog
     planned: int
     nominal_epochs: int
     done_before: int = 0
@@ -81,23 +79,19 @@ class Live:
     _seen: dict[int, int] = field(default_factory=dict)
     """Trial number -> its max_epochs, for every trial this driver has queued."""
     _finished_epochs: int = 0
-    _finished: int = 0
 
     @classmethod
     def watch(
         cls,
         store: StudyStore,
         log: StudyLog,
-        tags: dict[str, str],
         counts: StudyCounts,
         pending: Sequence[Pending],
     ) -> Live:
         """The live view of a run's packs, which will train ``pending`` first."""
         live = cls(
             store,
-            lambda: log.tracker,
-            log.down,
-            tags,
+            log,
             planned=counts.planned,
             nominal_epochs=max((p.spec.max_epochs for p in pending), default=1),
             done_before=counts.complete + counts.failed,
@@ -122,14 +116,14 @@ class Live:
         if pack_id in self._members:  # a retried pack starts again
             return
         self._members[pack_id] = [_Member(p) for p in pack]
-        tracker = self.tracker()
+        tracker = self.log.tracker
         if tracker is None:
             return
         items = [(p.key, p.number, p.spec) for p in pack]
         try:
-            tracker.start_trials(items, self.tags, start_time=event.started_at)
+            tracker.start_trials(items, self.log.tags, start_time=event.started_at)
         except TrackingError as exc:
-            self.tracking_down(exc)
+            self.log.down(exc)
 
     def epochs(self, pack_id: int, event: Epochs) -> None:
         """Epoch records of a pack's members: MLflow metrics and Optuna intermediate values."""
@@ -145,7 +139,7 @@ class Live:
             member.converged = u[7] is not None
             member.diverged = u[8] is not None
             fresh.setdefault(u[0], []).append(EpochRecord(*u[1:7]))
-        tracker = self.tracker()
+        tracker = self.log.tracker
         for index, records in fresh.items():
             p, last = members[index].pending, records[-1]
             if math.isfinite(last.val_loss):
@@ -154,13 +148,12 @@ class Live:
                 try:
                     tracker.log_epochs(p.key, records)
                 except TrackingError as exc:
-                    self.tracking_down(exc)
+                    self.log.down(exc)
                     tracker = None
 
     def ended(self, pack_id: int, pack: Sequence[Pending]) -> None:
         """A pack ended (results or failure): its trials count their whole budget."""
         self._members.pop(pack_id, None)
-        self._finished += len(pack)
         self._finished_epochs += sum(p.spec.max_epochs for p in pack)
 
     @property

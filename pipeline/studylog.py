@@ -100,8 +100,7 @@ class StudyLog:
         if self.tracker is None:
             return
         try:
-            if interrupted:
-                self.tracker.kill_live()
+            if interrupted:  # close_study marks the live runs KILLED too
                 self.tracker.close_study("KILLED")
             elif counts.remaining == 0:
                 self.tracker.close_study()

@@ -209,25 +209,14 @@ def test_first_ctrl_c_finishes_the_running_packs_and_a_resume_trains_only_the_re
     assert rows["complete"] == "4" and rows["interrupted"] == "2" and "running" not in rows
     assert "2 trials were interrupted (no driver runs this study)" in status.stdout
 
-    monkeypatch.undo()  # no more Ctrl-C; the executor fixture is set again below
-    resumed_with = in_process_executor_again(monkeypatch)
+    # the resume: no Ctrl-C this time (only the first update with epochs sent one)
     again = cli_here("run", str(spec), *args)
     assert again.returncode == 0, again.stderr
-    retrained = [s for pack in resumed_with[0].submitted for s in pack]
+    assert len(in_process_executor) == 2
+    retrained = [s for pack in in_process_executor[1].submitted for s in pack]
     assert len(retrained) == 2
     assert {s.key("") for s in retrained}.isdisjoint({s.key("") for s in trained})
     assert "2 trained and 2 logged by this run" in again.stdout
-
-
-def in_process_executor_again(monkeypatch: pytest.MonkeyPatch) -> list[InProcessExecutor]:
-    made: list[InProcessExecutor] = []
-
-    def make(*args: object, **kwargs: object) -> InProcessExecutor:
-        made.append(InProcessExecutor(slots=2))
-        return made[-1]
-
-    monkeypatch.setattr(drv, "RayExecutor", make)
-    return made
 
 
 def test_second_ctrl_c_stops_the_running_packs_too(
