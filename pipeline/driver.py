@@ -146,6 +146,31 @@ def _trained(text: str) -> Trained:
     return Trained(TrialResult.from_json(text), text)
 
 
+def open_store(
+    spec: StudySpec, spec_text: str, options: RunOptions, name: str, note: Callable[[str], None]
+) -> StudyStore:
+    """Open or create the study's Optuna store (an empty or corrupt ``mlflow.db`` is
+    refused first, so nothing is written beside it)."""
+    db = urls.sqlite_file(options.tracking)
+    if db is not None:
+        st.check_store_file(db, "MLflow store")
+    store = StudyStore.open(
+        options.storage_url,
+        name,
+        spec_hash=spec.spec_hash(),
+        legacy_hashes=(spec.legacy_spec_hash(),),  # hashed with its description
+        spec_text=spec_text,
+        planned=spec.n_trials_planned,
+        claim=spec.claim,
+        sampler=None if spec.is_grid else spec.make_sampler(),  # grids are never sampled
+        sampler_seed=spec.sampler_seed,
+        note=note,
+    )
+    # a stage of a tuned protocol (pipeline.protocolspec) pins what it is and its lrs
+    store.pin_attrs({st.STAGE: spec.stage, st.CHOSEN_LR: spec.chosen_lr})
+    return store
+
+
 class Driver:
     """Runs one study to completion (or resumes it).
 
@@ -195,24 +220,7 @@ class Driver:
     # -- setup -------------------------------------------------------------------------
 
     def _open(self) -> StudyStore:
-        spec, db = self.spec, urls.sqlite_file(self.options.tracking)
-        if db is not None:  # an empty or corrupt mlflow.db: refused before anything is written
-            st.check_store_file(db, "MLflow store")
-        store = StudyStore.open(
-            self.options.storage_url,
-            self.name,
-            spec_hash=spec.spec_hash(),
-            legacy_hashes=(spec.legacy_spec_hash(),),  # hashed with its description
-            spec_text=self.spec_text,
-            planned=spec.n_trials_planned,
-            claim=spec.claim,
-            sampler=None if spec.is_grid else spec.make_sampler(),  # grids are never sampled
-            sampler_seed=spec.sampler_seed,
-            note=self.reporter.note,
-        )
-        # a stage of a tuned protocol (pipeline.protocolspec) pins what it is and its lrs
-        store.pin_attrs({st.STAGE: spec.stage, st.CHOSEN_LR: spec.chosen_lr})
-        return store
+        return open_store(self.spec, self.spec_text, self.options, self.name, self.reporter.note)
 
     def _open_tracker(self) -> None:
         spec = self.spec
@@ -324,32 +332,38 @@ class Driver:
         check_address(opts.address)  # before any store is touched: refused, not a hang
         if opts.address is None:  # what this machine can place
             self.workers = check_embedded(opts, self.reporter.note)
-        if opts.storage is None or opts.tracking_uri is None:
-            check_space(opts.run_dir)  # an embedded store is written there
-        store = self._open()
-        self.outcome = StudyOutcome(self.name, store.counts())
-        with store.locked(), self.interrupts:
-            # MLflow (a new store runs its migrations) is made ready on a thread while this
-            # one prepares the trials and starts Ray; the first log waits for it.
-            tracking = _InBackground(lambda: self._prepare_tracking(store))
-            try:
-                pending = self._recover(store)
-                for failed in [] if self.spec.is_grid else store.failed():
-                    store.retry(failed)  # asked again first (a grid recreates its points)
-                if self.spec.is_grid:
-                    pending += self._ask_grid(store)
-                self.reporter.start(self.name, store.counts())
+        # a cluster is connected first: what it can never place is refused before any store
+        self._cluster = connected = self._connect() if opts.address is not None else None
+        try:
+            if opts.storage is None or opts.tracking_uri is None:
+                check_space(opts.run_dir)  # an embedded store is written there
+            store = self._open()
+            self.outcome = StudyOutcome(self.name, store.counts())
+            with store.locked(), self.interrupts:
+                # MLflow (a new store runs its migrations) is made ready on a thread while this
+                # one prepares the trials and starts Ray; the first log waits for it.
+                tracking = _InBackground(lambda: self._prepare_tracking(store))
                 try:
-                    self._execute(store, pending, tracking)
-                finally:
-                    self.reporter.stop()
-            except BaseException:
-                tracking.join(reraise=False)  # the error in hand is the one to report
-                raise
-            tracking.join()
-            self.log.backfill(store)
-            self.outcome.counts = store.counts()
-            self.log.close(self.outcome.counts, self.outcome.interrupted is not None)
+                    pending = self._recover(store)
+                    for failed in [] if self.spec.is_grid else store.failed():
+                        store.retry(failed)  # asked again first (a grid recreates its points)
+                    if self.spec.is_grid:
+                        pending += self._ask_grid(store)
+                    self.reporter.start(self.name, store.counts())
+                    try:
+                        self._execute(store, pending, tracking)
+                    finally:
+                        self.reporter.stop()
+                except BaseException:
+                    tracking.join(reraise=False)  # the error in hand is the one to report
+                    raise
+                tracking.join()
+                self.log.backfill(store)
+                self.outcome.counts = store.counts()
+                self.log.close(self.outcome.counts, self.outcome.interrupted is not None)
+        finally:
+            if connected is not None:
+                connected.shutdown()
         self.log.report_to(self.outcome)
         return self.outcome
 
@@ -369,13 +383,23 @@ class Driver:
         self.log.report_to(self.outcome)
         return self.outcome
 
+    def _connect(self) -> Executor:
+        """Connect to the cluster at ``--address``; refuse a pack it could never place."""
+        executor = self.executor()
+        try:
+            executor.capacity(Resources(self.options.cpus_per_trial, self.options.gpus_per_trial))
+        except BaseException as exc:
+            executor.shutdown()
+            raise st.StudyError(str(exc)) if isinstance(exc, ValueError) else exc from None
+        return executor
+
     def _execute(self, store: StudyStore, pending: list[Pending], tracking: _InBackground) -> None:
         opts, grid, counts = self.options, self.spec.is_grid, store.counts()
         if self.interrupts.stopping or (not pending and (grid or counts.remaining == 0)):
             self._interrupted(pending)
             return
         self._live = counts
-        executor = self.executor()
+        executor = self._cluster or self.executor()
         if url := getattr(executor, "dashboard_url", None):
             self.reporter.info(f"Ray dashboard: {url} (token {executor.token_hint})")  # type: ignore[attr-defined]
         try:
@@ -413,7 +437,8 @@ class Driver:
             self._interrupted([p for pack in [*queue, *in_flight.values()] for p in pack])
         finally:
             self._live = None
-            executor.shutdown()
+            if self._cluster is None:  # run() shuts a cluster's connection
+                executor.shutdown()
 
     def _report(self, live: Live, in_flight: dict[int, list[Pending]]) -> None:
         """Move the progress display on; after a Ctrl-C, say what happens now."""

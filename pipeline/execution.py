@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 import ray
 import ray._private.ray_constants as ray_constants
+from ray._private.parameter import RayParams
 from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]
 
 from models.spec import TrialResult, TrialSpec
@@ -210,13 +211,23 @@ def _refresh_ray_auth() -> None:
 def _local_only() -> Iterator[None]:
     """While a new Ray starts: Ray's local-only mode (its node's address 127.0.0.1, not
     the host's). ``ray.init`` turns a given 127.0.0.1 into the host's address otherwise;
-    the switch is read at import, so it is set on the loaded module here."""
-    before = ray_constants.ENABLE_RAY_CLUSTER
+    the switch is read at import, so it is set on the loaded module here. And its
+    dashboard agent's HTTP port chosen free (0), not Ray's fixed 52365, which a second
+    embedded Ray on the machine would find taken (its agent then runs without its HTTP
+    server); ``ray.init`` has no option for it, so the default is given to RayParams."""
+    before, params = ray_constants.ENABLE_RAY_CLUSTER, RayParams.__init__
+
+    def free_agent_port(self: RayParams, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("dashboard_agent_listen_port", 0)
+        params(self, *args, **kwargs)
+
     ray_constants.ENABLE_RAY_CLUSTER = False
+    RayParams.__init__ = free_agent_port  # type: ignore[method-assign]
     try:
         yield
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = before
+        RayParams.__init__ = params  # type: ignore[method-assign]
 
 
 class RayExecutor:
@@ -322,12 +333,27 @@ class RayExecutor:
             _refresh_ray_auth()
 
     def capacity(self, resources: Resources) -> int:
-        """How many packs of this size the cluster can run at once (at least 1)."""
+        """How many packs of this size the cluster can run at once (at least 1).
+
+        Raises:
+            ValueError: no live node has the CPUs or GPUs one pack asks for (Ray would
+                wait for such a node forever), naming the largest node there is.
+        """
+        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+        for kind, option, asked in (
+            ("CPU", "--cpus-per-trial", resources.cpus),
+            ("GPU", "--gpus-per-trial", resources.gpus),
+        ):
+            largest = max((n.get(kind, 0.0) for n in nodes), default=0.0)
+            if asked > largest:
+                has = f"its largest node has {largest:g}" if largest else f"it has no {kind}"
+                raise ValueError(
+                    f"{option}: {asked:g} asked for, but one pack runs on one node of the "
+                    f"Ray cluster and {has}; use at most {largest:g}"
+                )
         total = ray.cluster_resources()
         slots = [total.get("CPU", 1.0) / resources.cpus] if resources.cpus > 0 else []
         if resources.gpus > 0:
-            if total.get("GPU", 0.0) <= 0:
-                raise ValueError("gpus per trial > 0 asked for, but the Ray cluster has no GPU")
             slots.append(total["GPU"] / resources.gpus)
         return max(1, int(min(slots))) if slots else 1
 

@@ -30,7 +30,6 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
-from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, Any
@@ -73,18 +72,25 @@ class UiServer:
         self.url = f"http://{_url_host(_connect_host(host))}:{port}"
         self.log_path = log_path
         self._stopped = False
+        self._entered = False
         self._previous: dict[signal.Signals, Any] = {}
-        """Signal handlers replaced while this server is a context manager."""
+        """Signal handlers this server's replaced (from :func:`start_ui` until its ``with``
+        block ends)."""
 
     def __enter__(self) -> UiServer:
         """Stop the server on exit, and on SIGTERM, SIGHUP or SIGINT meanwhile (main thread
         only): the handler raises SystemExit(128 + its number), or KeyboardInterrupt for
         SIGINT as Python's default does, and this block's exit stops the server's whole
         process group on the way out."""
-        if threading.current_thread() is threading.main_thread():
+        self._guard()
+        self._entered = True
+        return self
+
+    def _guard(self) -> None:
+        """Install this server's stop-signal handlers (main thread only; once)."""
+        if not self._previous and threading.current_thread() is threading.main_thread():
             for sig in STOP_SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._on_signal)
-        return self
 
     def __exit__(
         self,
@@ -104,12 +110,16 @@ class UiServer:
         self._previous.clear()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        """SIGTERM/SIGHUP/SIGINT while serving: raise (SystemExit 128 + signum, or
-        KeyboardInterrupt), so the ``with`` block's exit stops the server's group once the
-        stack has unwound (stopping here could deadlock on a ``wait`` this signal
-        interrupted). A signal while the server is being stopped is ignored."""
+        """SIGTERM/SIGHUP/SIGINT: raise (SystemExit 128 + signum, or KeyboardInterrupt).
+        Inside the ``with`` block its exit stops the server's group once the stack has
+        unwound (stopping here could deadlock on a ``wait`` this signal interrupted);
+        before it (between :func:`start_ui` and the ``with``) the server is stopped here
+        first, since no block would. A signal while the server is being stopped is
+        ignored."""
         if self._stopped:
             return
+        if not self._entered:
+            self.stop()
         if signum == signal.SIGINT:
             raise KeyboardInterrupt
         raise SystemExit(128 + signum)
@@ -145,7 +155,8 @@ class UiServer:
             self.process.wait(timeout=STOP_GRACE)
         except subprocess.TimeoutExpired:
             _signal_group(pgid, signal.SIGKILL)
-            self.process.wait()
+            with contextlib.suppress(subprocess.TimeoutExpired):  # a wait with a timeout
+                self.process.wait(timeout=STOP_GRACE)  # never blocks on Popen's lock
         # Workers that outlive the main process get the same grace, then SIGKILL.
         deadline = time.monotonic() + STOP_GRACE
         while _group_alive(pgid):
@@ -155,6 +166,7 @@ class UiServer:
             time.sleep(0.05)
         with contextlib.suppress(OSError):
             self.log_path.unlink()
+        self._restore_handlers()  # a later signal is the process's again
 
 
 def start_ui(
@@ -229,38 +241,57 @@ def start_ui(
 
     fd, log_name = tempfile.mkstemp(prefix="initstudy-ui-", suffix=".log")
     log_path = Path(log_name)
-    with _exit_on_stop_signals(), os.fdopen(fd, "wb") as log:
-        process = _spawn(command, env, log)
+    with _HeldSignals() as held:
+        with os.fdopen(fd, "wb") as log:
+            process = _spawn(command, env, log)
         server = UiServer(process, host, chosen, log_path)
-        _start(server, timeout)
+        _start(server, timeout, held)
     return server
 
 
-@contextlib.contextmanager
-def _exit_on_stop_signals() -> Iterator[None]:
-    """While the server starts: SIGTERM/SIGHUP end this process through an exception (as
-    SIGINT does), so the ``except BaseException`` in :func:`_start` stops the server
-    instead of leaving it running in its own group (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+class _HeldSignals:
+    """While the server is spawned (main thread only): a stop signal is held, its number
+    kept, until :meth:`hand_to` gives the signals to the server, which acts on a held one
+    at once. So no signal can leave a server running in its own group with nobody to
+    stop it."""
 
-    def handler(signum: int, frame: FrameType | None) -> None:
-        if signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        raise SystemExit(128 + signum)
+    def __init__(self) -> None:
+        self.held: list[int] = []
+        self.previous: dict[signal.Signals, Any] = {}
 
-    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
+    def __enter__(self) -> _HeldSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in STOP_SIGNALS:
+                self.previous[sig] = signal.signal(sig, self._hold)
+        return self
+
+    def _hold(self, signum: int, frame: FrameType | None) -> None:
+        self.held.append(signum)
+
+    def hand_to(self, server: UiServer) -> None:
+        """The server's handlers from now on (it restores the ones before at its end)."""
+        if self.previous:
+            server._previous, self.previous = self.previous, {}
+            for sig in STOP_SIGNALS:
+                signal.signal(sig, server._on_signal)
+        if self.held:
+            server._on_signal(self.held[0], None)  # stops the server and raises
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.previous:
+            return
+        for sig, old in self.previous.items():  # not handed over: the spawn failed
             signal.signal(sig, old)
+        self.previous.clear()
+        if self.held:  # delivered now, to the handler it would have met
+            signal.raise_signal(self.held[0])
 
 
-def _start(server: UiServer, timeout: float) -> None:
-    """Wait for the server; on any failure (or a stop signal) stop it and re-raise."""
+def _start(server: UiServer, timeout: float, held: _HeldSignals) -> None:
+    """Hand the signals to the server and wait for it; on any failure (or a stop signal)
+    stop it (which puts the signal handlers back) and re-raise."""
     try:
+        held.hand_to(server)
         _wait_ready(server, timeout)
     except RuntimeError as exc:
         tail = server.log_tail()

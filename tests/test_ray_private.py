@@ -246,10 +246,46 @@ def test_the_runs_token_and_folder_are_the_users_alone(embedded: Driver) -> None
 
 @pytest.mark.slow
 @needs_proc
-def test_a_sigkilled_driver_takes_its_whole_ray_with_it() -> None:
-    """SIGKILL the driver mid-run: within 15 s no process of its tree (gcs_server, raylet,
-    DashboardAgent, RuntimeEnvAgent, workers) is alive, and its Ray folder is gone."""
-    driver = Driver()
+def test_a_second_embedded_ray_at_once_has_a_whole_dashboard_agent_and_leaves_nothing(
+    embedded: Driver, tmp_path: Path
+) -> None:
+    """A second run on the machine while the first one runs: its dashboard agent has all
+    of its servers (Ray's fixed agent port 52365 would be the first one's), and when it
+    ends no process, folder or token of it is left."""
+    home = tmp_path / "home"
+    home.mkdir()
+    # address "local" (Ray's word for a new local Ray) is the embedded, private Ray too
+    driver = Driver(_clean_env(HOME=str(home), TEST_RAY_ADDRESS="local"))
+    try:
+        agents = [
+            sorted(port for _, name, _, port in listening(d.tree) if name == "ray::DashboardA")
+            for d in (embedded, driver)
+        ]
+    finally:
+        tree = driver.tree - {driver.proc.pid}
+        last, err = driver.stop()
+    assert len(agents[0]) == len(agents[1]) >= 3, agents  # gRPC, HTTP, metrics export
+    assert 52365 not in agents[0] + agents[1], agents
+    assert not driver.folder.exists()
+    # Nothing in Ray's shared places: no session of this driver in the system temp's
+    # ray/ (Ray names a session after its driver's pid), no token in ~/.ray.
+    shared = Path(tempfile.gettempdir()) / "ray"
+    assert not list(shared.glob(f"session_*_{driver.proc.pid}"))
+    assert not (home / ".ray" / "auth_token").exists()
+    assert not [pid for pid in tree if alive(pid)]
+    # The driver's environment is as before: the next embedded Ray gets a new token.
+    assert last["env"] == {name: None for name in (*AUTH_VARS, LOCAL_ONLY_VAR)}
+    assert not Path(driver.info["token_file"]).exists()
+    assert "Token authentication is disabled" not in err
+
+
+@pytest.mark.slow
+@needs_proc
+def test_a_sigkilled_driver_takes_its_whole_ray_with_it(embedded: Driver) -> None:
+    """SIGKILL the driver mid-run (the module's, so this runs after the tests that use
+    it): within 15 s no process of its tree (gcs_server, raylet, DashboardAgent,
+    RuntimeEnvAgent, workers) is alive, and its Ray folder is gone."""
+    driver = embedded
     tree = driver.tree
     names = {Path(f"/proc/{pid}/comm").read_text().strip() for pid in tree}
     assert {"gcs_server", "raylet", "ray::DashboardA", "ray::RuntimeEnv"} <= names, names
@@ -264,28 +300,6 @@ def test_a_sigkilled_driver_takes_its_whole_ray_with_it() -> None:
     left = {pid: Path(f"/proc/{pid}/comm").read_text().strip() for pid in tree if alive(pid)}
     assert not left, f"alive after the driver's SIGKILL: {left}"
     assert not driver.folder.exists()
-
-
-@pytest.mark.slow
-@needs_proc
-def test_a_run_that_ends_leaves_no_ray_process_folder_or_token(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
-    # address "local" (Ray's word for a new local Ray) is the embedded, private Ray too
-    driver = Driver(_clean_env(HOME=str(home), TEST_RAY_ADDRESS="local"))
-    tree = driver.tree - {driver.proc.pid}
-    last, err = driver.stop()
-    assert not driver.folder.exists()
-    # Nothing in Ray's shared places: no session of this driver in the system temp's
-    # ray/ (Ray names a session after its driver's pid), no token in ~/.ray.
-    shared = Path(tempfile.gettempdir()) / "ray"
-    assert not list(shared.glob(f"session_*_{driver.proc.pid}"))
-    assert not (home / ".ray" / "auth_token").exists()
-    assert not [pid for pid in tree if alive(pid)]
-    # The driver's environment is as before: the next embedded Ray gets a new token.
-    assert last["env"] == {name: None for name in (*AUTH_VARS, LOCAL_ONLY_VAR)}
-    assert not Path(driver.info["token_file"]).exists()
-    assert "Token authentication is disabled" not in err
 
 
 # -- pipeline.raysession alone (no Ray) -------------------------------------------------

@@ -409,3 +409,42 @@ def test_the_ui_command_stops_its_server_group_on_a_signal(
             cli.wait()
         for pid in _live_pids(lambda f: int(f[2]) in {cli.pid, *servers}):
             os.kill(pid, signal.SIGKILL)
+
+
+# -- stop signals around the spawn (a real process in its own group as the server) ----------
+
+
+def _sleeper(tmp_path: Path) -> UiServer:
+    proc = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    return UiServer(proc, "127.0.0.1", 1, tmp_path / "server.log")
+
+
+def test_a_stop_signal_during_the_spawn_is_held_then_stops_the_server(tmp_path: Path) -> None:
+    """SIGTERM between the spawn and the server object: held (nothing raised, the
+    server not yet stoppable), then acted on when the server takes the signals: stopped,
+    exit 143, the handler before put back."""
+    from pipeline import ui
+
+    before = signal.getsignal(signal.SIGTERM)
+    server: UiServer | None = None
+    with pytest.raises(SystemExit) as ended, ui._HeldSignals() as held:
+        os.kill(os.getpid(), signal.SIGTERM)
+        server = _sleeper(tmp_path)
+        assert held.held == [signal.SIGTERM] and server.running()
+        held.hand_to(server)
+    assert ended.value.code == 128 + signal.SIGTERM
+    assert server is not None and not server.running()
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_stop_signal_before_the_with_block_stops_the_server(tmp_path: Path) -> None:
+    """Between start_ui's return and the caller's ``with``: the server's handler stops it
+    itself (no block would), and a signal after that is the process's again."""
+    before = signal.getsignal(signal.SIGHUP)
+    server = _sleeper(tmp_path)
+    server._guard()
+    with pytest.raises(SystemExit) as ended:
+        os.kill(os.getpid(), signal.SIGHUP)
+    assert ended.value.code == 128 + signal.SIGHUP
+    assert not server.running()
+    assert signal.getsignal(signal.SIGHUP) is before

@@ -191,6 +191,36 @@ def test_ray_dashboard_needs_the_token(cluster: LocalCluster) -> None:
     assert cluster.dashboard("/api/version")[0] == 200
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "says"),
+    [
+        ("--cpus-per-trial", "2", "one node of the Ray cluster and its largest node has 1"),
+        ("--gpus-per-trial", "1", "one node of the Ray cluster and it has no GPU"),
+    ],
+)
+def test_a_pack_no_node_can_place_is_refused_before_any_store(
+    cluster: LocalCluster, spec: Path, tmp_path: Path, option: str, value: str, says: str
+) -> None:
+    """Two 1-CPU nodes have 2 CPUs between them, but a 2-CPU pack fits on neither: Ray
+    would wait forever. Refused in one line once connected, before a store exists."""
+    run_dir = tmp_path / "runs"
+    args = ["run", str(spec), "--address", cluster.ray_address, "--run-dir", str(run_dir)]
+    proc = subprocess.run(
+        [*CLI, *args, option, value],
+        env=cluster.env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {option}: {value} asked for"), lines
+    assert says in lines[0]
+    assert not (run_dir / "optuna.db").exists() and not (run_dir / "mlflow.db").exists()
+
+
 def test_stopping_leaves_nothing_running(cluster: LocalCluster) -> None:
     """Runs last: stop the cluster; no process of ours is left and every port is closed."""
     assert cluster.processes(), "the cluster should be running before it is stopped"
