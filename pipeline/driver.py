@@ -29,6 +29,7 @@ packed and ordered is :mod:`pipeline.plan`; where packs train, :mod:`pipeline.ex
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,6 +147,18 @@ def _trained(text: str) -> Trained:
     return Trained(TrialResult.from_json(text), text)
 
 
+def run_tags(spec: StudySpec, name: str, version: str) -> dict[str, str]:
+    """Tags of every MLflow run a driver of this study makes."""
+    return {
+        "initstudy.study": name,
+        "initstudy.spec_hash": spec.spec_hash(),
+        "initstudy.claim_hash": spec.claim_hash(),
+        "initstudy.claim": spec.claim or "",
+        "initstudy.code_version": version,
+        **({st.STAGE: spec.stage} if spec.stage is not None else {}),
+    }
+
+
 def open_store(
     spec: StudySpec, spec_text: str, options: RunOptions, name: str, note: Callable[[str], None]
 ) -> StudyStore:
@@ -197,15 +210,7 @@ class Driver:
         self.name = options.study_name or spec.name
         self.claim = spec.claim or ""
         self.version = code_version()
-        self.tags = {
-            "initstudy.study": self.name,
-            "initstudy.spec_hash": spec.spec_hash(),
-            "initstudy.claim_hash": spec.claim_hash(),
-            "initstudy.claim": self.claim,
-            "initstudy.code_version": self.version,
-            **({st.STAGE: spec.stage} if spec.stage is not None else {}),
-        }
-        """Tags of every MLflow run this driver makes."""
+        self.tags = run_tags(spec, self.name, self.version)
         self.log = StudyLog(
             self.name, options.tracking, options.artifact_location, self.tags, reporter.note
         )
@@ -328,7 +333,7 @@ class Driver:
             storage.StudyBusy: another driver runs this study.
             storage.StorageUnavailable: the Optuna storage failed for good mid-study.
         """
-        opts = self.options
+        opts, self._started = self.options, time.time()
         check_address(opts.address)  # before any store is touched: refused, not a hang
         if opts.address is None:  # what this machine can place
             self.workers = check_embedded(opts, self.reporter.note)
@@ -405,6 +410,8 @@ class Driver:
         try:
             resources = Resources(cpus=opts.cpus_per_trial, gpus=opts.gpus_per_trial)
             slots = executor.capacity(resources)
+            session = {"started": self._started, "slots": slots, "cpus_per_trial": resources.cpus}
+            store.record_session(session)  # for the report's efficiency figure
             if not grid:
                 pending += self._ask_more(store, slots)
                 self._live = store.counts()
@@ -434,6 +441,7 @@ class Driver:
                         queue += plan.make_packs(more, size, limit)
                         self._live = store.counts()
                 self._report(live, in_flight)
+            store.record_session({**session, "ended": time.time()})
             self._interrupted([p for pack in [*queue, *in_flight.values()] for p in pack])
         finally:
             self._live = None

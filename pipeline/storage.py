@@ -46,6 +46,9 @@ STAGE = "initstudy.stage"
 """Study attribute (and MLflow tag) of a tuned protocol's stage: tune or measure."""
 CHOSEN_LR = "initstudy.chosen_lr"
 """Study attribute of a tuned protocol's stage 2: each arm's chosen lr, by arm."""
+SESSIONS = "initstudy.sessions"
+"""Study attribute: one record per driver run (``started`` and ``ended``, unix seconds; the
+``slots`` it trained on, ``cpus_per_trial``), for the study-efficiency figure."""
 RETRY_OF = "initstudy.retry_of"
 """Trial user attribute of a trial enqueued by a rerun to retry a FAIL trial (same
 params): that trial's number. A FAIL trial is retried once; the retry may fail in turn."""

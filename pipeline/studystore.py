@@ -344,6 +344,18 @@ class StudyStore:
                     " Start a new study with --study-name NEW"
                 )
 
+    def record_session(self, session: dict[str, Any]) -> None:
+        """Add this driver run's record to the study's :data:`~pipeline.storage.SESSIONS`,
+        or replace it (the one with its ``started``); the driver holds the lock, so the
+        read and the write cannot race another driver's."""
+
+        def write() -> None:
+            stored = self.study.user_attrs.get(st.SESSIONS, [])
+            kept = [s for s in stored if s.get("started") != session["started"]]
+            self.study.set_user_attr(st.SESSIONS, [*kept, session])
+
+        self.call("record the driver run", write)
+
     def set_key(self, trial_id: int, key: str) -> None:
         self.call("set a trial's key", lambda: self._set_attr(trial_id, st.KEY, key))
 
