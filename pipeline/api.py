@@ -177,12 +177,16 @@ class Study:
         """
         from pipeline.analysis.report import write_report
         from pipeline.publish import to_parent_run, tuning_section
+        from pipeline.results import load_efficiency
 
         folder = Path(out) if out is not None else self.run_dir / "reports" / self.name
         tables = self.tables
         tuning = tuning_section(tables, self.storage_url)
+        efficiency = load_efficiency(self.name, self.storage_url)
         try:
-            files = write_report(tables, folder, self.verdict_list, tuning=tuning)
+            files = write_report(
+                tables, folder, self.verdict_list, tuning=tuning, efficiency=efficiency
+            )
         except OSError as exc:
             what = "out" if out is not None else "run_dir"
             raise OSError(

@@ -10,6 +10,10 @@ live in :mod:`pipeline.analysis.tables` (re-exported here for callers of this mo
 parameters, computed from the ``trials`` table (an in-memory Optuna study of the table's
 trials, built with ``optuna.trial.create_trial``), so it needs no storage.
 
+:func:`load_efficiency` is the study's efficiency for the report's footer
+(:mod:`pipeline.analysis.efficiency`), from the driver's records of its runs
+(``storage.SESSIONS``) and its COMPLETE trials' stored results.
+
 This module reads the storage only; it must not import MLflow or Ray.
 """
 
@@ -30,6 +34,12 @@ from optuna.trial import FrozenTrial, TrialState
 
 from models.spec import TrialResult
 from pipeline import storage as st
+from pipeline.analysis.efficiency import (
+    Efficiency,
+    sessions_from_attr,
+    study_efficiency,
+    timings_from_results,
+)
 from pipeline.analysis.tables import (
     EPOCH_COLUMNS,
     STEP_COLUMNS,
@@ -52,6 +62,7 @@ __all__ = [
     "QueryError",
     "StudyTables",
     "device_type",
+    "load_efficiency",
     "load_tables",
     "objective_value",
     "param_importances",
@@ -94,6 +105,20 @@ def load_tables(study: str, storage_url: str) -> StudyTables:
         claim=str(attrs.get(st.CLAIM) or ""),
         spec_text=str(attrs.get(st.SPEC_TEXT) or ""),
     )
+
+
+def load_efficiency(study: str, storage_url: str) -> Efficiency:
+    """A study's efficiency, one figure per driver run it recorded: its
+    ``storage.SESSIONS`` attribute and its COMPLETE trials' stored results (a trial
+    without one is left out here; :func:`load_tables` refuses it).
+
+    Raises:
+        storage.StudyError: as :func:`load_tables`.
+    """
+    optuna_study, complete = _complete_trials(study, storage_url)
+    rows = [(t.number, r) for t in complete if (r := st.stored_result(t)) is not None]
+    sessions = sessions_from_attr(optuna_study.user_attrs.get(st.SESSIONS))
+    return study_efficiency(timings_from_results(rows), sessions)
 
 
 def study_span_seconds(study: str, storage_url: str) -> float:

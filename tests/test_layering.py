@@ -89,7 +89,8 @@ LAYERS: list[tuple[str, ...]] = [
         "pipeline.resources",
     ),
     ("pipeline.driver",),
-    ("pipeline.analysis.tables", "pipeline.results"),
+    # efficiency reads trial records only, so the storage reader (results) may use it
+    ("pipeline.analysis.tables", "pipeline.analysis.efficiency", "pipeline.results"),
     ("pipeline.analysis",),
     (
         "pipeline.check",

@@ -201,3 +201,32 @@ def test_html_escapes_the_study_text_and_markdown_keeps_it(tmp_path: Path) -> No
     text = files["markdown"].read_text(encoding="utf-8")
     assert "- **Claim:** <b>x</b> & y" in text
     assert text.endswith("```yaml\nname: lonely  # <script>\n```\n")
+
+
+def test_the_footer_gives_the_study_efficiency(tmp_path: Path) -> None:
+    from pipeline.analysis.efficiency import DriverSession, TrialTiming, study_efficiency
+
+    tables = only_xavier()
+    text = rp.write_report(tables, tmp_path / "a", n_boot=N_BOOT)["markdown"].read_text()
+    assert "\n---\n" not in text and "efficiency" not in text  # none given: no footer
+    # One pack of 2 on 1 slot: the run started at 0, the pack trained 4-14 s, run ended 14.5.
+    timings = [TrialTiming(n, 10.0, 2, 1e9 + 4, "h") for n in (0, 1)]
+    efficiency = study_efficiency(timings, [DriverSession(1e9, 1e9 + 14.5, slots=1)])
+    files = rp.write_report(tables, tmp_path / "b", n_boot=N_BOOT, efficiency=efficiency)
+    line = (
+        "Wall 14.5 s; training floor 10.0 s (sum of pack training time 10.0 s over 1 pack / "
+        "1 slot) + start-up 4.0 s; 1.04x the floor; longest pack 10.0 s."
+    )
+    assert files["markdown"].read_text(encoding="utf-8").endswith(f"\n---\n\n{line}\n")
+    page = files["html"].read_text(encoding="utf-8")
+    assert f'<footer><hr><p class="efficiency">{line}</p></footer>' in page
+    unrecorded = study_efficiency(timings)  # a study stored by an older initstudy
+    files = rp.write_report(tables, tmp_path / "c", n_boot=N_BOOT, efficiency=unrecorded)
+    assert (
+        files["markdown"]
+        .read_text(encoding="utf-8")
+        .endswith(
+            "\n---\n\nStudy efficiency not measured: no driver runs are recorded (a study "
+            "stored by an older initstudy); sum of pack training time 10.0 s over 1 pack.\n"
+        )
+    )

@@ -51,6 +51,36 @@ def test_workers_beyond_the_machines_cpus_are_capped_with_a_warning() -> None:
         check_embedded(RunOptions(workers=1, cpus_per_trial=2), notes.append)
 
 
+def test_the_run_command_caps_workers_at_the_machines_cpus(
+    tmp_path: Path,
+    cli_here: Callable[..., Done],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``run --workers 1000`` on a small machine: the embedded Ray is asked for the CPUs
+    there (not 1,000 worker slots), with one warning. (The study stops when it would
+    start Ray: what Ray was asked for is all this test needs.)"""
+    from pipeline import driver
+
+    given: list[object] = []
+
+    class Asked(Exception):
+        pass
+
+    def make(address: object, workers: object, *rest: object) -> None:
+        given.append(workers)
+        raise Asked
+
+    monkeypatch.setattr(driver, "RayExecutor", make)
+    with pytest.raises(Asked):
+        cli_here("run", str(SMOKE), "--run-dir", str(tmp_path / "run"), "--workers", "1000")
+    have = machine_cpus()
+    assert given == [have]
+    said = f"--workers 1000 is more than the {have} CPUs here; using {have}"
+    printed = capsys.readouterr()
+    assert (printed.out + printed.err).count(said) == 1
+
+
 def test_an_address_nothing_answers_at_is_refused_at_once_before_any_store(
     tmp_path: Path, cli_here: Callable[..., Done]
 ) -> None:

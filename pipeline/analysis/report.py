@@ -39,6 +39,7 @@ from markupsafe import Markup, escape
 
 from models.spec import OUTCOMES
 from pipeline.analysis.cells import group_summary
+from pipeline.analysis.efficiency import Efficiency
 from pipeline.analysis.figures import FIGURE_TITLES, FIGURES, save_figure, write_figures
 from pipeline.analysis.figures_curves import TUNING_TITLE, tuning_figure
 from pipeline.analysis.judging import XAVIER, fmt, plain_scheme
@@ -163,6 +164,8 @@ class ReportData:
     """A tuned protocol's stage 1 (None: a fixed-lr study)."""
     study_summary: SummarySection | None = None
     """The best trial, the objective per searched parameter and the importances."""
+    footer: str = ""
+    """The study-efficiency line (:meth:`pipeline.analysis.efficiency.Efficiency.line`)."""
 
 
 @dataclass(frozen=True)
@@ -216,10 +219,12 @@ def report_data(
     tuning: Tuning | None = None,
     summary: StudySummary | None = None,
     importances: Importances | None = None,
+    efficiency: Efficiency | None = None,
 ) -> ReportData:
     """The report's data model, from the study, its verdicts, speedups and figure files
     (and, for a tuned study, its stage 1's :class:`~pipeline.analysis.protocol.Tuning`;
-    with a summary, the "Study summary" section and its importances)."""
+    with a summary, the "Study summary" section and its importances). The footer is
+    ``efficiency``'s line (none without it)."""
     trials = tables.trials
     devices = sorted(set(trials["device_type"].astype(str))) if len(trials) else []
     nodes = sorted(set(trials["node"].astype(str))) if len(trials) else []
@@ -272,6 +277,7 @@ def report_data(
         study_summary=None
         if summary is None
         else _summary_section(summary, importances, figures.get(SUMMARY_FIGURE)),
+        footer="" if efficiency is None else efficiency.line(),
     )
 
 
@@ -287,6 +293,7 @@ def write_report(
     seed: int = 0,
     tuning: Tuning | None = None,
     importances: Importances | None = None,
+    efficiency: Efficiency | None = None,
 ) -> dict[str, Path]:
     """Write report.md, report.html, verdicts.json and the :data:`FIGURES` into ``out_dir``.
 
@@ -299,6 +306,8 @@ def write_report(
         tuning: a tuned study's stage-1 section (``pipeline.analysis.protocol.tuning``).
         importances: the searched parameters' importances; computed here
             (``pipeline.results.param_importances``) if None.
+        efficiency: the study's efficiency for the footer, one line
+            (``pipeline.results.load_efficiency``); None: no footer.
 
     Returns:
         ``{"markdown": ..., "html": ..., "verdicts": ..., "<figure name>": ...}``: the
@@ -318,7 +327,7 @@ def write_report(
     files["verdicts"] = write_verdicts(verdicts, out_dir / "verdicts.json")
     if importances is None:
         importances = _importances(tables)
-    data = report_data(tables, verdicts, speedups, files, tuning, summary, importances)
+    data = report_data(tables, verdicts, speedups, files, tuning, summary, importances, efficiency)
     md_path = out_dir / "report.md"
     md_path.write_text(_render("report.md", data), encoding="utf-8")
     html_path = out_dir / "report.html"

@@ -33,6 +33,7 @@ from pipeline.urls import default_tracking_uri, sqlite_file
 if TYPE_CHECKING:
     import pandas as pd
 
+    from pipeline.analysis.efficiency import Efficiency
     from pipeline.analysis.protocol import Tuning
     from pipeline.analysis.verdicts import Verdict
     from pipeline.results import StudyTables
@@ -204,8 +205,9 @@ def report(
     tables = study_tables(study, url)
     folder = out or run_dir / "reports" / study
     tuning = _tuning(tables, url)
+    efficiency = _efficiency(study, url)
     try:
-        files = _write_report(tables, folder, tracking, tuning)
+        files = _write_report(tables, folder, tracking, tuning, efficiency)
     except OSError as exc:
         option = "--out" if out is not None else "--run-dir"
         fail(f"{option}: cannot write the report to {str(folder)!r}: {exc.strerror or exc}")
@@ -250,15 +252,26 @@ def _tuning(tables: StudyTables, url: str) -> Tuning | None:
     return checked(tuning_section, tables, url)
 
 
+def _efficiency(study: str, url: str) -> Efficiency:
+    """The study's efficiency for its report's footer (``results.load_efficiency``)."""
+    from pipeline.results import load_efficiency
+
+    return checked(load_efficiency, study, url)
+
+
 def _write_report(
-    tables: StudyTables, folder: Path, tracking: str, tuning: Tuning | None = None
+    tables: StudyTables,
+    folder: Path,
+    tracking: str,
+    tuning: Tuning | None = None,
+    efficiency: Efficiency | None = None,
 ) -> dict[str, Path]:
     """Write the report and attach it to the study's parent MLflow run (if reachable)."""
     from pipeline.analysis.report import verdict_table, write_report
     from pipeline.analysis.verdicts import judge
 
     verdicts = judge(tables)
-    files = write_report(tables, folder, verdicts, tuning=tuning)
+    files = write_report(tables, folder, verdicts, tuning=tuning, efficiency=efficiency)
     console.print(verdict_table(verdicts))
     _to_parent_run(tables, tracking, folder, verdicts, "report")
     return files

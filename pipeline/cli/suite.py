@@ -22,7 +22,7 @@ import typer
 from rich.markup import escape
 
 from pipeline.cli.base import RunDir, app, check_run_dir, console, fail, stores, study_tables
-from pipeline.cli.outputs import _tuning
+from pipeline.cli.outputs import _efficiency, _tuning
 from pipeline.cli.studies import _load_spec, _size_warning, run_study
 
 if TYPE_CHECKING:
@@ -147,7 +147,9 @@ def _write(
     for path, spec, _ in loaded:
         tables = study_tables(spec.name, url)
         verdicts = judge(tables, spec.claims)  # the file's claims: judged, not run
-        write_report(tables, out / spec.name, verdicts, tuning=_tuning(tables, url))
+        efficiency = _efficiency(spec.name, url)
+        tuning = _tuning(tables, url)
+        write_report(tables, out / spec.name, verdicts, tuning=tuning, efficiency=efficiency)
         outcomes = tables.trials["outcome"].value_counts().to_dict() if len(tables.trials) else {}
         studies.append(
             SuiteStudy(
