@@ -16,6 +16,11 @@ G is 1 for the Elman cells, 4 for LSTM (gates i, f, g, o) and 3 for GRU (r, z, n
 PyTorch's gate order. Adding a cell is one ``CellDef`` line in ``CELLS`` plus its step
 function in ``PackedRNN._step``.
 
+``PackedRNN.forward`` runs the whole recurrence as one autograd node with a hand-written
+backward pass: ``_ElmanRecurrence`` below, ``LSTMRecurrence`` and ``GRURecurrence`` in
+``models.recurrences``. A cell without one falls back to the step-by-step graph of
+``_step``, which ``forward_steps`` always uses (it gives per-step gradients).
+
 Init is applied in one place, :func:`init_weights`, which walks the matrices by name.
 This module knows nothing of Ray, Optuna or MLflow.
 """
@@ -30,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from models.init import init_bias, init_matrix
+from models.recurrences import gru, lstm
 from models.spec import TrialSpec
 
 
@@ -92,15 +98,24 @@ class PackedRNN(nn.Module):
             outputs (K, batch, steps or last, output_dim) and the hidden states
             (K, steps, batch, H).
         """
-        xw = self._input_projection(x)
-        if self.cell.gates == 1:
-            hidden = _ElmanRecurrence.apply(xw, self.Whh, self.cell.name == "rnn_relu")
+        name = self.cell.name
+        if name == "lstm":  # the input projection is fused into the recurrence too
+            hidden = lstm(self._inputs(x), self.Wxh, self.bx + self.bh, self.Whh)
+        elif name == "gru":
+            hidden = gru(self._inputs(x), self.Wxh, self.bx, self.Whh, self.bh)
+        elif self.cell.gates == 1:
+            xw = self._input_projection(x)
+            hidden = _ElmanRecurrence.apply(xw, self.Whh, name == "rnn_relu")
         else:
-            hidden = torch.stack(self._steps(xw), dim=1)
+            hidden = torch.stack(self._steps(self._input_projection(x)), dim=1)
         return self._readout(hidden if last is None else hidden[:, -last:]), hidden
 
     def forward_steps(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         """Like :meth:`forward`, but one autograd node per step, for per-step gradients.
+
+        This is the plain step-by-step graph of :meth:`_step`, which the fused
+        recurrences of :meth:`forward` (``_ElmanRecurrence``, ``models.recurrences``)
+        reproduce up to float rounding.
 
         Returns:
             outputs (K, batch, steps, output_dim) and the hidden states, one (K, batch, H)
@@ -109,11 +124,8 @@ class PackedRNN(nn.Module):
         hs = self._steps(self._input_projection(x))
         return self._readout(torch.stack(hs, dim=1)), hs
 
-    def _input_projection(self, x: Tensor) -> Tensor:
-        """x W_xh plus the biases, for all steps at once: (K, steps, batch, G*H).
-
-        Both biases are added here, except for GRU, whose b_hn sits inside the reset gate.
-        """
+    def _inputs(self, x: Tensor) -> Tensor:
+        """The input batch checked and laid out step-major: (K, steps, batch, input_dim)."""
         k = self.members
         if x.dim() == 3:
             x = x.unsqueeze(0).expand(k, *x.shape)
@@ -122,8 +134,16 @@ class PackedRNN(nn.Module):
                 f"x must be (batch, steps, {self.input_dim}) or ({k}, batch, steps, "
                 f"{self.input_dim}), got {tuple(x.shape)}"
             )
-        _, b, t, _ = x.shape
-        flat = x.transpose(1, 2).reshape(k, t * b, self.input_dim)
+        return x.transpose(1, 2).contiguous()
+
+    def _input_projection(self, x: Tensor) -> Tensor:
+        """x W_xh plus the biases, for all steps at once: (K, steps, batch, G*H).
+
+        Both biases are added here, except for GRU, whose b_hn sits inside the reset gate.
+        """
+        xs = self._inputs(x)
+        k, t, b, _ = xs.shape
+        flat = xs.view(k, t * b, self.input_dim)
         bias = self.bx if self.cell.name == "gru" else self.bx + self.bh
         return torch.baddbmm(bias.unsqueeze(1), flat, self.Wxh).view(k, t, b, -1)
 
