@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 import torch
+from test_train import TINY
 from torch import Tensor
 
-from models import PackedRNN, TrialSpec, train_pack, train_trial
+from models import PackedRNN, train_pack, train_trial
 from models.recurrences import GRURecurrence, LSTMRecurrence
 
 K, B, T, H, IN = 2, 3, 4, 5, 2  # members, batch, steps, hidden, input
@@ -206,18 +207,6 @@ def test_model_gradients_match_forward_steps(cell: str) -> None:
         assert g is not None and grads[1][name] is not None, name
         assert float(g.abs().sum()) > 0, name
         torch.testing.assert_close(g, grads[1][name], rtol=1e-10, atol=1e-12)
-
-
-TINY = TrialSpec(
-    task="adding",
-    seq_len=6,
-    hidden=16,
-    batch_size=16,
-    batches_per_epoch=5,
-    max_epochs=3,
-    val_size=64,
-    lr=0.01,
-)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
