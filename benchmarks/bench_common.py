@@ -234,3 +234,202 @@ def child_env(threads: int | None = None) -> dict[str, str]:
 def python() -> str:
     """The interpreter running this benchmark (the project's virtualenv, normally)."""
     return sys.executable
+
+
+class LocalServers:
+    """PostgreSQL and an MLflow tracking server as local processes on loopback (free
+    ports), for a benchmark of the cluster path; :meth:`stop` removes everything.
+
+    PostgreSQL is the machine's (``/usr/lib/postgresql/*/bin``), a throwaway cluster in a
+    temp folder (as ``postgres`` when run as root: initdb refuses root), with two
+    databases: ``optuna`` (the study storage) and ``mlflow`` (the tracking server's
+    backend store). The MLflow server is ``deploy/mlflow-server.sh``, the script
+    docker-compose.yml runs, started in its own session and stopped by its process group.
+    Use as a context manager: everything is stopped also on an error or Ctrl-C.
+    """
+
+    user = "initstudy"
+
+    def __init__(self, mlflow_workers: int = 1) -> None:
+        import secrets
+        import tempfile
+
+        found = sorted(Path("/").glob("usr/lib/postgresql/*/bin/pg_ctl"))
+        if not found:
+            raise RuntimeError("PostgreSQL is not installed (no /usr/lib/postgresql/*/bin)")
+        self.bin = max(found, key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0)
+        self.bin = self.bin.parent
+        self.root = Path(tempfile.mkdtemp(prefix="isb-", dir="/tmp"))
+        self.data = self.root / "data"
+        self.pg_port, self.mlflow_port = free_port(), free_port()
+        self.password = secrets.token_hex(12)
+        self._owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        self.mlflow_workers = mlflow_workers
+        self._mlflow: subprocess.Popen[bytes] | None = None
+        self.mlflow_log = self.root / "mlflow.log"
+
+    def __enter__(self) -> LocalServers:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def url(self, database: str) -> str:
+        """The SQLAlchemy URL of one database (password included)."""
+        return f"postgresql://{self.user}:{self.password}@127.0.0.1:{self.pg_port}/{database}"
+
+    @property
+    def tracking_uri(self) -> str:
+        return f"http://127.0.0.1:{self.mlflow_port}"
+
+    def _pg(self, tool: str, *args: str) -> None:
+        done = subprocess.run(
+            [*self._owner, str(self.bin / tool), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"{tool} failed: {done.stdout}{done.stderr}")
+
+    def start(self) -> None:
+        import shutil
+        import time
+        import urllib.request
+
+        pwfile = self.root / "pw"
+        pwfile.write_text(self.password + "\n")
+        pwfile.chmod(0o600)
+        if self._owner:
+            for path in (self.root, pwfile):
+                shutil.chown(path, "postgres", "postgres")
+        self._pg(
+            "initdb",
+            f"--pgdata={self.data}",
+            f"--username={self.user}",
+            f"--pwfile={pwfile}",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "--encoding=UTF8",
+            "--no-sync",
+            "--no-instructions",
+        )
+        pwfile.unlink()
+        # Durability off, as in the cluster tests: the benchmark measures the pipeline.
+        options = (
+            f"-p {self.pg_port} -k {self.root} -c listen_addresses=127.0.0.1 "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        )
+        log = str(self.root / "postgres.log")
+        self._pg(
+            "pg_ctl", "start", "-w", "-t", "60", "-D", str(self.data), "-l", log, "-o", options
+        )
+        import psycopg
+
+        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
+            for db in ("optuna", "mlflow"):
+                conn.execute(f'CREATE DATABASE "{db}"')
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PG"))}
+        env.update(
+            PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+            POSTGRES_USER=self.user,
+            POSTGRES_PASSWORD=self.password,
+            POSTGRES_HOST="127.0.0.1",
+            POSTGRES_PORT=str(self.pg_port),
+            MLFLOW_DB="mlflow",
+            MLFLOW_HOST="127.0.0.1",
+            MLFLOW_PORT=str(self.mlflow_port),
+            MLFLOW_WORKERS=str(self.mlflow_workers),
+            MLFLOW_ARTIFACTS_DESTINATION=str(self.root / "mlartifacts"),
+        )
+        with self.mlflow_log.open("wb") as out:
+            self._mlflow = subprocess.Popen(
+                [str(ROOT / "deploy" / "mlflow-server.sh")],
+                env=env,
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 180
+        while True:
+            if self._mlflow.poll() is not None:
+                tail = self.mlflow_log.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"the MLflow server exited:\n{tail}")
+            try:
+                with urllib.request.urlopen(self.tracking_uri + "/health", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the MLflow server did not answer /health within 180 s")
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        """Stop the MLflow server (its process group) and PostgreSQL; remove the folder.
+        Idempotent."""
+        import contextlib
+        import shutil
+        import signal
+
+        proc, self._mlflow = self._mlflow, None
+        if proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=20)
+            with contextlib.suppress(ProcessLookupError):  # what is left of its group
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        if (self.data / "postmaster.pid").exists():
+            with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+                self._pg("pg_ctl", "stop", "-w", "-t", "60", "-m", "fast", "-D", str(self.data))
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def leftovers(self) -> list[str]:
+        """What still runs or listens after :meth:`stop` (empty: all gone)."""
+        import socket
+
+        found = []
+        for name, port in (("postgres", self.pg_port), ("mlflow", self.mlflow_port)):
+            with socket.socket() as s:
+                s.settimeout(0.5)
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    found.append(f"{name} on port {port}")
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    cmd = (entry / "cmdline").read_bytes()
+                except OSError:
+                    continue
+                if str(self.root).encode() in cmd:
+                    found.append(f"pid {entry.name}")
+        return found
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on now, below the kernel's ephemeral range and
+    above Ray's worker ports (so no socket bound to port 0 takes it first)."""
+    import random
+    import socket
+
+    try:
+        ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral = 32768
+    for _ in range(500):
+        port = random.randint(20000, ephemeral - 1)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free loopback port found")

@@ -7,6 +7,7 @@ finished run is logged by the next run or ``initstudy sync`` (exactly once, by k
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -33,11 +34,14 @@ class StudyLog:
     error: str | None = None
     """The first MLflow failure of this run, if any."""
     logged: int = 0
-    """Trial runs logged by this driver."""
+    """Trial runs FINISHED by this driver's trackers that are gone (MLflow failed)."""
 
     def report_to(self, outcome: Any) -> None:
-        """Put what this run logged, and MLflow's first failure, on the driver's outcome."""
-        outcome.logged, outcome.tracking_error = self.logged, self.error
+        """Put what this run logged (trial runs FINISHED, their writes all landed, also on
+        a tracking server's writer threads), and MLflow's first failure, on the driver's
+        outcome."""
+        outcome.logged = self.logged + (self.tracker.finished if self.tracker else 0)
+        outcome.tracking_error = self.error
 
     def open(self, spec_text: str, params: dict[str, str]) -> None:
         """Find or create the study's experiment and parent run."""
@@ -55,6 +59,10 @@ class StudyLog:
                 f"and will be logged by `initstudy sync {self.name}` or the next run"
             )
         self.error = str(exc)
+        if self.tracker is not None:  # the writes in flight land (or fail) before counting
+            with contextlib.suppress(TrackingError):
+                self.tracker.flush()
+            self.logged += self.tracker.finished
         self.tracker = None
 
     def trial(self, key: str, number: int, done: Trained) -> None:
@@ -65,8 +73,6 @@ class StudyLog:
             self.tracker.log_trial(key, number, done.result, self.tags, result_json=done.text)
         except TrackingError as exc:
             self.down(exc)
-            return
-        self.logged += 1
 
     def failed(self, keys: list[str]) -> None:
         """The pack of these trials failed: their live runs are marked FAILED."""

@@ -39,6 +39,19 @@ left unfinished. :meth:`Tracker.attach_study` is for other processes (``initstud
 it finds the parent run to add verdicts, a summary and the report to, leaving its status and
 times alone (MLflow accepts tags, metrics and artifacts on a terminated run).
 
+Background writes. On a tracking server (``http(s)://``) every call is a request that
+waits on the network, so a trial run's calls (create, metrics, artifacts, FINISHED) go to a
+bounded pool of writer threads (:class:`~pipeline.tracking_retry.Writers`), one ordered
+queue per trial key: a run's calls stay in order, FINISHED last, while runs overlap. Only
+:meth:`Tracker.log_trial` waits, for its run's creation (it returns the run id).
+:meth:`Tracker.flush` waits for every write queued; :meth:`Tracker.logged_trials`,
+:meth:`Tracker.close_study` and the parent run's methods call it first, so the driver's
+final back-fill and the study's end see every run landed. A background write that fails
+raises its :class:`TrackingError` from the tracker's next call (and flush); the writes
+queued after it are skipped, and the runs they leave unfinished are replaced on the next
+try, as always. A local store (SQLite) is written on the caller's thread: its calls wait on
+the CPU, which threads do not add to.
+
 Every MLflow call is retried (by tenacity, after each of :data:`RETRY_DELAYS`) on
 connection-type failures; whether the database behind an MLflow SQL store is unreachable is
 decided by :func:`pipeline.retry.is_transient`, as for the Optuna storage. What still fails
@@ -50,8 +63,10 @@ as they are: MLflow's SQL stores keep NaN but store +-inf as +-1.797693134862315
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -105,6 +120,7 @@ __all__ = [
     "run_name",
 ]
 
+_FAILPOINT_LOCK = threading.Lock()
 _EPOCHS_PER_BATCH = mlflowio.MAX_METRICS_PER_CALL // len(mlflowio.EPOCH_METRICS)
 
 
@@ -141,8 +157,9 @@ def read_trials(tracking_uri: str, study_name: str) -> list[dict[str, Any]]:
 class Tracker(TrackerBase):
     """Logs one study to MLflow: its parent run and one child run per trial.
 
-    Not thread-safe; meant for the driver, the only writer. Call :meth:`open_study` first
-    (or :meth:`attach_study`, to add to a logged study's parent run only).
+    Not thread-safe; meant for the driver, the only writer (its own writer threads, on a
+    tracking server, only run the calls it queues). Call :meth:`open_study` first (or
+    :meth:`attach_study`, to add to a logged study's parent run only).
     """
 
     def delete_experiment(self, study_name: str) -> bool:
@@ -263,6 +280,7 @@ class Tracker(TrackerBase):
         that status) first."""
         if self._live:
             self.fail_trials(list(self._live), "KILLED" if status == "KILLED" else "FAILED")
+        self.flush()
         end = self._latest_end_ms if self._latest_end_ms is not None else ms(time.time())
         end = max(end, self._parent_start_ms)
         self._call(
@@ -281,6 +299,7 @@ class Tracker(TrackerBase):
         of a key's first FINISHED run. The live runs of this tracker (started and not yet
         finished) are left alone; still, call it once, before :meth:`start_trials`.
         """
+        self.flush()
         by_key: dict[str, list[Run]] = {}
         for run in self._search(self.experiment_id, f"tags.`{KIND_TAG}` = 'trial'"):
             key = run.data.tags.get(KEY_TAG)
@@ -306,14 +325,17 @@ class Tracker(TrackerBase):
         (unix seconds: the pack's start, best the worker's ``started_at``, which
         :meth:`log_trial` ends the run from). Keys logged already (FINISHED) are skipped; a
         key's earlier live run (a pack tried again) is replaced. Returns key -> run id of
-        the runs created.
+        the runs created; with writer threads (a tracking server) the runs are created on
+        them and the mapping is empty (:meth:`flush` waits for them).
 
         Raises:
             ValueError: a key has characters outside ``[A-Za-z0-9_.:-]``.
-            TrackingError: MLflow failed; the runs left RUNNING are replaced next time.
+            TrackingError: MLflow failed (here, or an earlier background write); the runs
+                left RUNNING are replaced next time.
         """
         for key, _, _ in items:
             _check_key(key)
+        self._check()
         started: dict[str, str] = {}
         for key, number, spec in items:
             if self._finished_run(key) is not None:
@@ -321,11 +343,12 @@ class Tracker(TrackerBase):
             if key in self._live:
                 self._drop_live(key)
             run_tags = {**_text(tags), **self._identity(key, number)}
-            run = self._create_trial_run(run_tags, run_name(spec, number), ms(start_time))
             params = mlflowio.trial_params(spec)  # sent with the run's first metrics
-            live = LiveRun(run.info.run_id, run.info.artifact_uri, ms(start_time), params=params)
+            live = LiveRun("", "", ms(start_time), params=params)
+            self._create_trial_run(key, run_tags, run_name(spec, number), live)
             self._live[key] = live
-            started[key] = run.info.run_id
+            if live.created is None:
+                started[key] = live.run_id
         return started
 
     def log_epochs(self, key: str, records: Sequence[EpochRecord]) -> None:
@@ -335,6 +358,7 @@ class Tracker(TrackerBase):
         Raises:
             TrackingError: MLflow failed.
         """
+        self._check()
         live = self._live.get(key)
         if live is None:
             return
@@ -346,7 +370,8 @@ class Tracker(TrackerBase):
         for i in range(0, len(todo), _EPOCHS_PER_BATCH):
             chunk = todo[i : i + _EPOCHS_PER_BATCH]
             params, live.params = live.params, []
-            self._log_batch(live.run_id, metrics=mlflowio.epoch_metrics(chunk), params=params)
+            metrics = mlflowio.epoch_metrics(chunk)
+            self._later(key, functools.partial(self._log_live, live, metrics, params))
             live.sent.update(r.epoch for r in chunk)
 
     def fail_trials(self, keys: Sequence[str], status: str = "FAILED") -> None:
@@ -356,13 +381,12 @@ class Tracker(TrackerBase):
         Raises:
             TrackingError: MLflow failed.
         """
+        self._check()
         for key in keys:
             live = self._live.pop(key, None)
             if live is not None:
                 end = max(ms(time.time()), live.start_ms)
-                self._call(
-                    "end a trial run", self._client.set_terminated, live.run_id, status, end
-                )
+                self._later(key, functools.partial(self._end_live, live, status, end))
 
     def kill_live(self) -> None:
         """Mark every live run of this tracker KILLED (the driver was interrupted)."""
@@ -385,7 +409,9 @@ class Tracker(TrackerBase):
         artifacts. Otherwise creates the run with its identifying tags, params and metrics
         and artifacts. Either way the run ends at the training's end
         (:func:`~pipeline.tracking_runs.training_span`; a new run also starts at its start)
-        and is marked FINISHED last. Returns the run id.
+        and is marked FINISHED last. Returns the run id. With writer threads (a tracking
+        server) the run is filled and FINISHED on them, after the key's earlier writes:
+        this returns once the run exists, :meth:`flush` once it is FINISHED.
 
         Args:
             key: the trial's identity key, ``[A-Za-z0-9_.:-]``, e.g. ``TrialSpec.key(claim)``.
@@ -398,11 +424,12 @@ class Tracker(TrackerBase):
 
         Raises:
             ValueError: ``key`` has characters outside ``[A-Za-z0-9_.:-]``.
-            TrackingError: MLflow failed; the half-logged run, if any, is left unfinished
-                (marked FAILED when MLflow still answers) and is replaced on the next try.
+            TrackingError: MLflow failed (here, or an earlier background write); the
+                half-logged run, if any, is left unfinished (marked FAILED when MLflow
+                still answers) and is replaced on the next try.
         """
         _check_key(key)
-        client = self._client
+        self._check()
         live = self._live.pop(key, None)
         if live is None:
             existing = self._finished_run(key)
@@ -421,51 +448,76 @@ class Tracker(TrackerBase):
         )
         start, end = training_span(result, time.time())
         if live is None:
-            run = self._create_trial_run(run_tags, run_name(result.spec, trial_number), ms(start))
-            live = LiveRun(run.info.run_id, run.info.artifact_uri, ms(start))
+            live = LiveRun("", "", ms(start))
+            self._create_trial_run(key, run_tags, run_name(result.spec, trial_number), live)
             params = mlflowio.trial_params(result.spec)
             run_tags = {}
         else:
             params = live.params  # those start_trials had no metrics to send with
+        metrics = mlflowio.trial_metrics(result, skip_epochs=live.sent)
+        files = {"diagnostics.json": json.dumps(diagnostics, indent=1), "result.json": text}
+        end_ms = max(ms(end), live.start_ms)
+        finish = functools.partial(
+            self._finish_trial, live, metrics, params, mlflowio.tags(run_tags), files, end_ms
+        )
+        self._later(key, finish)
+        run_id = self._run_id(live)
+        self._saw_end(end_ms)
+        if self._logged is not None:
+            self._logged[key] = run_id
+        return run_id
+
+    def _finish_trial(
+        self,
+        live: LiveRun,
+        metrics: list[Any],
+        params: list[Any],
+        tags: list[Any],
+        files: dict[str, str],
+        end_ms: int,
+    ) -> None:
+        """The MLflow calls that complete a trial's run, FINISHED last (on its writer
+        queue, or now): what :meth:`log_trial` prepared."""
         run_id = live.run_id
         try:
-            self._log_batch(
-                run_id,
-                metrics=mlflowio.trial_metrics(result, skip_epochs=live.sent),
-                params=params,
-                tags=mlflowio.tags(run_tags),
-            )
+            self._log_batch(run_id, metrics=metrics, params=params, tags=tags)
             with tempfile.TemporaryDirectory(prefix="initstudy-") as folder:
-                (Path(folder) / "diagnostics.json").write_text(
-                    json.dumps(diagnostics, indent=1), encoding="utf-8"
-                )
-                (Path(folder) / "result.json").write_text(text, encoding="utf-8")
+                for name, content in files.items():
+                    (Path(folder) / name).write_text(content, encoding="utf-8")
                 # To the run's artifact store directly: client.log_artifacts(run_id, ...)
                 # would first read the run back to learn the artifact URI we already have.
                 self._call(
                     "log the trial's artifacts",
                     lambda: self._artifact_repo(live.artifact_uri).log_artifacts(folder),
                 )
-            failpoint("tracking.before_finish")  # a test hook; see pipeline/faults.py
-            end_ms = max(ms(end), live.start_ms)
-            self._call("finish the trial run", client.set_terminated, run_id, "FINISHED", end_ms)
+            with _FAILPOINT_LOCK:  # hits counted one at a time across writer threads
+                failpoint("tracking.before_finish")  # a test hook; see pipeline/faults.py
+            self._call(
+                "finish the trial run", self._client.set_terminated, run_id, "FINISHED", end_ms
+            )
+            with _FAILPOINT_LOCK:
+                self.finished += 1
         except TrackingError:
             # Best effort, no retries: the run is replaced on the next try either way.
             self._logged = None  # so the next try searches for (and deletes) this run
             with contextlib.suppress(Exception):
-                client.set_terminated(run_id, "FAILED")
+                self._client.set_terminated(run_id, "FAILED")
             raise
-        self._saw_end(end_ms)
-        if self._logged is not None:
-            self._logged[key] = run_id
-        return run_id
+
+    def _log_live(self, live: LiveRun, metrics: list[Any], params: list[Any]) -> None:
+        self._log_batch(live.run_id, metrics=metrics, params=params)
+
+    def _end_live(self, live: LiveRun, status: str, end_ms: int) -> None:
+        self._call("end a trial run", self._client.set_terminated, live.run_id, status, end_ms)
 
     def set_parent_tags(self, tags: dict[str, str]) -> None:
         """Set (or overwrite) tags on the parent run."""
+        self.flush()
         self._log_batch(self.parent_run_id, tags=mlflowio.tags(tags))
 
     def log_parent_metrics(self, values: dict[str, float]) -> None:
         """Log metrics (step 0) on the parent run, e.g. the study's summary."""
+        self.flush()
         self._log_batch(self.parent_run_id, metrics=mlflowio.metrics(values))
 
     def log_parent_artifact(self, local_path: str, artifact_path: str | None = None) -> None:
@@ -475,6 +527,7 @@ class Tracker(TrackerBase):
             FileNotFoundError: ``local_path`` does not exist.
             TrackingError: MLflow failed.
         """
+        self.flush()
         path = Path(local_path)
         if not path.exists():
             raise FileNotFoundError(f"artifact to log does not exist: {local_path}")

@@ -10,11 +10,18 @@ import contextlib
 import os
 import re
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from models.spec import TrialSpec
 from pipeline import mlflowio
-from pipeline.tracking_retry import is_tracking_failure, new_client, retrying
+from pipeline.tracking_retry import (
+    Writers,
+    is_tracking_failure,
+    new_client,
+    retrying,
+    writes_in_background,
+)
 from pipeline.tracking_runs import LiveRun
 from pipeline.urls import redact, redact_text, sqlite_file
 
@@ -46,6 +53,11 @@ STUDY_LOGGED_TAG = "initstudy.study_logged"
 MAX_RUN_NAME = 100
 RETRY_DELAYS = (0.2, 0.5, 1.0)
 """Seconds to wait before each retry of a failed MLflow call (3 retries after the first try)."""
+
+WRITER_THREADS = 8
+"""Writer threads of a Tracker on a tracking server (below MLflow's HTTP pool of 10)."""
+WRITER_BACKLOG = 256
+"""Background writes that may wait at once; the driver waits for room beyond that."""
 
 _PAGE_SIZE = 1000
 _KEY_RE = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
@@ -92,6 +104,7 @@ class TrackerBase:
         artifact_location: str | None = None,
         *,
         retry_delays: Sequence[float] = RETRY_DELAYS,
+        writers: int | None = None,
     ) -> None:
         """Prepare to talk to MLflow; nothing is contacted or created until open_study.
 
@@ -103,6 +116,9 @@ class TrackerBase:
                 ``Path("runs/mlartifacts").resolve().as_uri()``. None: for SQLite, the folder
                 ``mlartifacts`` next to the database; otherwise the server's default.
             retry_delays: seconds to wait before each retry of a failed call.
+            writers: threads that write the trial runs in the background (0: none, every
+                call on the caller's thread). None: :data:`WRITER_THREADS` on a tracking
+                server (``http(s)://``), none on a local store.
 
         Raises:
             TrackingError: the SQLite database's folder cannot be created.
@@ -127,8 +143,59 @@ class TrackerBase:
         them; kept up to date by :meth:`log_trial`, so logging a trial needs no search."""
         self._live: dict[str, LiveRun] = {}
         """key -> the trial runs this tracker started (:meth:`start_trials`), not finished."""
+        self.finished = 0
+        """Trial runs this tracker has marked FINISHED (their writes all landed)."""
         self._latest_end_ms: int | None = None
         """The latest end_time of a FINISHED trial run seen (logged_trials) or logged."""
+        if writers is None:
+            writers = WRITER_THREADS if writes_in_background(tracking_uri) else 0
+        self._writers = Writers(writers, WRITER_BACKLOG) if writers > 0 else None
+        """The trial runs' writer threads (one ordered queue per trial key), or None."""
+
+    @property
+    def background(self) -> bool:
+        """Whether trial runs are written on writer threads (see :meth:`flush`)."""
+        return self._writers is not None
+
+    def flush(self) -> None:
+        """Wait until every trial run's write queued so far has landed (at once without
+        writer threads). :meth:`logged_trials`, :meth:`close_study` and the parent run's
+        methods call it first.
+
+        Raises:
+            TrackingError: a background write failed (the first failure, with the message
+                it had); every later call raises it too, and the runs it left unfinished
+                are replaced on the next try, as after a failure on the caller's thread.
+        """
+        if self._writers is not None:
+            try:
+                self._writers.flush()
+            except BaseException:
+                self._logged = None  # the next try searches for (and deletes) what is left
+                raise
+
+    def _check(self) -> None:
+        """Raise the first background write's failure, if any, in the caller's thread."""
+        if self._writers is not None and self._writers.failure is not None:
+            self._logged = None
+            self._writers.raise_failure()
+
+    def _later(self, key: str, job: Callable[[], object]) -> Future[Any] | None:
+        """Run ``job`` (MLflow calls for key's run) on the key's writer queue, after the
+        key's earlier jobs; without writer threads, now (its error raised here)."""
+        if self._writers is None:
+            job()
+            return None
+        return self._writers.submit(key, job)
+
+    def _wait(self, future: Future[Any] | None) -> None:
+        """Wait for one background job (None: nothing to wait for)."""
+        if future is not None and self._writers is not None:
+            try:
+                self._writers.result(future)
+            except BaseException:
+                self._logged = None
+                raise
 
     @property
     def experiment_id(self) -> str:
@@ -153,25 +220,40 @@ class TrackerBase:
             PARENT_TAG: self.parent_run_id,
         }
 
-    def _create_trial_run(self, tags: dict[str, str], name: str, start_ms: int) -> Run:
-        try:
-            return self._call(
-                "create a trial run",
-                self._client.create_run,
-                self.experiment_id,
-                start_time=start_ms,
-                tags=tags,
-                run_name=name,
-            )
-        except TrackingError:
-            self._logged = None  # the run may exist all the same: search next time
-            raise
+    def _create_trial_run(self, key: str, tags: dict[str, str], name: str, live: LiveRun) -> None:
+        """Create key's run, starting at ``live.start_ms``, on its writer queue (now without
+        writer threads): fills ``live.run_id`` and ``live.artifact_uri``."""
+        experiment_id = self.experiment_id
+
+        def create() -> None:
+            try:
+                run = self._call(
+                    "create a trial run",
+                    self._client.create_run,
+                    experiment_id,
+                    start_time=live.start_ms,
+                    tags=tags,
+                    run_name=name,
+                )
+            except TrackingError:
+                self._logged = None  # the run may exist all the same: search next time
+                raise
+            live.run_id, live.artifact_uri = run.info.run_id, run.info.artifact_uri
+
+        live.created = self._later(key, create)
+
+    def _run_id(self, live: LiveRun) -> str:
+        """A live run's id, once its creation (maybe on a writer thread) is done."""
+        self._wait(live.created)
+        live.created = None
+        return live.run_id
 
     def _finished_run(self, key: str) -> str | None:
         """The id of the key's FINISHED run, if any (deleting unfinished ones not live)."""
         if self._logged is not None:
             # Known since logged_trials(): with one writer, no other run has this key.
             return self._logged.get(key)
+        self.flush()  # this tracker's own runs first
         same_key = self._search(
             self.experiment_id, f"tags.`{KIND_TAG}` = 'trial' and tags.`{KEY_TAG}` = '{key}'"
         )
@@ -181,8 +263,12 @@ class TrackerBase:
     def _drop_live(self, key: str) -> None:
         """Delete a live run about to be replaced (best effort: logged_trials would)."""
         live = self._live.pop(key)
-        with contextlib.suppress(TrackingError):
-            self._call("delete a stale trial run", self._client.delete_run, live.run_id)
+
+        def delete() -> None:
+            with contextlib.suppress(TrackingError):
+                self._call("delete a stale trial run", self._client.delete_run, live.run_id)
+
+        self._later(key, delete)
 
     def _saw_end(self, end_ms: int | None) -> None:
         if end_ms is not None and (self._latest_end_ms is None or end_ms > self._latest_end_ms):

@@ -1,5 +1,6 @@
-"""How :mod:`pipeline.tracking` talks to MLflow: the client, the experiment look-up, and the
-retry policy of one call (which failures come from MLflow, and which a retry may cure).
+"""How :mod:`pipeline.tracking` talks to MLflow: the client, the experiment look-up, the
+retry policy of one call (which failures come from MLflow, and which a retry may cure), and
+the writer threads that make a tracking server's calls in the background (:class:`Writers`).
 
 Split out of pipeline/tracking.py (same rules: only the driver process calls it; mlflow,
 requests and SQLAlchemy are imported lazily).
@@ -7,9 +8,11 @@ requests and SQLAlchemy are imported lazily).
 
 from __future__ import annotations
 
+import threading
 import warnings
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import TYPE_CHECKING, Any
 
 import tenacity
 
@@ -34,6 +37,94 @@ def new_client(tracking_uri: str) -> MlflowClient:
         from mlflow.tracking import MlflowClient
 
         return MlflowClient(tracking_uri=tracking_uri)
+
+
+def writes_in_background(tracking_uri: str) -> bool:
+    """Whether a Tracker on this URI writes on :class:`Writers` threads: a tracking server
+    (every call a request, waiting on the network). A local store (SQLite, files) is
+    written on the caller's thread: its calls wait on the CPU, which threads do not add."""
+    return tracking_uri.lower().startswith(("http://", "https://"))
+
+
+class Skipped(Exception):
+    """A background write not made: an earlier one failed (:attr:`Writers.failure`)."""
+
+
+class Writers:
+    """A bounded pool of writer threads with one ordered queue per chain (a trial's run):
+    a chain's jobs run one after the other, in the order submitted; chains overlap.
+
+    At most ``backlog`` jobs wait or run at once: :meth:`submit` blocks for room. The first
+    job that raises is kept as :attr:`failure`; every later job of any chain is then
+    skipped (raises :class:`Skipped`), and :meth:`submit`, :meth:`result` and
+    :meth:`flush` raise that failure in the caller's thread.
+    """
+
+    def __init__(self, threads: int, backlog: int) -> None:
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="initstudy-mlflow")
+        self._room = threading.BoundedSemaphore(backlog)
+        self._tails: dict[str, Future[Any]] = {}
+        """chain -> its latest job; only the caller's thread touches it."""
+        self._backlog = backlog
+        self.lock = threading.Lock()
+        """Held by a job around what must not interleave with another chain's (a test
+        hook's hit count)."""
+        self.failure: BaseException | None = None
+
+    def submit(self, chain: str, job: Callable[[], Any]) -> Future[Any]:
+        """Queue ``job`` after the chain's earlier jobs; returns its future."""
+        self.raise_failure()
+        self._room.acquire()
+        before = self._tails.get(chain)
+
+        def run() -> Any:
+            try:
+                if before is not None:
+                    wait([before])  # FIFO pool: it was taken by a thread before this one
+                if self.failure is not None:
+                    raise Skipped
+                return job()
+            except Skipped:
+                raise
+            except BaseException as exc:
+                with self.lock:
+                    if self.failure is None:
+                        self.failure = exc
+                raise
+            finally:
+                self._room.release()
+
+        try:
+            future = self._pool.submit(run)
+        except BaseException:
+            self._room.release()
+            raise
+        self._tails[chain] = future
+        if len(self._tails) > 2 * self._backlog:
+            self._tails = {c: f for c, f in self._tails.items() if not f.done()}
+        return future
+
+    def result(self, future: Future[Any]) -> Any:
+        """Wait for one job; its result, or the first failure raised here."""
+        try:
+            return future.result()
+        except Exception:
+            self.raise_failure()
+            raise
+
+    def flush(self) -> None:
+        """Wait for every job queued so far; then raise the first failure, if any."""
+        tails, self._tails = list(self._tails.values()), {}
+        wait(tails)
+        self.raise_failure()
+
+    def raise_failure(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+
+    def close(self) -> None:
+        """Let the queued jobs finish, then stop the threads (after :meth:`flush`: at once)."""
+        self._pool.shutdown(wait=True)
 
 
 def get_experiment(client: MlflowClient, name: str) -> Experiment | None:

@@ -41,6 +41,9 @@ class LiveRun:
     params: list[Any] = field(default_factory=list)
     """The run's params, until they ride along with its first batch of metrics (a run
     costs no MLflow call more for being live)."""
+    created: Any = None
+    """With background writes: the future of the job creating the run (``run_id`` and
+    ``artifact_uri`` are empty until it has run); None once created here."""
 
 
 def ms(seconds: float) -> int:

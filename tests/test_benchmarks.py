@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -148,6 +149,44 @@ def test_overhead(launched: dict[str, Launched]) -> None:
     assert doc["targets"][0]["passed"] in (True, False)
 
 
+def test_overhead_cluster(tmp_path: Path) -> None:
+    """``overhead.py --cluster --quick``: PostgreSQL and an MLflow server started on
+    loopback, 10 trials through them, every server stopped and its folder removed."""
+    if not list(Path("/").glob("usr/lib/postgresql/*/bin/pg_ctl")):
+        reason = "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/pg_ctl)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true but {reason}")
+        pytest.skip(reason)
+    out = tmp_path / "overhead_cluster.json"
+    args = ["--cluster", "--quick", "--no-profile", "--out", str(out)]
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "overhead.py"), *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    assert tuple(doc) == bc.RESULT_KEYS and doc["markdown"].strip() in proc.stdout
+    assert doc["settings"]["cluster"] and doc["settings"]["storage"].startswith("postgresql")
+    assert doc["settings"]["tracking"].startswith("http://127.0.0.1:")
+    timing = doc["results"]["timing"]
+    assert timing["trials"] == 10 and positive(timing["trials_per_s"])
+    calls = {c["call"].rsplit(".", 1)[-1]: c for c in timing["store_calls"]}
+    assert calls["create_new_trial"]["calls"] == 10 and calls["log_artifacts"]["calls"] == 10
+    assert calls["set_terminated"]["calls"] >= 10
+    servers = timing["servers"]
+    assert servers["left_after_stop"] == []
+    assert not Path(servers["folder"]).exists()
+    for port in servers["ports"].values():  # nothing listens there any more
+        with socket.socket() as s:
+            s.settimeout(1)
+            assert s.connect_ex(("127.0.0.1", port)) != 0, port
+    assert [t["passed"] in (True, False) for t in doc["targets"]] == [True, True]
+
+
 def test_vs_tune(launched: dict[str, Launched]) -> None:
     if TUNE_MISSING:
         if os.environ.get("CI", "").lower() == "true":
@@ -163,3 +202,34 @@ def test_vs_tune(launched: dict[str, Launched]) -> None:
         assert positive(t["initstudy"]["final_val_loss"])
         assert t["equal"] in (True, False)
     assert 0 <= r["equal_results"] <= 2
+
+
+def test_efficiency(tmp_path: Path) -> None:
+    """benchmarks/efficiency.py --quick, run on its own (not with the scripts above)."""
+    out = tmp_path / "efficiency.json"
+    proc = subprocess.Popen(
+        [sys.executable, str(BENCH / "efficiency.py"), "--quick", "--out", str(out)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        stdout, doc = finished({"efficiency": Launched(proc, out)}, "efficiency")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    r = doc["results"]
+    assert (r["trials"], r["failed_trials"], r["sessions"]) == (8, 0, 1) and r["measurable"]
+    for key in ("command_wall_s", "wall_s", "startup_s", "training_s", "floor_s"):
+        assert positive(r[key]), (key, r[key])
+    assert r["wall_s"] < r["command_wall_s"] and r["startup_s"] < r["wall_s"]
+    assert r["floor_s"] == pytest.approx(r["training_s"] / r["slots"] + r["startup_s"])
+    assert r["wall_over_floor"] == pytest.approx(r["wall_s"] / r["floor_s"])
+    assert r["slots"] >= 1 and r["packs"] >= 1  # the slots the driver recorded
+    assert 0 < r["longest_pack_s"] <= r["training_s"]
+    assert r["bound_s"] >= r["floor_s"] - 1e-9
+    assert r["line"].startswith(f"Wall {r['wall_s']:.1f} s; training floor")
+    assert r["line"] in stdout
+    assert doc["targets"][0]["passed"] in (True, False)

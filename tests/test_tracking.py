@@ -206,6 +206,7 @@ def test_log_trial_records_params_metrics_tags_artifacts(
     result = results[0]
     key = result.spec.key("C4")
     run_id = tracker.log_trial(key, 7, result, {"initstudy.claim": "C4"})
+    tracker.flush()  # a tracking server's writes land on the tracker's threads
     client = MlflowClient(store.uri)
     run = client.get_run(run_id)
 
@@ -276,6 +277,7 @@ def test_log_trial_writes_the_given_json_as_is(
     monkeypatch.setattr(TrialResult, "to_dict", no_second_serialisation)
     monkeypatch.setattr(TrialSpec, "to_dict", no_second_serialisation)
     given = tracker.log_trial("given", 1, result, {}, result_json=text)
+    tracker.flush()
     monkeypatch.undo()
 
     client = MlflowClient(uri)
@@ -297,6 +299,7 @@ def test_diverged_and_non_finite_values(
     diverged = results[2]
     assert diverged.diverged
     run_id = tracker.log_trial("div", 0, diverged, {})
+    tracker.flush()
     run = MlflowClient(uri).get_run(run_id)
     assert run.data.tags["initstudy.outcome"] == "diverged"
     assert run.data.metrics["diverged"] == 1
@@ -307,6 +310,7 @@ def test_diverged_and_non_finite_values(
     history[-1] = EpochRecord(250, math.nan, math.nan, math.inf, 0.5, 1.0)
     long = dataclasses.replace(results[1], history=history, diverged_epoch=250)
     run_id = tracker.log_trial("long", 1, long, {})
+    tracker.flush()
     client = MlflowClient(uri)
     val = client.get_metric_history(run_id, "val_loss")
     assert [m.step for m in val] == list(range(1, 251))
@@ -331,6 +335,7 @@ def test_unfinished_run_is_deleted_and_logged_again(
     assert client.get_run(dead).info.lifecycle_stage == "deleted"
 
     again = tracker.log_trial("dead", 1, results[1], {})
+    tracker.flush()
     assert again != dead
     assert trial_runs(client, tracker.experiment_id, "dead") == [again]
     assert tracker.logged_trials() == {"done": done, "dead": again}
@@ -341,11 +346,13 @@ def test_a_new_tracker_backfills_only_what_is_missing(
 ) -> None:
     """As ``initstudy sync`` does after an outage: a later process finds what is logged."""
     first = tracker.log_trial("k0", 0, results[0], {})
+    tracker.flush()
     later = Tracker(uri)
     later.open_study(study, SPEC_TEXT, {}, {})
     assert later.logged_trials() == {"k0": first}
     assert later.log_trial("k0", 0, results[0], {}) == first
     second = later.log_trial("k1", 1, results[1], {})
+    later.flush()
     assert Tracker(uri).open_study(study, SPEC_TEXT, {}, {}) == tracker.parent_run_id
     assert {t["key"]: t["run_id"] for t in read_trials(uri, study)} == {"k0": first, "k1": second}
 
@@ -362,6 +369,7 @@ def test_fluent_search_runs_in_another_process(
     tracker: Tracker, uri: str, study: str, results: list[TrialResult]
 ) -> None:
     ids = {tracker.log_trial(f"k{i}", i, r, {}) for i, r in enumerate(results)}
+    tracker.flush()
     script = f"""
 import json, mlflow
 mlflow.set_tracking_uri({uri!r})
