@@ -433,3 +433,24 @@ def free_port() -> int:
                 continue
         return port
     raise RuntimeError("no free loopback port found")
+
+
+def quick_spec(
+    base: Path, folder: Path, name: str, trial: dict[str, Any], space: dict[str, Any]
+) -> Path:
+    """A tiny copy of the study spec ``base`` for a benchmark's ``--quick`` run, written into
+    ``folder`` as ``<name>.yaml``: ``trial`` overrides its trial fields, ``space`` replaces
+    its grid, and its claims are dropped (so few trials decide none)."""
+    import yaml
+
+    doc = yaml.safe_load(base.read_text())
+    script = f"benchmarks/{name.removesuffix('_quick')}.py --quick"
+    doc["name"] = name
+    doc["description"] = f"{script}: {base.stem} with a tiny budget"
+    doc["trial"] = {**doc.get("trial", {}), **trial}
+    doc["space"] = dict(space)
+    doc.pop("claims", None)
+    path = folder / f"{name}.yaml"
+    header = f"# Run: python {script} (written by that command)\n"
+    path.write_text(header + yaml.safe_dump(doc, sort_keys=False))
+    return path

@@ -46,19 +46,8 @@ QUICK_SPACE = {"init": ["xavier", "uniform01"], "hidden": [4], "seed": [0, 1, 2,
 
 
 def quick_spec(folder: Path) -> Path:
-    """An 8-trial copy of the smoke study with a tiny budget, written into ``folder``."""
-    import yaml
-
-    doc = yaml.safe_load(QUICK_BASE.read_text())
-    doc["name"] = "efficiency_quick"
-    doc["description"] = "benchmarks/efficiency.py --quick: the smoke study, 8 tiny trials"
-    doc["trial"] = {**doc.get("trial", {}), **QUICK_TRIAL}
-    doc["space"] = dict(QUICK_SPACE)
-    doc.pop("claims", None)  # so few trials decide no claim
-    path = folder / "efficiency_quick.yaml"
-    header = "# Run: python benchmarks/efficiency.py --quick (written by that command)\n"
-    path.write_text(header + yaml.safe_dump(doc, sort_keys=False))
-    return path
+    """The ``--quick`` spec: the smoke study, eight tiny trials, in ``folder``."""
+    return bc.quick_spec(QUICK_BASE, folder, "efficiency_quick", QUICK_TRIAL, QUICK_SPACE)
 
 
 def initstudy_command(spec_path: Path, run_dir: Path, workers: int | None) -> list[str]:

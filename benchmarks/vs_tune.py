@@ -51,19 +51,8 @@ QUICK_SPACE = {"init": ["xavier", "uniform01"], "seed": [0]}
 
 
 def quick_spec(folder: Path) -> Path:
-    """A 2-trial copy of the smoke study with a tiny budget, written into ``folder``."""
-    import yaml
-
-    doc = yaml.safe_load(DEFAULT_SPEC.read_text())
-    doc["name"] = "vs_tune_quick"
-    doc["description"] = "benchmarks/vs_tune.py --quick: the smoke study, two tiny trials"
-    doc["trial"] = {**doc.get("trial", {}), **QUICK_TRIAL}
-    doc["space"] = dict(QUICK_SPACE)
-    doc.pop("claims", None)  # two trials cannot decide a claim
-    path = folder / "vs_tune_quick.yaml"
-    header = "# Run: python benchmarks/vs_tune.py --quick (written by that command)\n"
-    path.write_text(header + yaml.safe_dump(doc, sort_keys=False))
-    return path
+    """The ``--quick`` spec: the smoke study, two tiny trials, in ``folder``."""
+    return bc.quick_spec(DEFAULT_SPEC, folder, "vs_tune_quick", QUICK_TRIAL, QUICK_SPACE)
 
 
 def point_key(params: dict[str, Any]) -> str:
