@@ -45,6 +45,7 @@ SCRIPTS = {
     "packing": ["--quick"],
     "overhead": ["--quick"],
     "vs_tune": ["--quick"],
+    "efficiency": ["--quick"],
 }
 
 
@@ -204,22 +205,8 @@ def test_vs_tune(launched: dict[str, Launched]) -> None:
     assert 0 <= r["equal_results"] <= 2
 
 
-def test_efficiency(tmp_path: Path) -> None:
-    """benchmarks/efficiency.py --quick, run on its own (not with the scripts above)."""
-    out = tmp_path / "efficiency.json"
-    proc = subprocess.Popen(
-        [sys.executable, str(BENCH / "efficiency.py"), "--quick", "--out", str(out)],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        stdout, doc = finished({"efficiency": Launched(proc, out)}, "efficiency")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+def test_efficiency(launched: dict[str, Launched]) -> None:
+    stdout, doc = finished(launched, "efficiency")
     r = doc["results"]
     assert (r["trials"], r["failed_trials"], r["sessions"]) == (8, 0, 1) and r["measurable"]
     for key in ("command_wall_s", "wall_s", "startup_s", "training_s", "floor_s"):
