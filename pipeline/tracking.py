@@ -463,8 +463,9 @@ class Tracker(TrackerBase):
         self._later(key, finish)
         run_id = self._run_id(live)
         self._saw_end(end_ms)
-        if self._logged is not None:
-            self._logged[key] = run_id
+        logged = self._logged  # read once: a writer thread may reset it to None
+        if logged is not None:
+            logged[key] = run_id
         return run_id
 
     def _finish_trial(

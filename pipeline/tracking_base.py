@@ -250,9 +250,10 @@ class TrackerBase:
 
     def _finished_run(self, key: str) -> str | None:
         """The id of the key's FINISHED run, if any (deleting unfinished ones not live)."""
-        if self._logged is not None:
+        logged = self._logged  # read once: a writer thread may reset it to None
+        if logged is not None:
             # Known since logged_trials(): with one writer, no other run has this key.
-            return self._logged.get(key)
+            return logged.get(key)
         self.flush()  # this tracker's own runs first
         same_key = self._search(
             self.experiment_id, f"tags.`{KIND_TAG}` = 'trial' and tags.`{KEY_TAG}` = '{key}'"
