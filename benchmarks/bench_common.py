@@ -454,3 +454,31 @@ def quick_spec(
     header = f"# Run: python {script} (written by that command)\n"
     path.write_text(header + yaml.safe_dump(doc, sort_keys=False))
     return path
+
+
+def initstudy_run(spec_path: Path, run_dir: Path, *extra: str) -> list[str]:
+    """``initstudy run SPEC --run-dir DIR [EXTRA...]``: the installed script, else the
+    module."""
+    script = Path(sys.executable).parent / "initstudy"
+    head = [str(script)] if script.exists() else [sys.executable, "-m", "pipeline.cli"]
+    return [*head, "run", str(spec_path), "--run-dir", str(run_dir), *extra]
+
+
+def timed_run(command: list[str], log: Path) -> float:
+    """Run ``command`` with :func:`child_env`, its output into ``log``; its wall time.
+
+    Raises:
+        RuntimeError: it exited non-zero (with the log's last lines).
+    """
+    import time
+
+    with log.open("w") as out:
+        started = time.perf_counter()
+        proc = subprocess.run(
+            command, stdout=out, stderr=subprocess.STDOUT, env=child_env(), check=False
+        )
+        wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        tail = log.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"{' '.join(command)} exited {proc.returncode}; see {log}:\n{tail}")
+    return wall

@@ -26,10 +26,8 @@ The command's own wall time is given too: it adds the imports, the CLI's checks,
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -50,28 +48,10 @@ def quick_spec(folder: Path) -> Path:
     return bc.quick_spec(QUICK_BASE, folder, "efficiency_quick", QUICK_TRIAL, QUICK_SPACE)
 
 
-def initstudy_command(spec_path: Path, run_dir: Path, workers: int | None) -> list[str]:
-    """``initstudy run SPEC --run-dir DIR [--workers N]``: the installed script, else the
-    module."""
-    script = Path(sys.executable).parent / "initstudy"
-    head = [str(script)] if script.exists() else [sys.executable, "-m", "pipeline.cli"]
-    extra = ["--workers", str(workers)] if workers else []
-    return [*head, "run", str(spec_path), "--run-dir", str(run_dir), *extra]
-
-
 def run_study(spec_path: Path, run_dir: Path, workers: int | None, log: Path) -> float:
-    """Run the command; return its wall time."""
-    command = initstudy_command(spec_path, run_dir, workers)
-    with log.open("w") as out:
-        started = time.perf_counter()
-        proc = subprocess.run(
-            command, stdout=out, stderr=subprocess.STDOUT, env=bc.child_env(), check=False
-        )
-        wall = time.perf_counter() - started
-    if proc.returncode != 0:
-        tail = log.read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"{' '.join(command)} exited {proc.returncode}:\n{tail}")
-    return wall
+    """Run ``initstudy run SPEC --run-dir DIR [--workers N]``; return its wall time."""
+    extra = ["--workers", str(workers)] if workers else []
+    return bc.timed_run(bc.initstudy_run(spec_path, run_dir, *extra), log)
 
 
 def read_efficiency(study_name: str, run_dir: Path) -> tuple[Any, int]:

@@ -29,10 +29,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -67,28 +65,13 @@ def summary(converged: int | None, diverged: int | None, val_loss: float | None)
 # -- a: initstudy ------------------------------------------------------------------------
 
 
-def initstudy_command(spec_path: Path, run_dir: Path) -> list[str]:
-    """``initstudy run SPEC --run-dir DIR``: the installed script, else the module."""
-    script = Path(sys.executable).parent / "initstudy"
-    head = [str(script)] if script.exists() else [sys.executable, "-m", "pipeline.cli"]
-    return [*head, "run", str(spec_path), "--run-dir", str(run_dir)]
-
-
 def run_initstudy(spec_path: Path, run_dir: Path, log: Path) -> tuple[float, dict[str, dict]]:
     """Run the CLI; return its wall time and each grid point's result summary."""
     from pipeline import storage as st
     from pipeline import urls
     from pipeline.studyspec import load_study_spec
 
-    command = initstudy_command(spec_path, run_dir)
-    with log.open("w") as out:
-        started = time.perf_counter()
-        proc = subprocess.run(
-            command, stdout=out, stderr=subprocess.STDOUT, env=bc.child_env(), check=False
-        )
-        wall = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} exited {proc.returncode}; see {log}")
+    wall = bc.timed_run(bc.initstudy_run(spec_path, run_dir), log)
     spec = load_study_spec(spec_path)
     storage = st.make_storage(urls.default_storage_url(run_dir))
     study = st.load_existing_study(storage, spec.name)
@@ -212,14 +195,9 @@ def run_tune(spec_path: Path, folder: Path, log: Path) -> tuple[float, dict[str,
         "--tune-dir",
         str(folder),
     ]
-    with log.open("w") as out:
-        started = time.perf_counter()
-        proc = subprocess.run(
-            command, stdout=out, stderr=subprocess.STDOUT, env=bc.child_env(), check=False
-        )
-        wall = time.perf_counter() - started
-    if proc.returncode != 0 or not result_file.exists():
-        raise RuntimeError(f"the Ray Tune run exited {proc.returncode}; see {log}")
+    wall = bc.timed_run(command, log)
+    if not result_file.exists():
+        raise RuntimeError(f"the Ray Tune run wrote no results; see {log}")
     found: dict[str, dict] = json.loads(result_file.read_text())
     return wall, found
 
