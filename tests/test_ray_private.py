@@ -67,6 +67,7 @@ class Driver:
     """A driver subprocess with an embedded Ray up and one worker started."""
 
     def __init__(self, env: dict[str, str] | None = None) -> None:
+        self.started = time.time()
         self.proc = subprocess.Popen(
             [sys.executable, "-c", _DRIVER, *AUTH_VARS, LOCAL_ONLY_VAR],
             stdin=subprocess.PIPE,
@@ -268,9 +269,15 @@ def test_a_second_embedded_ray_at_once_has_a_whole_dashboard_agent_and_leaves_no
     assert 52365 not in agents[0] + agents[1], agents
     assert not driver.folder.exists()
     # Nothing in Ray's shared places: no session of this driver in the system temp's
-    # ray/ (Ray names a session after its driver's pid), no token in ~/.ray.
+    # ray/ (Ray names a session after its driver's pid; one made before this driver
+    # started is another run's whose pid was the same), no token in ~/.ray.
     shared = Path(tempfile.gettempdir()) / "ray"
-    assert not list(shared.glob(f"session_*_{driver.proc.pid}"))
+    ours = [
+        path
+        for path in shared.glob(f"session_*_{driver.proc.pid}")
+        if path.lstat().st_mtime >= driver.started - 1
+    ]
+    assert not ours
     assert not (home / ".ray" / "auth_token").exists()
     assert not [pid for pid in tree if alive(pid)]
     # The driver's environment is as before: the next embedded Ray gets a new token.
