@@ -362,18 +362,33 @@ def _diverged(
     return val_loss > factor * task.baseline_loss and stalled
 
 
+_SPREAD_COLUMNS = 1 << 14
+"""Columns per chunk in :func:`_spread` on the CPU: a (K, 16,384) float32 scratch stays in
+the core's cache."""
+
+
 def _spread(h: Tensor) -> tuple[Tensor, Tensor]:
     """Per row of (rows, n) ``h``: the variance and the share of saturated entries.
 
-    Float64 CPU tensors. The variance is two-pass (deviations from the row mean, squared
-    and summed in float64), which is accurate and much faster here than ``var`` on a
-    float64 copy.
+    Float64 CPU tensors. The variance is two-pass: the row mean, then the squared
+    deviations from it summed; the saturated entries are counted as 0/1 floats. On the
+    CPU both go through the row in chunks of ``_SPREAD_COLUMNS`` columns, each reduced in
+    float32 (PyTorch's cascade summation; a chunk's count is exact) and the chunks added
+    in float64: within 1e-6 of a float64 computation (``tests/test_train.py``) and, on a
+    pack's validation set (K x 1,024 sequences x steps x H), about 8x faster than a
+    float64 reduction of the whole row, which cost more than the validation forward pass.
     """
-    n = h.shape[1]
-    deviations = h - h.mean(dim=1, keepdim=True)
-    variance = deviations.square().sum(dim=1, dtype=torch.float64) / (n - 1)  # n=1: NaN
-    saturated = (h.abs() > SATURATION).sum(dim=1).double() / n
-    return variance.cpu(), saturated.cpu()
+    rows, n = h.shape
+    columns = _SPREAD_COLUMNS if h.device.type == "cpu" else n
+    mean = h.mean(dim=1, keepdim=True)
+    scratch = h.new_empty(rows, min(n, columns))
+    squares = torch.zeros(rows, dtype=torch.float64, device=h.device)
+    saturated = torch.zeros(rows, dtype=torch.float64, device=h.device)
+    for part in h.split(columns, dim=1):
+        chunk = scratch[:, : part.shape[1]]
+        squares += torch.linalg.vecdot(torch.sub(part, mean, out=chunk), chunk)
+        saturated += torch.abs(part, out=chunk).gt_(SATURATION).sum(dim=1)
+    return (squares / (n - 1)).cpu(), (saturated / n).cpu()  # n=1: NaN variance
 
 
 def init_diagnostics(model: PackedRNN, task: Task, x: Tensor, y: Tensor) -> list[InitDiagnostics]:

@@ -244,6 +244,25 @@ def test_diagnostics_follow_the_theory() -> None:
     assert xavier.grad_norm[-1] > xavier.grad_norm[0]
 
 
+@pytest.mark.parametrize("shift", [0.0, 3.0])
+def test_hidden_spread_matches_float64(shift: float) -> None:
+    """The per-epoch hidden variance and saturated share, reduced in float32, agree with
+    a float64 computation (a shifted, ReLU-like row too, where a one-pass variance would
+    cancel), and count exactly the entries above the saturation threshold."""
+    from models.theory import SATURATION
+    from models.train import _spread
+
+    gen = torch.Generator().manual_seed(0)
+    h = torch.tanh(2 * torch.randn(3, 200_000, generator=gen)) + shift
+    h[1, :1000] = SATURATION  # at the threshold: not saturated
+    variance, saturated = _spread(h)
+    reference = h.double()
+    assert torch.allclose(variance, reference.var(dim=1), rtol=1e-6, atol=0)
+    exact = (h.abs() > SATURATION).sum(dim=1, dtype=torch.float64) / h.shape[1]
+    assert torch.equal(saturated, exact)
+    assert variance.dtype == saturated.dtype == torch.float64
+
+
 def test_recurrent_override_applies_to_whh_alone() -> None:
     spec = dataclasses.replace(TINY, init="uniform01", init_recurrent="orthogonal")
     model = PackedRNN(1, "rnn_tanh", 2, spec.hidden, 1)
