@@ -344,7 +344,7 @@ class Driver:
                 check_space(opts.run_dir)  # an embedded store is written there
             store = self._open()
             self.outcome = StudyOutcome(self.name, store.counts())
-            with store.locked(), self.interrupts:
+            with store.locked(), self.interrupts, self.log.writing():
                 # MLflow (a new store runs its migrations) is made ready on a thread while this
                 # one prepares the trials and starts Ray; the first log waits for it.
                 tracking = _InBackground(lambda: self._prepare_tracking(store))
@@ -380,7 +380,7 @@ class Driver:
         """Log every complete trial that MLflow is missing; train nothing."""
         store = self._open()
         self.outcome = StudyOutcome(self.name, store.counts())
-        with store.locked():
+        with store.locked(), self.log.writing():
             self._open_tracker()
             self.log.backfill(store)
             self.outcome.counts = store.counts()

@@ -8,7 +8,7 @@ finished run is logged by the next run or ``initstudy sync`` (exactly once, by k
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,7 +102,9 @@ class StudyLog:
     def close(self, counts: StudyCounts, interrupted: bool) -> None:
         """End the parent run: FINISHED once every planned trial is complete, KILLED when
         the run was interrupted (the next run reopens it); the live runs of trials that did
-        not finish are marked KILLED."""
+        not finish are marked KILLED. Either way, and when the parent stays open (trials
+        remain), every write queued so far has landed, or failed and been noted, when
+        this returns."""
         if self.tracker is None:
             return
         try:
@@ -110,5 +112,23 @@ class StudyLog:
                 self.tracker.close_study("KILLED")
             elif counts.remaining == 0:
                 self.tracker.close_study()
+            else:
+                self.tracker.flush()
         except TrackingError as exc:
             self.down(exc)
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Around a driver run, inside the study's lock: the tracker's writer threads are
+        stopped on the way out, so no write of this run lands beside the next run's. After
+        :meth:`close` they stop at once; on an error (a third Ctrl-C) the writes not
+        started yet are dropped and the running ones waited for (the next run or sync
+        replaces their runs)."""
+        try:
+            yield
+        except BaseException:
+            if self.tracker is not None:
+                self.tracker.stop_writers(cancel=True)
+            raise
+        if self.tracker is not None:
+            self.tracker.stop_writers()

@@ -174,6 +174,13 @@ class TrackerBase:
                 self._logged = None  # the next try searches for (and deletes) what is left
                 raise
 
+    def stop_writers(self, cancel: bool = False) -> None:
+        """Stop the writer threads (none: nothing to do): after every write queued so far,
+        or with ``cancel`` after the running ones only, the rest skipped (their runs are
+        replaced by the next run or sync, as after a failure)."""
+        if self._writers is not None:
+            self._writers.close(cancel)
+
     def _check(self) -> None:
         """Raise the first background write's failure, if any, in the caller's thread."""
         if self._writers is not None and self._writers.failure is not None:

@@ -122,9 +122,15 @@ class Writers:
         if self.failure is not None:
             raise self.failure
 
-    def close(self) -> None:
-        """Let the queued jobs finish, then stop the threads (after :meth:`flush`: at once)."""
-        self._pool.shutdown(wait=True)
+    def close(self, cancel: bool = False) -> None:
+        """Stop the threads once the jobs queued so far have run (after :meth:`flush`: at
+        once). With ``cancel``, the jobs not started yet are skipped instead (a chain whose
+        earlier job is skipped never runs a later one); the running ones are waited for."""
+        if cancel:
+            with self.lock:
+                if self.failure is None:
+                    self.failure = Skipped("the run stopped before this write")
+        self._pool.shutdown(wait=True, cancel_futures=cancel)
 
 
 def get_experiment(client: MlflowClient, name: str) -> Experiment | None:

@@ -101,6 +101,19 @@ def test_the_first_failure_skips_the_rest_and_is_raised_in_the_caller() -> None:
     writers.close()
 
 
+def test_closing_with_cancel_skips_the_jobs_not_started_and_stops_the_threads() -> None:
+    writers = Writers(threads=1, backlog=8)
+    gate = threading.Event()
+    done: list[str] = []
+    writers.submit("a", lambda: (gate.wait(TIMEOUT), done.append("a1")))
+    writers.submit("a", lambda: done.append("a2"))
+    writers.submit("b", lambda: done.append("b1"))
+    threading.Timer(0.2, gate.set).start()
+    writers.close(cancel=True)  # waits for the running job only
+    assert done == ["a1"]
+    assert not [t for t in writers._pool._threads if t.is_alive()]
+
+
 def test_only_a_tracking_server_writes_in_the_background(tmp_path: Path) -> None:
     assert writes_in_background("http://127.0.0.1:5000")
     assert writes_in_background("HTTPS://mlflow.example.org")
@@ -240,3 +253,73 @@ def test_the_driver_counts_only_the_runs_that_finished(
     log.report_to(outcome)
     finished = [r for r in read_trials(uri, "bg") if r["status"] == "FINISHED"]
     assert outcome.logged == len(finished) == 2
+
+
+def _slow(monkeypatch: pytest.MonkeyPatch, method: str, seconds: float) -> None:
+    """MlflowClient.<method> takes ``seconds`` longer (a busy server)."""
+    real = getattr(MlflowClient, method)
+
+    def slow(self: MlflowClient, *args: object, **kwargs: object) -> object:
+        time.sleep(seconds)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, method, slow)
+
+
+def test_a_study_closed_with_trials_left_waits_for_its_queued_writes(
+    uri: str, result: TrialResult, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that ends with trials still to do (some failed; a sync of an unfinished
+    study) leaves the parent run open, and yet every queued write has landed when
+    ``close`` returns: "N logged" counts them, and none lands after the lock is gone."""
+    from types import SimpleNamespace
+
+    from pipeline.execution import Trained
+    from pipeline.storage import StudyCounts
+    from pipeline.studylog import StudyLog
+
+    _slow(monkeypatch, "set_terminated", 0.2)
+    log = StudyLog("bg", uri, None, {}, [].append)
+    log.tracker = background(uri)
+    done = Trained(result, result.to_json())
+    for i in range(6):
+        log.trial(f"k{i}", i, done)
+    counts = StudyCounts(9, 6, 6, 0, 0, 0, 0, 0, 0, 3)
+    assert counts.remaining == 3
+    log.close(counts, interrupted=False)
+    outcome = SimpleNamespace()
+    log.report_to(outcome)
+    runs = read_trials(uri, "bg")
+    assert outcome.logged == 6 and outcome.tracking_error is None
+    finished = sorted(r["key"] for r in runs if r["status"] == "FINISHED")
+    assert finished == [f"k{i}" for i in range(6)]
+    parent = MlflowClient(uri).get_run(log.tracker.parent_run_id).info
+    assert parent.status == "RUNNING"  # reopened by the next run
+
+
+def test_a_failed_run_stops_its_writers_before_the_lock_is_released(
+    uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error (a third Ctrl-C) inside the driver's ``log.writing()``: the writes not
+    started are dropped, the running ones waited for, the writer threads stopped (nothing
+    holds the process at exit), and nothing lands afterwards; the next run replaces the
+    runs left unfinished."""
+    from pipeline.studylog import StudyLog
+
+    log = StudyLog("bg", uri, None, {}, [].append)
+    log.tracker = tracker = background(uri)  # 4 writer threads
+    _slow(monkeypatch, "create_run", 0.3)
+    items = [(f"k{i}", i, dataclasses.replace(TINY, seed=i)) for i in range(12)]
+    with pytest.raises(KeyboardInterrupt), log.writing():
+        assert tracker.start_trials(items, {}, start_time=time.time()) == {}  # all queued
+        raise KeyboardInterrupt
+    assert tracker._writers is not None
+    assert not [t for t in tracker._writers._pool._threads if t.is_alive()]
+    seen = {r["key"]: r["status"] for r in read_trials(uri, "bg")}
+    assert len(seen) <= 4 and set(seen.values()) <= {"RUNNING"}  # only the running creates
+    time.sleep(1.0)
+    assert {r["key"]: r["status"] for r in read_trials(uri, "bg")} == seen  # none lands later
+    later = Tracker(uri)
+    later.open_study("bg", SPEC_TEXT, {}, {})
+    assert later.logged_trials() == {}
+    assert read_trials(uri, "bg") == []  # the unfinished runs were deleted
