@@ -498,9 +498,12 @@ class Tracker(TrackerBase):
             )
             with _FAILPOINT_LOCK:
                 self.finished += 1
-        except TrackingError:
+        except TrackingError as exc:
+            if self._writers is None:
+                self._logged = None  # so the next try searches for (and deletes) this run
+            else:  # the driver's thread resets _logged when it meets the failure
+                self._writers.fail(exc)  # the other writes stop now, not after the clean-up
             # Best effort, no retries: the run is replaced on the next try either way.
-            self._logged = None  # so the next try searches for (and deletes) this run
             with contextlib.suppress(Exception):
                 self._client.set_terminated(run_id, "FAILED")
             raise

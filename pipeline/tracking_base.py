@@ -243,7 +243,8 @@ class TrackerBase:
                     run_name=name,
                 )
             except TrackingError:
-                self._logged = None  # the run may exist all the same: search next time
+                if self._writers is None:  # else the driver's thread, meeting the failure
+                    self._logged = None  # the run may exist all the same: search next time
                 raise
             live.run_id, live.artifact_uri = run.info.run_id, run.info.artifact_uri
 

@@ -67,8 +67,7 @@ class Writers:
         """chain -> its latest job; only the caller's thread touches it."""
         self._backlog = backlog
         self.lock = threading.Lock()
-        """Held by a job around what must not interleave with another chain's (a test
-        hook's hit count)."""
+        """Guards :attr:`failure`."""
         self.failure: BaseException | None = None
 
     def submit(self, chain: str, job: Callable[[], Any]) -> Future[Any]:
@@ -87,9 +86,7 @@ class Writers:
             except Skipped:
                 raise
             except BaseException as exc:
-                with self.lock:
-                    if self.failure is None:
-                        self.failure = exc
+                self.fail(exc)
                 raise
             finally:
                 self._room.release()
@@ -118,6 +115,14 @@ class Writers:
         wait(tails)
         self.raise_failure()
 
+    def fail(self, exc: BaseException) -> None:
+        """Keep ``exc`` as :attr:`failure`, unless one is kept already: from now on every
+        job not started yet is skipped. A job may call it before its own clean-up, so the
+        others stop at once rather than once the clean-up is done."""
+        with self.lock:
+            if self.failure is None:
+                self.failure = exc
+
     def raise_failure(self) -> None:
         if self.failure is not None:
             raise self.failure
@@ -127,9 +132,7 @@ class Writers:
         once). With ``cancel``, the jobs not started yet are skipped instead (a chain whose
         earlier job is skipped never runs a later one); the running ones are waited for."""
         if cancel:
-            with self.lock:
-                if self.failure is None:
-                    self.failure = Skipped("the run stopped before this write")
+            self.fail(Skipped("the run stopped before this write"))
         self._pool.shutdown(wait=True, cancel_futures=cancel)
 
 

@@ -207,6 +207,34 @@ def test_a_failed_background_write_surfaces_and_is_replaced_next_time(
     assert [(r["key"], r["run_id"], r["status"]) for r in runs] == [("k0", again, "FINISHED")]
 
 
+def test_a_failed_write_stops_the_others_before_its_clean_up(
+    uri: str, result: TrialResult, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The failure is kept before the failed run's best-effort clean-up (marking it
+    FAILED), so against a server that hangs the driver's next call raises at once
+    instead of queuing more requests behind it."""
+    tracker = background(uri)
+    cleaning, release, cleaned = threading.Event(), threading.Event(), threading.Event()
+
+    def down(self: MlflowClient, run_id: str, status: str = "FINISHED", *a: object) -> None:
+        if status == "FAILED":  # the clean-up, against a server that does not answer
+            cleaning.set()
+            release.wait(TIMEOUT)
+            cleaned.set()
+        raise requests.ConnectionError("connection refused")
+
+    monkeypatch.setattr(MlflowClient, "set_terminated", down)
+    tracker.log_trial("k0", 0, result, {})
+    assert cleaning.wait(TIMEOUT)
+    try:
+        with pytest.raises(TrackingError, match="failed to finish the trial run"):
+            tracker.log_trial("k1", 1, result, {})
+        assert not cleaned.is_set()  # raised while the clean-up still hung
+        assert [r["key"] for r in read_trials(uri, "bg")] == ["k0"]  # k1 never created
+    finally:
+        release.set()
+
+
 def test_a_killed_study_marks_its_queued_live_runs_killed(uri: str, result: TrialResult) -> None:
     tracker = background(uri)
     items = [(f"k{i}", i, dataclasses.replace(TINY, seed=i)) for i in range(3)]
