@@ -46,21 +46,23 @@ MAC_SECONDS = 2.5e-10
 hidden x (hidden + 1) per time step, forward and backward together, on one CPU core."""
 WORKER_BYTES = 256 * 2**20
 """Estimate: resident memory of a worker process with PyTorch loaded, before any pack."""
-MEMORY_TERMS = {"train_gates": 3, "train_hidden": 2, "val_hidden": 5, "outputs": 2}
+MEMORY_TERMS = {"train_gates": 3, "train_hidden": 2, "val_hidden": 2, "outputs": 4}
 """How many float32 tensors of each size :func:`pack_memory_bytes` counts, calibrated on
 peak RSS (``resource.getrusage`` in a fresh process, ``models.train_pack``, one epoch)
-minus the process's RSS before the pack, on a 2-core x86-64 VM; estimate/measured was
-1.18 (rnn_tanh adding, 2 members, batch 64, length 100, hidden 128, val 4096: 2.17 GB),
-1.29 (rnn_tanh adding, 2 members, batch 256, length 200, hidden 256, val 1024: 2.37 GB),
-1.40 (lstm copy, 8 members, batch 64, length 100, hidden 128, val 1024: 3.65 GB), 1.37
-(gru charlm, 4 members, hidden 128, length 100, val 2048: 3.33 GB) and 1.35 (lstm adding,
-2 members, hidden 64, length 100, val 50,000: 17.2 GB): never under, at most 1.4x over.
-Training keeps, per member, sequence and batch row, the input, ``train_gates`` gate-width
-tensors (pre-activations, gate outputs, their gradients) and ``train_hidden`` hidden-width
-ones for backprop through time; the validation pass (no gradients, but the whole
-validation set at once) the input, the gate pre-activations and ``val_hidden``
-hidden-width tensors (the states and the spread statistics); logits count ``outputs``
-times. ``tests/test_packing_plan.py`` measures the first case again."""
+minus the process's RSS before the pack, on a 2-core x86-64 VM (commit 2e91f15);
+estimate/measured was 1.40 (rnn_tanh adding, 2 members, batch 64, length 100, hidden 128,
+val 4096: 0.93 GB), 1.70 (rnn_tanh adding, 2 members, batch 256, length 200, hidden 256,
+val 1024: 1.05 GB), 1.63 (lstm copy, 8 members, batch 64, length 100, hidden 128, val
+1024: 1.02 GB), 1.21 (gru charlm, 4 members, hidden 128, length 100, val 2048: 2.17 GB)
+and 1.61 (lstm adding, 2 members, hidden 64, length 100, val 50,000: 3.25 GB): never
+under, at most 1.7x over. Training keeps, per member, sequence and batch row, the input,
+``train_gates`` gate-width tensors (pre-activations, gate outputs, their gradients) and
+``train_hidden`` hidden-width ones for backprop through time; the validation pass (no
+gradients, but the whole validation set at once) the input, for the Elman cells the
+input projection of every step (the fused LSTM and GRU recurrences compute it step by
+step), and ``val_hidden`` hidden-width tensors (the states; the spread statistics go
+through them in small chunks); logits count ``outputs`` times. ``tests/test_packing_plan.py``
+measures the first case again."""
 
 
 @dataclass
@@ -158,7 +160,8 @@ def pack_memory_bytes(
     read = 1 if spec.task == "adding" else t  # the steps whose outputs are computed
     per_row = t * (n_in + terms["train_gates"] * gates * h + terms["train_hidden"] * h)
     train = spec.batch_size * (per_row + terms["outputs"] * read * n_out)
-    per_val = t * (n_in + gates * h + terms["val_hidden"] * h) + terms["outputs"] * read * n_out
+    projection = gates * h if spec.cell in ("rnn_tanh", "rnn_relu") else 0  # held whole
+    per_val = t * (n_in + projection + terms["val_hidden"] * h) + terms["outputs"] * read * n_out
     # parameters, gradients and two optimizer moments
     params = 4 * (gates * h * (n_in + h + 2) + h * n_out + n_out)
     return WORKER_BYTES + 4.0 * k * (train + spec.val_size * per_val + params)

@@ -156,15 +156,15 @@ def test_val_size_of_a_hundred_million_is_refused_by_the_gate_alone() -> None:
 
 def test_memory_per_task_and_pack_size() -> None:
     spec = cast(StudySpec, _Loose(seq_len=100, hidden=128, val_size=4096))
-    # 2 members need about 2.7 GiB: 4 GiB a task holds a pack of 2, not the automatic 16
-    # (on a GPU; on a CPU the work budget already makes it 2)
-    frontend.check_memory(spec, "s.yaml", pack_size=2, memory_per_task=4.0)
+    # 4 members need about 2.6 GiB, 5 about 3.2: 4 GiB a task holds a pack of 4, not the
+    # automatic 16 (on a GPU; on a CPU the work budget already makes it 2)
+    frontend.check_memory(spec, "s.yaml", pack_size=4, memory_per_task=4.0)
     with pytest.raises(SpecError) as info:
         frontend.check_memory(spec, "s.yaml", memory_per_task=4.0, gpu=True)
     message = str(info.value)
     assert "a pack of 16 adding rnn_tanh trials" in message
     assert (
-        "(80% of --memory-per-task's 4.0 GiB); give --pack-size 2 or more --memory-per-task"
+        "(80% of --memory-per-task's 4.0 GiB); give --pack-size 4 or more --memory-per-task"
         in message
     )
     with pytest.raises(SpecError, match="lower val_size or batch_size"):

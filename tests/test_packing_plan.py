@@ -236,7 +236,7 @@ def test_after_its_random_start_tpe_asks_one_trial_per_free_slot() -> None:
 # -- memory ------------------------------------------------------------------------------
 
 _MEASURE = """
-import json, resource, sys
+import json, os, resource, sys, threading
 import torch
 torch.set_num_threads(1)
 from models import TrialSpec, train_pack
@@ -244,34 +244,48 @@ d = json.loads(sys.argv[1])
 k = d.pop("k")
 small = TrialSpec(hidden=8, seq_len=5, batch_size=2, val_size=2, max_epochs=1, batches_per_epoch=1)
 train_pack([small, small])  # load the kernels first
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+page, seen, done = os.sysconf("SC_PAGE_SIZE"), [0], threading.Event()
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * page
+def sample():  # the resident size itself, beside the kernel's high-water mark
+    while not done.wait(0.002):
+        seen[0] = max(seen[0], rss())
+base = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, rss())
+sampler = threading.Thread(target=sample)
+sampler.start()
 train_pack([TrialSpec(**d, seed=s, max_epochs=1, batches_per_epoch=2) for s in range(k)])
-print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base))
+done.set()
+sampler.join()
+print(max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, seen[0]) - base)
 """
 
 
 def test_pack_memory_grows_with_every_size() -> None:
     from models import TrialSpec
 
-    base = TrialSpec(seq_len=50, hidden=64, batch_size=32, val_size=1024)
+    # batch 128: an LSTM's training (four gate blocks) then outweighs what its validation
+    # saves (its input projection is computed step by step, not held whole)
+    base = TrialSpec(seq_len=50, hidden=64, batch_size=128, val_size=1024)
     one = plan.pack_memory_bytes(base, 1)
     assert one == plan.pack_memory_bytes(base, 2)  # a lone trial trains beside a copy
     assert plan.pack_memory_bytes(base, 4) - plan.WORKER_BYTES == pytest.approx(
         2 * (one - plan.WORKER_BYTES)
     )
-    for change in ({"seq_len": 100}, {"hidden": 128}, {"batch_size": 64}, {"val_size": 2048},
+    for change in ({"seq_len": 100}, {"hidden": 128}, {"batch_size": 256}, {"val_size": 2048},
                    {"cell": "lstm"}, {"task": "copy"}):  # fmt: skip
         assert plan.pack_memory_bytes(dataclasses.replace(base, **change), 2) > one, change
     # the validation set is held whole: 10^8 sequences is terabytes, refused upstream
     huge = dataclasses.replace(base, val_size=100_000_000)
-    assert plan.pack_memory_bytes(huge, 1) > 10 * 2**40
+    assert plan.pack_memory_bytes(huge, 1) > 5 * 2**40
 
 
 def test_pack_memory_estimate_is_calibrated_against_peak_rss() -> None:
-    """The estimate is at least the measured peak RSS of a real pack (a fresh process,
-    ``resource.getrusage``; about 5 s). Alone it measures 2.15-2.17 GB against 2.56 GB
-    estimated (1.18x); on a busy machine the peak RSS was seen as low as 0.75 GB, so the
-    upper bound is loose."""
+    """The estimate is at least the measured peak RSS of a real pack (a fresh process:
+    the kernel's high-water mark, ``resource.getrusage``, and the resident size sampled
+    every 2 ms, whichever is higher; about 5 s). Alone it measures 0.92-0.93 GB against
+    1.30 GB estimated (1.40x); once a CI run read only 34 MB from ``getrusage`` alone, so
+    the resident size is sampled too and the upper bound is loose."""
     import json
     import subprocess
     import sys
