@@ -48,14 +48,14 @@ WORKER_BYTES = 256 * 2**20
 """Estimate: resident memory of a worker process with PyTorch loaded, before any pack."""
 MEMORY_TERMS = {"train_gates": 3, "train_hidden": 2, "val_hidden": 2, "outputs": 4}
 """How many float32 tensors of each size :func:`pack_memory_bytes` counts, calibrated on
-peak RSS (``resource.getrusage`` in a fresh process, ``models.train_pack``, one epoch)
-minus the process's RSS before the pack, on a 2-core x86-64 VM (commit 2e91f15);
-estimate/measured was 1.40 (rnn_tanh adding, 2 members, batch 64, length 100, hidden 128,
-val 4096: 0.93 GB), 1.70 (rnn_tanh adding, 2 members, batch 256, length 200, hidden 256,
-val 1024: 1.05 GB), 1.63 (lstm copy, 8 members, batch 64, length 100, hidden 128, val
-1024: 1.02 GB), 1.21 (gru charlm, 4 members, hidden 128, length 100, val 2048: 2.17 GB)
+the peak resident size of a fresh process training one epoch of ``models.train_pack``
+(its VmHWM) minus the same before the pack, on a 2-core x86-64 VM (commit ab1f17e);
+estimate/measured was 1.42 (rnn_tanh adding, 2 members, batch 64, length 100, hidden 128,
+val 4096: 0.92 GB), 1.72 (rnn_tanh adding, 2 members, batch 256, length 200, hidden 256,
+val 1024: 1.04 GB), 1.65 (lstm copy, 8 members, batch 64, length 100, hidden 128, val
+1024: 1.01 GB), 1.21 (gru charlm, 4 members, hidden 128, length 100, val 2048: 2.18 GB)
 and 1.61 (lstm adding, 2 members, hidden 64, length 100, val 50,000: 3.25 GB): never
-under, at most 1.7x over. Training keeps, per member, sequence and batch row, the input,
+under, at most 1.72x over. Training keeps, per member, sequence and batch row, the input,
 ``train_gates`` gate-width tensors (pre-activations, gate outputs, their gradients) and
 ``train_hidden`` hidden-width ones for backprop through time; the validation pass (no
 gradients, but the whole validation set at once) the input, for the Elman cells the
