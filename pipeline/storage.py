@@ -150,20 +150,31 @@ def check_store_file(path: Path, what: str) -> None:
 
 
 def _unreadable(path: Path) -> str | None:
-    """Why SQLite cannot read the schema of ``path`` (opened read-only), or None."""
+    """Why SQLite cannot read the schema of ``path`` (opened read-only), or None.
+
+    A header that says WAL makes even a read-only connection create the -wal and -shm
+    files; those this check created beside a file it refuses are removed again, so a
+    refused store is left as it was.
+    """
+    sidecars = [path.with_name(path.name + end) for end in ("-wal", "-shm")]
+    created = [p for p in sidecars if not p.exists()]
+    problem = None
     try:
         con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=60)
     except sqlite3.Error as exc:
-        return f"cannot be opened ({exc})"
-    try:
-        con.execute("SELECT count(*) FROM sqlite_master").fetchone()
-    except sqlite3.DatabaseError as exc:
-        if "locked" in str(exc) or "busy" in str(exc):
-            return None  # a writer holds it: readable, just busy
-        return f"is corrupt ({exc})"
-    finally:
-        con.close()
-    return None
+        problem = f"cannot be opened ({exc})"
+    else:
+        try:
+            con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.DatabaseError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):  # else a writer holds it
+                problem = f"is corrupt ({exc})"
+        finally:
+            con.close()
+    if problem is not None:
+        for p in created:
+            p.unlink(missing_ok=True)
+    return problem
 
 
 CREATE_TRIES = 8

@@ -132,18 +132,20 @@ def test_a_released_or_stale_lock_is_taken_and_a_live_one_refused(tmp_path: Path
 
 
 def corrupt(kind: str, path: Path) -> bytes:
-    """Make ``path`` an empty file, random bytes, or a SQLite header over garbage."""
+    """Make ``path`` an empty file, random bytes, or a SQLite header over garbage (one
+    whose format bytes say WAL: SQLite then opens -wal and -shm files beside it)."""
     data = {
         "empty": b"",
         "random": os.urandom(8192),
-        "garbage": st.SQLITE_HEADER + b"\x10\x00" + os.urandom(8190),
+        "garbage": st.SQLITE_HEADER + b"\x10\x00\x01\x01" + os.urandom(8188),
+        "wal-garbage": st.SQLITE_HEADER + b"\x10\x00\x02\x02" + os.urandom(8188),
     }[kind]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return data
 
 
-@pytest.mark.parametrize("kind", ["empty", "random", "garbage"])
+@pytest.mark.parametrize("kind", ["empty", "random", "garbage", "wal-garbage"])
 def test_a_corrupt_optuna_db_is_refused_and_left_as_it_is(tmp_path: Path, kind: str) -> None:
     db = tmp_path / "optuna.db"
     data = corrupt(kind, db)
@@ -159,7 +161,7 @@ def test_a_corrupt_optuna_db_is_refused_and_left_as_it_is(tmp_path: Path, kind: 
     assert refused.value.exit_code == st.EXIT_STORE_CORRUPT == 4
 
 
-@pytest.mark.parametrize("kind", ["empty", "random", "garbage"])
+@pytest.mark.parametrize("kind", ["empty", "random", "garbage", "wal-garbage"])
 def test_a_corrupt_mlflow_db_is_refused(tmp_path: Path, kind: str) -> None:
     db = tmp_path / "mlflow.db"
     data = corrupt(kind, db)
