@@ -268,6 +268,9 @@ def _theory(row: Any, **override: Any) -> Any:
         "scale": float(row["scale"]),
         "recurrent_scale": float(row.get("recurrent_scale", row["scale"])),
     }
+    corpus = row.get("corpus")
+    if corpus is not None and not pd.isna(corpus):
+        values["corpus"] = str(corpus)  # charlm: Wxh's fan-in is the corpus's vocabulary
     values.update(override)
     return predict(**values)
 
