@@ -25,8 +25,17 @@ values) that must learn the task and arms that must stay at its memoryless basel
         stay: [{cell: rnn_tanh, init: xavier}]
         where: {seq_len: 100}
 
+It may also state the paper's protocol (``published``: every key optional) and arms that
+must learn under the study's protocol for its verdict to mean anything (``control``:
+positive controls, looked up in the whole study, not only where ``where`` keeps)::
+
+        published: {optimizer: sgd, hidden: 100, seq_len: [150, 200, 300, 400],
+                    steps: 100000, batch_size: 16, note: "at least 10^5 steps"}
+        control: [{cell: lstm, seq_len: 10}]
+
 It is judged by the reproduction rule (``pipeline.analysis.reproduction_rule``):
-"reproduced" or "not reproduced", with the numbers per arm.
+"reproduced", "not reproduced" or "inconclusive" (at this budget, or nothing learns under
+this protocol), with the numbers per arm and the paper's protocol beside the study's.
 
 This module is plain Python: it is read by the spec loader and by the verdicts, and knows
 nothing of Optuna, MLflow, Ray or tensors.
@@ -43,6 +52,7 @@ __all__ = [
     "BUILTIN_IDS",
     "WHERE_KEYS",
     "Comparison",
+    "PublishedProtocol",
     "Reproduction",
     "parse_claims",
 ]
@@ -70,7 +80,8 @@ _KEYS = ("id", "faster", "than", "by", "where", "metric", "matrices")
 MATRICES: dict[str, str] = {"all": "init", "recurrent": "init_recurrent"}
 """What a comparison's schemes draw -> the column naming them: every matrix (``init``), or
 the recurrent matrix alone (``init_recurrent``, the other matrices fixed by ``init``)."""
-_REPRODUCTION_KEYS = ("id", "source", "learn", "stay", "where")
+_REPRODUCTION_KEYS = ("id", "source", "learn", "stay", "where", "published", "control")
+_PUBLISHED_KEYS = ("optimizer", "hidden", "seq_len", "steps", "epochs", "batch_size", "note")
 ARM_KEYS: tuple[str, ...] = ("init", *WHERE_KEYS)
 """Columns an arm of a reproduction may name."""
 _ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,32}")
@@ -103,15 +114,56 @@ class Comparison:
 
 
 @dataclass(frozen=True)
+class PublishedProtocol:
+    """How the paper trained (every field optional): what the study's protocol is set
+    beside, and the budget a failing arm's verdict is measured against."""
+
+    optimizer: str | None = None
+    hidden: tuple[int, ...] = ()
+    seq_len: tuple[int, ...] = ()
+    """The sequence lengths T the paper reports."""
+    steps: int | None = None
+    """Parameter updates (batches) the paper trained for."""
+    epochs: int | None = None
+    """Epochs the paper trained for (compared with the study's ``max_epochs`` only when
+    ``steps`` is not given)."""
+    batch_size: int | None = None
+    note: str = ""
+
+    @property
+    def text(self) -> str:
+        """In words: ``sgd, hidden 100, T 150/400, 100,000 steps, batch 16``."""
+        parts = []
+        if self.optimizer:
+            parts.append(self.optimizer)
+        if self.hidden:
+            parts.append("hidden " + "/".join(str(h) for h in self.hidden))
+        if self.seq_len:
+            parts.append("T " + "/".join(str(t) for t in self.seq_len))
+        if self.steps is not None:
+            parts.append(f"{self.steps:,} steps")
+        if self.epochs is not None:
+            parts.append(f"{self.epochs:,} epochs")
+        if self.batch_size is not None:
+            parts.append(f"batch {self.batch_size}")
+        text = ", ".join(parts) or "not stated"
+        return f"{text} ({self.note})" if self.note else text
+
+
+@dataclass(frozen=True)
 class Reproduction:
     """A published ordering to reproduce: the ``learn`` arms learn the task, the ``stay``
-    arms stay at its memoryless baseline, in the cells ``where`` keeps."""
+    arms stay at its memoryless baseline, in the cells ``where`` keeps; ``control`` arms
+    (positive controls) must learn under the study's protocol; ``published`` is the
+    paper's protocol (None: not stated)."""
 
     id: str
     source: str
     learn: tuple[dict[str, Any], ...]
     stay: tuple[dict[str, Any], ...]
     where: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    published: PublishedProtocol | None = None
+    control: tuple[dict[str, Any], ...] = ()
 
     @property
     def text(self) -> str:
@@ -189,7 +241,8 @@ def parse_claims(raw: Any, schemes: tuple[str, ...] | None = None) -> list[Claim
             raise ClaimError(
                 (i,),
                 "must be a built-in claim id, a comparison {faster, than, by, where, metric} "
-                f"or a reproduction {{source, learn, stay, where}} (got {entry!r})",
+                "or a reproduction {source, learn, stay, where, published, control} "
+                f"(got {entry!r})",
             )
         if name in seen:
             raise ClaimError((i,), f"claim {name!r} is listed twice")
@@ -292,7 +345,7 @@ def _reproduction(
             (i, "source"), f"must be a non-empty text of <= 80 characters (got {source!r})"
         )
     sides: dict[str, tuple[dict[str, Any], ...]] = {}
-    for side in ("learn", "stay"):
+    for side in ("learn", "stay", "control"):
         arms = entry.get(side, [])
         if not isinstance(arms, list):
             raise ClaimError(
@@ -303,9 +356,71 @@ def _reproduction(
     every = [*sides["learn"], *sides["stay"]]
     if not every:
         raise ClaimError((i,), "a reproduction needs at least one arm in 'learn' or 'stay'")
+    every += sides["control"]
     if len({tuple(sorted(a.items())) for a in every}) < len(every):
-        raise ClaimError((i,), "an arm is listed twice (in learn, stay or both)")
-    return Reproduction(ident, source.strip(), sides["learn"], sides["stay"], _where(i, entry))
+        raise ClaimError((i,), "an arm is listed twice (in learn, stay, control or more)")
+    published = _published(i, entry["published"]) if "published" in entry else None
+    return Reproduction(
+        ident,
+        source.strip(),
+        sides["learn"],
+        sides["stay"],
+        _where(i, entry),
+        published,
+        sides["control"],
+    )
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _published(i: int, raw: Any) -> PublishedProtocol:
+    """A reproduction's ``published:`` mapping: the paper's protocol."""
+    where = (i, "published")
+    if not isinstance(raw, dict) or not raw:
+        raise ClaimError(
+            where,
+            "must be a mapping of the paper's protocol, e.g. {optimizer: sgd, hidden: 100, "
+            f"seq_len: [150, 400], steps: 100000}} (got {raw!r})",
+        )
+    for key in raw:
+        if key not in _PUBLISHED_KEYS:
+            raise ClaimError(
+                (*where, str(key)), f"unknown key; allowed: {', '.join(_PUBLISHED_KEYS)}"
+            )
+    sizes: dict[str, tuple[int, ...]] = {}
+    for key in ("hidden", "seq_len"):
+        value = raw.get(key, [])
+        values = value if isinstance(value, list) else [value]
+        if key in raw and (not values or not all(_positive_int(v) for v in values)):
+            raise ClaimError(
+                (*where, key), f"must be a positive integer or a list of them (got {value!r})"
+            )
+        sizes[key] = tuple(values)
+    counts: dict[str, int | None] = {}
+    for key in ("steps", "epochs", "batch_size"):
+        value = raw.get(key)
+        if value is not None and not _positive_int(value):
+            raise ClaimError((*where, key), f"must be a positive integer (got {value!r})")
+        counts[key] = value
+    texts: dict[str, str] = {}
+    for key, limit in (("optimizer", 32), ("note", 120)):
+        value = raw.get(key, "")
+        if not isinstance(value, str) or (key in raw and not value.strip()) or len(value) > limit:
+            raise ClaimError(
+                (*where, key), f"must be a non-empty text of <= {limit} characters (got {value!r})"
+            )
+        texts[key] = value.strip()
+    return PublishedProtocol(
+        optimizer=texts["optimizer"] or None,
+        hidden=sizes["hidden"],
+        seq_len=sizes["seq_len"],
+        steps=counts["steps"],
+        epochs=counts["epochs"],
+        batch_size=counts["batch_size"],
+        note=texts["note"],
+    )
 
 
 def _arm(i: int, side: str, j: int, arm: Any, schemes: tuple[str, ...] | None) -> dict[str, Any]:

@@ -60,10 +60,13 @@ def test_a_stay_arm_that_learns_is_not_reproduced() -> None:
 
 
 def test_a_learn_arm_that_only_leaves_the_baseline_is_between_and_not_reproduced() -> None:
-    # censored: the loss falls to 0.1 (0.6x the baseline) but never reaches the target
-    v = verdict(trials(IRNN, 5) + at_baseline(TANH, 5))
+    # censored: the loss falls to 0.1 (0.6x the baseline), flat, never reaching the target;
+    # the LSTM learns, so the protocol can teach something (a positive control)
+    lstm = {"cell": "lstm", "init": "xavier"}
+    v = verdict(trials(IRNN, 5) + at_baseline(TANH, 5) + learning(lstm, 5), learn=[IRNN, lstm])
     assert v.verdict == NOT_REPRODUCED
-    assert {a["state"] for a in v.numbers["arms"] if a["expected"] == "learn"} == {"between"}
+    learn = {a["arm"]: a["state"] for a in v.numbers["arms"] if a["expected"] == "learn"}
+    assert learn == {"rnn_relu/identity": "between", "lstm/xavier": "learns"}
 
 
 def test_too_few_trials_in_an_arm_is_inconclusive_and_says_what_would_decide() -> None:
@@ -88,10 +91,13 @@ def test_where_keeps_only_the_named_cells() -> None:
     assert [c["state"] for c in cells] == ["fails", "holds"]
 
 
-def test_a_stay_only_claim_needs_no_learn_arm() -> None:
-    v = verdict(at_baseline(TANH, 5), learn=[])
+def test_a_stay_only_claim_needs_no_learn_arm_but_a_positive_control() -> None:
+    lstm = {"cell": "lstm", "init": "xavier"}
+    v = verdict(at_baseline(TANH, 5) + learning(lstm, 5), learn=[], control=[lstm])
     assert v.verdict == REPRODUCED
     assert "stays at the baseline" in v.claim
+    # without a control nothing shows the protocol can teach anything: never reproduced
+    assert verdict(at_baseline(TANH, 5), learn=[]).verdict == INCONCLUSIVE
 
 
 @pytest.mark.parametrize(

@@ -1315,14 +1315,6 @@ def ortho_runs(carried: list[float], cell: str = "gru", **kw: Any) -> list[Trial
     ]
 
 
-def relu_runs(he: list[str], xavier: list[str], rival: str = "xavier") -> list[TrialResult]:
-    return arm("he_normal", he, cell="rnn_relu") + arm(rival, xavier, cell="rnn_relu")
-
-
-def tanh_runs(xavier: list[str], other: list[str], scheme: str = "glorot_uniform"):
-    return arm("xavier", xavier, cell="rnn_tanh") + arm(scheme, other, cell="rnn_tanh")
-
-
 def c6(runs: list[TrialResult]) -> Verdict:
     return vd.judge_c6(study(runs), OPTS)
 
@@ -1391,113 +1383,7 @@ def test_c6a_needs_min_n_plain_orthogonal_trials() -> None:
     assert c6(ortho_runs([1.0] * FIVE)).verdict != NOT_MEASURED
 
 
-def outcomes(converged: int, n: int, other: str = "censored") -> list[str]:
-    return ["converged"] * converged + [other] * (n - converged)
-
-
-@pytest.mark.parametrize(
-    ("he", "xavier", "state"),
-    [
-        (outcomes(5, 5), outcomes(5, 5), "holds"),
-        (outcomes(0, 5), outcomes(0, 5), "fails"),  # 0% never supports
-        (outcomes(3, 6), outcomes(3, 6), "holds"),  # exactly half: holds
-        (outcomes(2, 5), outcomes(2, 5), "inconclusive"),  # below half, not worse
-        (outcomes(4, 8), outcomes(8, 8), "fails"),  # half, but Fisher p = 0.038
-        (outcomes(3, 6), outcomes(6, 6), "holds"),  # Fisher p = 0.091: not significant
-        (outcomes(5, 5, "stalled"), outcomes(5, 5), "holds"),
-        (outcomes(0, 5, "frozen"), outcomes(5, 5), "fails"),
-    ],
-)
-def test_c6b_he_normal_against_xavier_on_rnn_relu(
-    he: list[str], xavier: list[str], state: str
-) -> None:
-    v = c6(relu_runs(he, xavier))
-    assert states(v) == {"(b)": state}, v.evidence
-    assert "Fisher p=" in v.evidence
-
-
-def test_c6b_compares_with_identity_when_there_is_no_xavier() -> None:
-    v = c6(relu_runs(outcomes(4, 8), outcomes(8, 8), rival="identity"))
-    assert states(v) == {"(b)": "fails"}
-
-
-def test_c6b_needs_min_n_trials_of_each() -> None:
-    assert c6(relu_runs(outcomes(4, 4), outcomes(5, 5))).verdict == NOT_MEASURED
-    assert c6(relu_runs(outcomes(5, 5), outcomes(4, 4))).verdict == NOT_MEASURED
-
-
-@pytest.mark.parametrize(
-    ("xavier", "other", "state"),
-    [
-        (outcomes(5, 5), outcomes(5, 5), "holds"),
-        (outcomes(4, 5, "diverged"), outcomes(4, 5), "fails"),  # Xavier diverging fails
-        (outcomes(5, 6, "diverged"), outcomes(0, 6), "fails"),  # even once
-        (outcomes(0, 5), outcomes(0, 5), "fails"),
-        (outcomes(4, 8), outcomes(8, 8), "fails"),  # significantly less often than the best
-        (outcomes(3, 6), outcomes(6, 6), "holds"),
-        (outcomes(2, 5), outcomes(2, 5), "inconclusive"),
-    ],
-)
-def test_c6c_xavier_is_the_safe_default_for_tanh(
-    xavier: list[str], other: list[str], state: str
-) -> None:
-    v = c6(tanh_runs(xavier, other))
-    assert states(v) == {"(c)": state}, v.evidence
-
-
-def test_c6c_compares_xavier_with_the_best_other_scheme() -> None:
-    runs = tanh_runs(outcomes(4, 8), outcomes(0, 8), scheme="glorot_uniform")
-    runs += arm("he_normal", outcomes(8, 8), cell="rnn_tanh")
-    v = c6(runs)
-    assert states(v) == {"(c)": "fails"}  # worse than he_normal, not than glorot_uniform
-    assert "he_normal 8/8" in v.evidence
-
-
-def all_three(a: float, he: list[str], xavier_tanh: list[str]) -> list[TrialResult]:
-    return (
-        ortho_runs([a] * FIVE)
-        + relu_runs(he, outcomes(5, 5))
-        + tanh_runs(xavier_tanh, outcomes(5, 5), scheme="glorot_uniform")
-    )
-
-
-@pytest.mark.parametrize(
-    ("runs", "expected", "checks"),
-    [
-        (lambda: all_three(1.0, OK, OK), SUPPORTED, ("holds", "holds", "holds")),
-        (
-            lambda: all_three(1.0, OK, outcomes(4, 5, "diverged")),
-            PARTLY,
-            ("holds", "holds", "fails"),
-        ),
-        (lambda: all_three(1.0, outcomes(2, 5), OK), PARTLY, ("holds", "inconclusive", "holds")),
-        (lambda: all_three(1.5, outcomes(0, 5), outcomes(0, 5)), REFUTED, ("fails",) * 3),
-        (
-            lambda: all_three(1.5, outcomes(2, 5), outcomes(0, 5)),
-            REFUTED,  # every decided check fails
-            ("fails", "inconclusive", "fails"),
-        ),
-        (lambda: relu_runs(outcomes(2, 5), outcomes(2, 5)), INCONCLUSIVE, ("inconclusive",)),
-        (lambda: ortho_runs([1.0] * FIVE), PARTLY, ("holds",)),  # (b), (c) not measured
-    ],
-    ids=[
-        "all-hold",
-        "c-fails",
-        "b-inconclusive",
-        "all-fail",
-        "decided-fail",
-        "undecided",
-        "a-only",
-    ],
-)
-def test_c6_combination(runs: Any, expected: str, checks: tuple[str, ...]) -> None:
-    v = c6(runs())
-    assert tuple(c["state"] for c in v.numbers["checks"]) == checks
-    assert v.verdict == expected, v.evidence
-    if len(checks) < 3:
-        assert "not measured" in v.evidence
-    else:
-        assert "not measured" not in v.evidence
+# C6 (b) and (c), paired comparisons within each cell: tests/test_rules_c6.py
 
 
 def test_c6_not_measured_without_any_sub_check() -> None:

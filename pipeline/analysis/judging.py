@@ -84,6 +84,13 @@ R_LEARN_RATE = 0.5
 R_STAY_FRACTION = 0.9
 """Reproductions: an arm "stays at the baseline" when none of its trials converged and its
 median best validation loss is at least this fraction of the task's memoryless baseline."""
+R_FLAT_TOLERANCE = 0.02
+"""Reproductions: a trial's learning has flattened when its best validation loss over the
+whole run is not below (1 - this) x its best over the first half of the run (no gain of
+more than this share over the last half of the budget)."""
+C1_THEORY_TOLERANCE = 0.25
+"""C1: a cell's measured last-step variance is "at its predicted fixed point" when within
+this relative distance of the mean-field prediction (models.theory) for that cell."""
 GAIN_TOLERANCE = 1e-9
 
 THRESHOLDS: dict[str, Any] = {
@@ -261,6 +268,9 @@ def _theory(row: Any, **override: Any) -> Any:
         "scale": float(row["scale"]),
         "recurrent_scale": float(row.get("recurrent_scale", row["scale"])),
     }
+    corpus = row.get("corpus")
+    if corpus is not None and not pd.isna(corpus):
+        values["corpus"] = str(corpus)  # charlm: Wxh's fan-in is the corpus's vocabulary
     values.update(override)
     return predict(**values)
 

@@ -22,6 +22,7 @@ from pipeline.analysis.judging import (
     C1_MAX_SATURATION,
     C1_MIN_LEVEL,
     C1_RATIO_RANGE,
+    C1_THEORY_TOLERANCE,
     C2_LOST_SATURATION,
     C2_TREND_TOLERANCE,
     C2_VANISHED_VARIANCE,
@@ -52,13 +53,19 @@ if TYPE_CHECKING:
 
 C1_RULE = (
     f"Xavier on {'/'.join(TANH_CELLS)} at gain 1, per-step hidden variance at init on the "
-    "probe batch. (a) Constant: the median over trials of (variance at the last step / mean "
-    f"over the first {C1_EARLY_STEPS} steps) lies in [{C1_RATIO_RANGE[0]:g}, "
-    f"{C1_RATIO_RANGE[1]:g}], the last-step variance has not vanished (> {C1_MIN_LEVEL:g}) and "
-    f"at most {C1_MAX_SATURATION:g} of the units are saturated (not pinned at +-1). (b) ~1: "
-    f"the median last-step variance lies in [{C1_LEVEL_RANGE[0]:g}, {C1_LEVEL_RANGE[1]:g}]; "
-    "the mean-field fixed point q* (models.theory) is shown beside it. Supported if (a) and "
-    "(b) hold; partly supported if only (a) holds; refuted if (a) fails."
+    "probe batch, judged per cell (task, cell, hidden size, sequence length), never pooled "
+    "across sizes or lengths. (a) Constant: the median over the cell's trials of (variance "
+    f"at the last step / mean over the first {C1_EARLY_STEPS} steps) lies in "
+    f"[{C1_RATIO_RANGE[0]:g}, {C1_RATIO_RANGE[1]:g}], the last-step variance has not "
+    f"vanished (> {C1_MIN_LEVEL:g}) and at most {C1_MAX_SATURATION:g} of the units are "
+    "saturated (not pinned at +-1). (b) ~1: the median last-step variance lies in "
+    f"[{C1_LEVEL_RANGE[0]:g}, {C1_LEVEL_RANGE[1]:g}]. Beside it, the cell's own mean-field "
+    "prediction (models.theory: the last-step variance and the stationary q* for that "
+    "hidden size, length and input drive); the cell is 'at its predicted fixed point' when "
+    f"the measured level is within {C1_THEORY_TOLERANCE:g} (relative) of that prediction. "
+    "Per cell: supported if (a) and (b) hold; partly supported if only (a) holds; refuted "
+    "if (a) fails. The verdict is the cells' verdict where they agree, partly supported "
+    "where they differ."
 )
 
 
@@ -74,6 +81,8 @@ def c1_parts(steps: pd.DataFrame) -> pd.DataFrame:
         rows.append(
             {
                 "trial_number": number,
+                "task": first["task"],
+                "cell": first["cell"],
                 "init": first["init"],
                 "scale": float(first["scale"]),
                 "hidden": int(first["hidden"]),
@@ -100,8 +109,48 @@ def c1_constant(parts: pd.DataFrame) -> tuple[bool, dict[str, float]]:
     return ok, {"ratio": ratio, "level": level, "saturation": sat}
 
 
+C1_CELL = ("task", "cell", "hidden", "seq_len")
+"""The columns of a C1 cell: each is judged against its own predicted fixed point."""
+
+
+def _c1_cell(parts: pd.DataFrame, row: Any) -> dict[str, Any]:
+    """One cell's C1 numbers: (a), (b), its prediction and its sub-verdict."""
+    constant, m = c1_constant(parts)
+    level_ok = C1_LEVEL_RANGE[0] <= m["level"] <= C1_LEVEL_RANGE[1]
+    pred = _theory(row) if row is not None else None
+    predicted = float(pred.hidden_var[-1]) if pred is not None else math.nan
+    q_star = float(pred.q_star) if pred is not None else math.nan
+    at_fixed_point = bool(predicted > 0 and abs(m["level"] / predicted - 1) <= C1_THEORY_TOLERANCE)
+    first = parts.iloc[0]
+    return {
+        **{k: first[k] for k in C1_CELL},
+        "n": len(parts),
+        "measured_variance": m["level"],
+        "predicted_variance": predicted,
+        "q_star": q_star,
+        "ratio": m["ratio"],
+        "saturation": m["saturation"],
+        "constant": constant,
+        "level_near_1": level_ok,
+        "at_fixed_point": at_fixed_point,
+        "verdict": SUPPORTED if constant and level_ok else PARTLY if constant else REFUTED,
+    }
+
+
+def _c1_text(cell: dict[str, Any], label: str) -> str:
+    where = "at" if cell["at_fixed_point"] else "away from"
+    return (
+        f"{label} (n={cell['n']}): (a) last/early ratio {fmt(cell['ratio'])}, last-step "
+        f"variance {fmt(cell['measured_variance'])}, saturated {fmt(cell['saturation'])}: "
+        f"{'constant' if cell['constant'] else 'not constant (or vanished or saturated)'}; "
+        f"(b) vs ~1: {'holds' if cell['level_near_1'] else 'does not hold'}; Mean-field theory "
+        f"predicts {fmt(cell['predicted_variance'])} at the last step (q* = "
+        f"{fmt(cell['q_star'])}): {where} its predicted fixed point -> {cell['verdict']}"
+    )
+
+
 def judge_c1(tables: StudyTables, options: Options) -> Verdict:
-    """C1: Xavier's per-step hidden variance at init (:data:`C1_RULE`)."""
+    """C1: Xavier's per-step hidden variance at init, per cell (:data:`C1_RULE`)."""
     claim = C1
     steps = plain_scheme(tables.steps)
     if not steps.empty:
@@ -113,40 +162,53 @@ def judge_c1(tables: StudyTables, options: Options) -> Verdict:
     parts = c1_parts(steps)
     if not np.isfinite(parts["ratio"]).any():
         return _not_measured(claim, "needs finite per-step hidden variances at init.")
-    constant, m = c1_constant(parts)
-    level_ok = C1_LEVEL_RANGE[0] <= m["level"] <= C1_LEVEL_RANGE[1]
     trials = plain_scheme(tables.trials)
     trials = trials[(trials["init"] == XAVIER) & trials["cell"].isin(TANH_CELLS)]
-    predicted = [
-        _theory(row).hidden_var[-1]
-        for _, row in trials.drop_duplicates(["task", "cell", "hidden", "seq_len"]).iterrows()
-    ]
-    q_pred = [
-        _theory(row).q_star
-        for _, row in trials.drop_duplicates(["task", "cell", "hidden", "seq_len"]).iterrows()
-    ]
-    pred = float(np.median(predicted)) if predicted else math.nan
-    q_star = float(np.median(q_pred)) if q_pred else math.nan
-    verdict = SUPPORTED if constant and level_ok else PARTLY if constant else REFUTED
-    evidence = (
-        f"{len(parts)} Xavier trials: (a) last/early variance ratio {fmt(m['ratio'])}, "
-        f"last-step variance {fmt(m['level'])}, saturated share {fmt(m['saturation'])}: "
-        f"{'constant' if constant else 'not constant (or vanished or saturated)'}; (b) level "
-        f"{fmt(m['level'])} vs ~1: {'holds' if level_ok else 'does not hold'}. Mean-field "
-        f"theory predicts {fmt(pred)} at the last step (stationary q* = {fmt(q_star)} for this "
-        "input drive): a tanh RNN's stationary variance is q* < 1, not 1."
-    )
-    numbers = {
-        "measured_variance": m["level"],
-        "predicted_variance": pred,
-        "q_star": q_star,
-        "ratio": m["ratio"],
-        "saturation": m["saturation"],
-        "constant": constant,
-        "level_near_1": level_ok,
-        "n": len(parts),
+    firsts = {
+        tuple(r[k] for k in C1_CELL): r
+        for _, r in trials.drop_duplicates(list(C1_CELL)).iterrows()
     }
-    return Verdict(claim.id, claim.text, verdict, claim.rule, evidence, parts, numbers)
+    dims = [d for d in ("task", "cell") if parts[d].nunique() > 1] + ["hidden", "seq_len"]
+    cells, texts, skipped = [], [], []
+    for key, group in parts.groupby(list(C1_CELL), sort=True):
+        label = ", ".join(
+            f"{group.iloc[0][d]}" if d in ("task", "cell") else f"{d} {group.iloc[0][d]}"
+            for d in dims
+        )
+        if not np.isfinite(group["ratio"]).any():
+            skipped.append(label)
+            continue
+        cell = _c1_cell(group, firsts.get(tuple(key)))
+        cells.append(cell)
+        texts.append(_c1_text(cell, label))
+    table = pd.DataFrame(cells)
+    verdict = _combine(c["verdict"] for c in cells)
+    evidence = (
+        f"{len(parts)} Xavier trials in {len(cells)} cell{'s' if len(cells) > 1 else ''}: "
+        + "; ".join(texts)
+        + ". A tanh RNN's stationary variance is q* < 1 for its input drive, not 1."
+    )
+    if skipped:
+        evidence += f" Left out (no finite variance): {', '.join(skipped)}."
+
+    def middle(col: str) -> float:
+        return float(table[col].median())
+
+    numbers = {
+        "measured_variance": middle("measured_variance"),
+        "predicted_variance": middle("predicted_variance"),
+        "q_star": middle("q_star"),
+        "ratio": middle("ratio"),
+        "saturation": middle("saturation"),
+        "constant": bool(table["constant"].all()),
+        "level_near_1": bool(table["level_near_1"].all()),
+        "n": len(parts),
+        "cells": cells,
+    }
+    details = parts.merge(
+        table[[*C1_CELL, "predicted_variance", "q_star", "verdict"]], on=list(C1_CELL)
+    )
+    return Verdict(claim.id, claim.text, verdict, claim.rule, evidence, details, numbers)
 
 
 # --------------------------------------------------------------------------- C2

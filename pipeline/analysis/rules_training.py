@@ -1,5 +1,6 @@
 """The claims about training outcomes beyond the speedup: C5 (uniform[0,1] at a tiny vs a
-large size) and C6 (He for ReLU, orthogonal's norm, Xavier for tanh).
+large size) and C6 (He for ReLU, orthogonal's norm, Xavier for tanh; the scheme parts judged
+by paired comparisons within each cell, :func:`paired_cells`).
 
 Each claim is its text, its rule (``C*_RULE``, the words the report and
 ``docs/results.md`` print) and its judge, which reads the outcomes of a study's trials.
@@ -9,13 +10,12 @@ This module reads tables; it knows nothing of Optuna, MLflow or Ray.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
+from pipeline.analysis.cells import speedup_table
 from pipeline.analysis.judging import (
     ALPHA,
     C5_LARGE_HIDDEN,
@@ -33,14 +33,16 @@ from pipeline.analysis.judging import (
     Options,
     Verdict,
     _combine,
+    _label,
     _not_measured,
     _pct,
     _rate,
+    _varying,
     fmt,
     plain_scheme,
-    wilson,
 )
 from pipeline.analysis.rules_init import _chi_measured
+from pipeline.analysis.speedup_rule import speedup_cells
 
 if TYPE_CHECKING:
     from pipeline.analysis.tables import StudyTables
@@ -153,43 +155,98 @@ C6_RULE = (
     "(a) orthogonal preserves norm: in the network, the gradient norm carried back over the "
     "whole sequence at init, |dL/dh_0| / |dL/dh_T-1|, lies within 1 +- "
     f"{C6_NORM_TOLERANCE:g} for orthogonal Whh at gain 1 (median over trials; the per-step "
-    "factor is shown beside it). "
-    "(b) He suits ReLU: on rnn_relu, he_normal converges in at least half its trials and not "
-    "significantly less often than Xavier (or identity, IRNN) in the same cells (one-sided "
-    f"Fisher exact test, alpha {ALPHA:g}); fails if it converges in none, or significantly "
-    "less often. (c) Xavier is the safe default for tanh: on rnn_tanh, Xavier never diverges, "
-    "converges in at least half its trials and not significantly less often than the best "
-    "scheme in the same cells; fails if it diverges, converges in none, or significantly less "
-    f"often. Each needs >= {MIN_N} trials per scheme; a 0% rate never supports anything. "
+    "factor is shown beside it). (b) and (c) are paired comparisons within each cell (task, "
+    "cell, hidden, seq_len and any setting that varies per scheme and seed), over the seeds "
+    "two schemes share: who converged first, by the exact two-sided sign test at alpha "
+    f"{ALPHA:g}, with the speedup (Kaplan-Meier medians, bootstrap interval) and the paired "
+    "ratio beside it; both arms converging is not evidence that one suits better, and no "
+    "difference found never supports 'suits better'. "
+    "(b) He suits ReLU: on rnn_relu, he_normal against Xavier (identity, the IRNN, where "
+    "there is no Xavier): holds if he_normal converges first significantly in every cell; "
+    "fails if Xavier does in any cell; inconclusive otherwise (no difference found). "
+    "(c) Xavier is the safe default for tanh: on rnn_tanh, Xavier against every other "
+    "scheme in the cell: fails if Xavier diverges in any trial or another scheme converges "
+    "first significantly; holds if Xavier converges first significantly against every other "
+    "scheme in every cell; inconclusive otherwise (no difference found). "
+    f"Each comparison needs >= {MIN_N} trials per scheme and >= {MIN_N} pairs. "
     "Supported if every sub-check measured holds and all three were measured; refuted if "
     "every decided sub-check fails; partly supported if some hold; inconclusive otherwise."
 )
 
-
-def _rate_check(mine: pd.DataFrame, others: dict[str, pd.DataFrame], name: str) -> tuple[str, str]:
-    """holds / fails / inconclusive for "``name`` converges about as often as the others"."""
-    k, n = int((mine["outcome"] == "converged").sum()), len(mine)
-    lo, hi = wilson(k, n)
-    parts = [f"{name} converged {k}/{n} [{fmt(lo, 2)}, {fmt(hi, 2)}]"]
-    worse = False
-    for other, frame in others.items():
-        k2, n2 = int((frame["outcome"] == "converged").sum()), len(frame)
-        p = float(sps.fisher_exact([[k, n - k], [k2, n2 - k2]], alternative="less")[1])
-        parts.append(f"{other} {k2}/{n2} (Fisher p={fmt(p, 2)})")
-        worse |= p < ALPHA
-    if k == 0 or worse:
-        return "fails", ", ".join(parts)
-    if k / n >= C5_WORKS_RATE:
-        return "holds", ", ".join(parts)
-    return "inconclusive", ", ".join(parts)
+BETTER = "converges first significantly"
+WORSE = "the rival converges first significantly"
+NO_DIFFERENCE = "no difference found"
 
 
-def _shared(frame: pd.DataFrame, schemes: Sequence[str]) -> pd.DataFrame:
-    dims = ["task", "hidden", "seq_len"]
-    rows = frame[frame["init"].isin(schemes)]
-    present = rows.groupby(dims)["init"].nunique()
-    keep = present[present == len(set(schemes))].index
-    return rows[pd.MultiIndex.from_frame(rows[dims]).isin(keep)]
+def paired_cells(
+    frame: pd.DataFrame, mine: str, rival: str, options: Options
+) -> tuple[list[dict[str, Any]], str | None]:
+    """``mine`` against ``rival`` per cell: the sign test on who converged first and the
+    speedup, each cell classified as :data:`BETTER`, :data:`WORSE` or
+    :data:`NO_DIFFERENCE`. Returns the cells with enough pairs and, when none has, why."""
+    rows = frame[frame["init"].isin([mine, rival])]
+    by = speedup_cells(rows)
+    try:
+        table = speedup_table(rows, mine, rival, by, n_boot=options.n_boot, seed=options.seed)
+    except ValueError as err:  # several trials per seed: cannot pair
+        return [], str(err)
+    dims = [d for d in _varying(table, [*by, "device_type"]) if d != "cell"] or ["seq_len"]
+    out = []
+    for _, r in table.iterrows():
+        if min(int(r["n_a"]), int(r["n_b"]), int(r["n_pairs"])) < MIN_N:
+            continue
+        significant = float(r["sign_p"]) < ALPHA
+        a_first, b_first = int(r["pairs_a_first"]), int(r["pairs_b_first"])
+        state = (
+            BETTER
+            if significant and a_first > b_first
+            else WORSE
+            if significant and b_first > a_first
+            else NO_DIFFERENCE
+        )
+        out.append(
+            {
+                "cell": _label(r, ["cell", *dims]),
+                "scheme": mine,
+                "rival": rival,
+                "n_pairs": int(r["n_pairs"]),
+                "first": a_first,
+                "rival_first": b_first,
+                "ties": int(r["pairs_tied"]),
+                "sign_p": float(r["sign_p"]),
+                "speedup": None if pd.isna(r["speedup"]) else float(r["speedup"]),
+                "speedup_lo": None if pd.isna(r["lo"]) else float(r["lo"]),
+                "speedup_hi": None if pd.isna(r["hi"]) else float(r["hi"]),
+                "speedup_text": str(r["text"]),
+                "paired_text": str(r["paired_text"]),
+                "state": state,
+            }
+        )
+    if not out:
+        return [], (
+            f"needs >= {MIN_N} trials of {mine} and {rival} on >= {MIN_N} shared seeds in a cell"
+        )
+    return out, None
+
+
+def _comparison_text(c: dict[str, Any]) -> str:
+    verdict = {
+        BETTER: f"{c['scheme']} converges first significantly",
+        WORSE: f"{c['rival']} converges first significantly",
+        NO_DIFFERENCE: "no difference found",
+    }[c["state"]]
+    return (
+        f"{c['cell']}: {c['paired_text']}; speedup of {c['scheme']} over {c['rival']} "
+        f"{c['speedup_text']} -> {verdict}"
+    )
+
+
+def _compared_check(comparisons: list[dict[str, Any]], unsafe: bool = False) -> str:
+    """holds / fails / inconclusive from the cells' comparisons (see :data:`C6_RULE`)."""
+    states = [c["state"] for c in comparisons]
+    if unsafe or WORSE in states:
+        return "fails"
+    return "holds" if states and all(s == BETTER for s in states) else "inconclusive"
 
 
 def judge_c6(tables: StudyTables, options: Options) -> Verdict:
@@ -197,6 +254,7 @@ def judge_c6(tables: StudyTables, options: Options) -> Verdict:
     claim = C6
     trials = tables.trials
     checks: list[dict[str, Any]] = []
+    comparisons: list[dict[str, Any]] = []
     missing: list[str] = []
     base = plain_scheme(trials)
 
@@ -225,44 +283,46 @@ def judge_c6(tables: StudyTables, options: Options) -> Verdict:
         missing.append(f"(a) needs >= {MIN_N} orthogonal trials at gain 1")
 
     relu = base[base["cell"] == "rnn_relu"] if len(base) else base
-    rivals = [s for s in (XAVIER, "identity") if s in set(relu["init"])] if len(relu) else []
-    if len(relu) and "he_normal" in set(relu["init"]) and rivals:
-        shared = _shared(relu, ["he_normal", *rivals])
-        he = shared[shared["init"] == "he_normal"]
-        others = {s: shared[shared["init"] == s] for s in rivals}
-        if len(he) >= MIN_N and all(len(f) >= MIN_N for f in others.values()):
-            state, text = _rate_check(he, others, "he_normal")
+    relu_schemes = set(relu["init"].astype(str)) if len(relu) else set()
+    rival = next((s for s in (XAVIER, "identity") if s in relu_schemes), None)
+    if "he_normal" in relu_schemes and rival is not None:
+        found, why = paired_cells(relu, "he_normal", rival, options)
+        if found:
+            comparisons += found
             checks.append(
-                {"check": "(b) He suits ReLU", "state": state, "evidence": f"rnn_relu: {text}"}
+                {
+                    "check": "(b) He suits ReLU",
+                    "state": _compared_check(found),
+                    "evidence": "; ".join(_comparison_text(c) for c in found),
+                }
             )
         else:
-            missing.append(f"(b) needs >= {MIN_N} he_normal and Xavier trials on rnn_relu")
+            missing.append(f"(b) {why}")
     else:
         missing.append("(b) needs he_normal and Xavier (or identity) on rnn_relu")
 
     tanh = base[base["cell"] == "rnn_tanh"] if len(base) else base
-    if len(tanh) and XAVIER in set(tanh["init"]) and tanh["init"].nunique() > 1:
-        shared = _shared(tanh, sorted(set(tanh["init"].astype(str))))
-        if shared.empty:
-            keys = tanh.loc[tanh["init"] == XAVIER, ["task", "hidden", "seq_len"]]
-            shared = tanh.merge(keys.drop_duplicates(), on=["task", "hidden", "seq_len"])
-        rates = shared.groupby("init")["outcome"].apply(lambda s: float((s == "converged").mean()))
-        best = str(rates.drop(XAVIER).idxmax())
-        xav = shared[shared["init"] == XAVIER]
-        if len(xav) >= MIN_N and (shared["init"] == best).sum() >= MIN_N:
-            state, text = _rate_check(xav, {best: shared[shared["init"] == best]}, XAVIER)
+    tanh_schemes = sorted(set(tanh["init"].astype(str))) if len(tanh) else []
+    if XAVIER in tanh_schemes and len(tanh_schemes) > 1:
+        found, whys = [], []
+        for other in (s for s in tanh_schemes if s != XAVIER):
+            cells, why = paired_cells(tanh, XAVIER, other, options)
+            found += cells
+            whys += [why] if why else []
+        if found:
+            comparisons += found
+            xav = tanh[tanh["init"] == XAVIER]
             diverged = float(xav["diverged"].astype(bool).mean())  # at any epoch
-            if diverged > 0:
-                state = "fails"
             checks.append(
                 {
                     "check": "(c) Xavier is the safe default for tanh",
-                    "state": state,
-                    "evidence": f"rnn_tanh: {text}; Xavier diverged {_pct(diverged)}",
+                    "state": _compared_check(found, unsafe=diverged > 0),
+                    "evidence": "; ".join(_comparison_text(c) for c in found)
+                    + f"; Xavier diverged in {_pct(diverged)} of its {len(xav)} trials",
                 }
             )
         else:
-            missing.append(f"(c) needs >= {MIN_N} Xavier trials and of the best other scheme")
+            missing.append(f"(c) {'; '.join(whys)}")
     else:
         missing.append("(c) needs Xavier and another scheme on rnn_tanh")
 
@@ -279,10 +339,13 @@ def judge_c6(tables: StudyTables, options: Options) -> Verdict:
         verdict = PARTLY
     else:
         verdict = INCONCLUSIVE
-    evidence = "; ".join(f"{c['evidence']}: {c['state']}" for c in checks)
+    evidence = "; ".join(f"{c['check']}: {c['evidence']}: {c['state']}" for c in checks)
     if missing:
         evidence += "; not measured: " + ", ".join(missing)
-    numbers = {"checks": [{k: c.get(k) for k in ("check", "state", "value")} for c in checks]}
+    numbers = {
+        "checks": [{k: c.get(k) for k in ("check", "state", "value")} for c in checks],
+        "comparisons": comparisons,
+    }
     return Verdict(claim.id, claim.text, verdict, claim.rule, evidence + ".", details, numbers)
 
 
