@@ -85,6 +85,26 @@ def test_non_finite_loss_is_diverged_with_its_epoch() -> None:
     assert result.converged_epoch is None
 
 
+def test_an_exploding_frozen_trial_is_diverged_with_its_epoch_and_diagnosis() -> None:
+    # The expert review's case (issue 24): uniform01 at hidden 128 saturates tanh to
+    # exactly +-1 (frozen at init); plain SGD at lr 0.01 without clipping then blows the
+    # loss up through the output layer. It is diverged, and still diagnosed frozen.
+    spec = dataclasses.replace(
+        TINY, hidden=128, init="uniform01", optimizer="sgd", lr=0.01, clip=None, max_epochs=2
+    )
+    result = train_trial(spec)
+    assert result.frozen_at_init and result.diagnostics.frozen
+    assert result.diverged_epoch == 1 and result.exploded
+    assert result.history[0].val_loss > 5 * result.diagnostics.initial_loss
+    assert result.outcome == "diverged"
+    # Clipped at 1, the same trial does not explode: the divergence rule still ends it
+    # (a loss thousands of times the baseline that does not come down), but it is frozen.
+    clipped = train_trial(dataclasses.replace(spec, clip=1.0))
+    assert clipped.frozen_at_init and not clipped.exploded
+    assert clipped.history[0].val_loss <= clipped.diagnostics.initial_loss
+    assert clipped.outcome == "frozen"
+
+
 def test_convergence_stops_training_after_patience_evaluations_at_the_target() -> None:
     spec = dataclasses.replace(TINY, target_loss=10.0, patience=2)  # every epoch is below
     result = train_trial(spec)
