@@ -45,7 +45,7 @@ class TrialSpec:
     hidden: int = 64
     """Hidden units of the recurrent cell."""
     cell: str = "rnn_tanh"
-    """Cell name from ``models.CELLS`` (rnn_tanh, rnn_relu, lstm, gru)."""
+    """Cell name from ``models.CELLS`` (rnn_tanh, rnn_relu, rnn_linear, lstm, gru)."""
     init: str = "xavier"
     """Init scheme from ``models.INIT_SCHEMES``, applied to Wxh, Whh and Why."""
     init_recurrent: str | None = None
