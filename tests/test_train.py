@@ -105,6 +105,23 @@ def test_an_exploding_frozen_trial_is_diverged_with_its_epoch_and_diagnosis() ->
     assert clipped.outcome == "frozen"
 
 
+def test_a_linear_rnn_with_gain_above_one_explodes_and_is_diverged() -> None:
+    # rnn_linear has no nonlinearity to bound the state: with Whh orthogonal at gain 1.5
+    # the state grows as 1.5^t, and plain SGD takes the loss to non-finite in one epoch.
+    spec = dataclasses.replace(
+        TINY, cell="rnn_linear", init="orthogonal", recurrent_scale=1.5, seq_len=20,
+        optimizer="sgd", lr=0.1,
+    )  # fmt: skip
+    result = train_trial(spec)
+    assert result.diagnostics.spectral_radius == pytest.approx(1.5, rel=1e-5)
+    assert result.diverged_epoch == 1 and result.exploded and result.outcome == "diverged"
+    assert not math.isfinite(result.history[0].train_loss)
+    # The same cell at gain 0.5 under Adam trains without diverging.
+    calm = train_trial(dataclasses.replace(spec, recurrent_scale=0.5, optimizer="adam", lr=0.01))
+    assert calm.diverged_epoch is None and not calm.exploded
+    assert calm.history[-1].val_loss < calm.diagnostics.initial_loss
+
+
 def test_convergence_stops_training_after_patience_evaluations_at_the_target() -> None:
     spec = dataclasses.replace(TINY, target_loss=10.0, patience=2)  # every epoch is below
     result = train_trial(spec)
