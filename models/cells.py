@@ -14,7 +14,10 @@ Matrices are stored input-major (``h @ W``), named as in the papers:
 
 G is 1 for the Elman cells, 4 for LSTM (gates i, f, g, o) and 3 for GRU (r, z, n), in
 PyTorch's gate order. Adding a cell is one ``CellDef`` line in ``CELLS`` plus its step
-function in ``PackedRNN._step``.
+function in ``PackedRNN._step`` (and, for an Elman cell, its activation in
+``_ACTIVATIONS``, which the fused recurrence reads). The Elman cells are rnn_tanh,
+rnn_relu and rnn_linear, the linear-transition RNN (no nonlinearity) of Henaff, Szlam &
+LeCun 2016.
 
 ``PackedRNN.forward`` runs the whole recurrence as one autograd node with a hand-written
 backward pass: ``_ElmanRecurrence`` below, ``LSTMRecurrence`` and ``GRURecurrence`` in
@@ -52,6 +55,11 @@ class CellDef:
 CELLS: dict[str, CellDef] = {
     "rnn_tanh": CellDef("rnn_tanh", 1, "Elman RNN, h' = tanh(x Wxh + h Whh + b)"),
     "rnn_relu": CellDef("rnn_relu", 1, "Elman RNN, h' = relu(x Wxh + h Whh + b)"),
+    "rnn_linear": CellDef(
+        "rnn_linear",
+        1,
+        "Linear RNN, h' = x Wxh + h Whh + b (no nonlinearity; Henaff, Szlam & LeCun 2016)",
+    ),
     "lstm": CellDef("lstm", 4, "LSTM (Hochreiter & Schmidhuber 1997), PyTorch gate order"),
     "gru": CellDef("gru", 3, "GRU (Cho et al. 2014), PyTorch formulation"),
 }
@@ -105,7 +113,7 @@ class PackedRNN(nn.Module):
             hidden = gru(self._inputs(x), self.Wxh, self.bx, self.Whh, self.bh)
         elif self.cell.gates == 1:
             xw = self._input_projection(x)
-            hidden = _ElmanRecurrence.apply(xw, self.Whh, name == "rnn_relu")
+            hidden = _ElmanRecurrence.apply(xw, self.Whh, _ACTIVATIONS[name])
         else:
             hidden = torch.stack(self._steps(self._input_projection(x)), dim=1)
         return self._readout(hidden if last is None else hidden[:, -last:]), hidden
@@ -185,6 +193,8 @@ class PackedRNN(nn.Module):
             return torch.tanh(pre), None
         if name == "rnn_relu":
             return torch.relu(pre), None
+        if name == "rnn_linear":
+            return pre, None
         if name == "lstm":
             i, f, g, o = pre.chunk(4, dim=-1)
             ig = torch.sigmoid(i) * torch.tanh(g)
@@ -209,8 +219,15 @@ class PackedRNN(nn.Module):
         return out
 
 
+_ACTIVATIONS = {"rnn_tanh": "tanh", "rnn_relu": "relu", "rnn_linear": "linear"}
+"""The activation of each Elman cell in ``_ElmanRecurrence``."""
+
+
 class _ElmanRecurrence(torch.autograd.Function):
     """h_t = act(xw_t + h_{t-1} Whh) for all steps, h_{-1} = 0, with hand-written BPTT.
+
+    ``act`` is tanh, relu or the identity ("linear": the linear-transition RNN, whose
+    dL/d(pre-activation) is dL/dh_t itself).
 
     ``xw`` (K, T, batch, H) holds the input projections with both biases. The forward
     writes every h_t straight into one (K, T, batch, H) buffer; the backward runs one
@@ -220,16 +237,18 @@ class _ElmanRecurrence(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, xw: Tensor, whh: Tensor, relu: bool) -> Tensor:
+    def forward(ctx: Any, xw: Tensor, whh: Tensor, act: str) -> Tensor:
         hs = torch.empty_like(xw, memory_format=torch.contiguous_format)
         for s in range(xw.shape[1]):
             pre = xw[:, s] if s == 0 else torch.baddbmm(xw[:, s], hs[:, s - 1], whh)
-            if relu:
+            if act == "relu":
                 torch.clamp_min(pre, 0.0, out=hs[:, s])
-            else:
+            elif act == "tanh":
                 torch.tanh(pre, out=hs[:, s])
+            else:
+                hs[:, s].copy_(pre)
         ctx.save_for_backward(hs, whh)
-        ctx.relu = relu
+        ctx.act = act
         return hs
 
     @staticmethod
@@ -240,12 +259,14 @@ class _ElmanRecurrence(torch.autograd.Function):
         whh_t = whh.transpose(1, 2).contiguous()  # a contiguous matrix is ~25% faster here
         for s in range(t - 1, -1, -1):
             dh = dhs[:, s] if s == t - 1 else torch.baddbmm(dhs[:, s], dpre[:, s + 1], whh_t)
-            if ctx.relu:
+            if ctx.act == "relu":
                 torch.ops.aten.threshold_backward.grad_input(
                     dh, hs[:, s], 0, grad_input=dpre[:, s]
                 )
-            else:
+            elif ctx.act == "tanh":
                 torch.ops.aten.tanh_backward.grad_input(dh, hs[:, s], grad_input=dpre[:, s])
+            else:
+                dpre[:, s].copy_(dh)
         prev = hs[:, :-1].reshape(k, (t - 1) * b, h)
         dwhh = torch.bmm(prev.transpose(1, 2), dpre[:, 1:].reshape(k, (t - 1) * b, h))
         return dpre, dwhh, None

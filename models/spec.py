@@ -45,7 +45,7 @@ class TrialSpec:
     hidden: int = 64
     """Hidden units of the recurrent cell."""
     cell: str = "rnn_tanh"
-    """Cell name from ``models.CELLS`` (rnn_tanh, rnn_relu, lstm, gru)."""
+    """Cell name from ``models.CELLS`` (rnn_tanh, rnn_relu, rnn_linear, lstm, gru)."""
     init: str = "xavier"
     """Init scheme from ``models.INIT_SCHEMES``, applied to Wxh, Whh and Why."""
     init_recurrent: str | None = None
@@ -199,9 +199,14 @@ class TrialResult:
         - ``converged``: the validation loss stayed at or below the target for
           ``patience`` evaluations, before any divergence (a trial that converged and
           later diverged, with ``stop_on_converge: false``, is converged);
+        - ``diverged``: the loss became non-finite or exploded (``diverged_epoch``). A
+          trial frozen at init is diverged when its loss exploded in training
+          (:attr:`exploded`), with :attr:`frozen_at_init` still True; only a divergence
+          that is not an explosion (a loss that was huge at init and does not come down,
+          caught by the rule's "stuck above the baseline" clause) leaves it frozen;
         - ``frozen``: at init the loss sent exactly zero gradient into Wxh and Whh
-          (:attr:`InitDiagnostics.frozen`): it cannot train at any learning rate;
-        - ``diverged``: the loss became non-finite or exploded (``diverged_epoch``);
+          (:attr:`InitDiagnostics.frozen`, :attr:`frozen_at_init`), and the loss did not
+          explode in training: it cannot train at any learning rate;
         - ``stalled``: the best validation loss never fell below :data:`STALL_FRACTION`
           of the task's memoryless baseline: it never left the baseline;
         - ``censored``: it left the baseline but did not reach the target in the budget.
@@ -212,14 +217,45 @@ class TrialResult:
         c, d = self.converged_epoch, self.diverged_epoch
         if c is not None and (d is None or c <= d):
             return "converged"
-        if self.diagnostics.frozen:
-            return "frozen"
-        if d is not None:
+        if d is not None and (self.exploded or not self.diagnostics.frozen):
             return "diverged"
+        if self.diagnostics.frozen:  # frozen, and its loss did not explode
+            return "frozen"
         best = self.best_val_loss
         if not math.isfinite(best) or best >= STALL_FRACTION * self.baseline_loss:
             return "stalled"
         return "censored"
+
+    @property
+    def frozen_at_init(self) -> bool:
+        """The init diagnosis, apart from what happened in training: the loss sent exactly
+        zero gradient into Wxh and Whh at init (:attr:`InitDiagnostics.frozen`). True for
+        every ``frozen`` outcome, and kept for a frozen trial whose loss then exploded
+        (outcome ``diverged``) or that converged all the same (its output layer alone)."""
+        return self.diagnostics.frozen
+
+    @property
+    def exploded(self) -> bool:
+        """The trial diverged by an explosion: at its ``diverged_epoch`` a training loss,
+        gradient norm or the validation loss was non-finite, or the validation loss was
+        above the loss at init (it rose in training).
+
+        The divergence rule (``models.train``) also ends a trial whose loss sits above
+        ``divergence_factor`` times the task's baseline without improving; when that loss
+        is still at or below where it started (huge at init, as uniform[0,1]'s is), the
+        trial diverged but did not explode. False when it did not diverge.
+        """
+        d = self.diverged_epoch
+        if d is None:
+            return False
+        record = next((r for r in self.history if r.epoch == d), None)
+        if record is None:  # diverged before any epoch was recorded: no record to read
+            return True
+        values = (record.train_loss, record.grad_norm, record.val_loss)
+        if not all(math.isfinite(v) for v in values):
+            return True
+        initial = self.diagnostics.initial_loss
+        return math.isfinite(initial) and record.val_loss > initial
 
     @property
     def converged(self) -> bool:
@@ -268,6 +304,7 @@ class TrialResult:
             "node": self.node,
             "extra": dict(self.extra),
             "outcome": self.outcome,  # derived: from_dict recomputes it
+            "frozen_at_init": self.frozen_at_init,  # derived from the diagnostics
         }
 
     @classmethod

@@ -86,8 +86,11 @@ __all__ = [
 SATURATION = 0.99
 """A unit counts as saturated when abs(h) exceeds this (as in ``models.train``)."""
 
-ELMAN_CELLS: tuple[str, ...] = ("rnn_tanh", "rnn_relu")
-"""The cells the mean field describes."""
+ELMAN_CELLS: tuple[str, ...] = ("rnn_tanh", "rnn_relu", "rnn_linear")
+"""The cells the mean field describes. For ``rnn_linear`` (phi the identity) the
+recursion needs no Gaussian integral: E[h] = mu and E[h^2] = mu^2 + v at every point, so
+it is the i.i.d. weights' second-moment recursion itself, with q* = s/(1 - g^2) below
+g = 1 and no fixed point (the state grows as g^t) from g = 1 up."""
 
 _GATED_CELLS = ("lstm", "gru")
 
@@ -442,8 +445,23 @@ def _relu_moments(mu: np.ndarray, v: np.ndarray) -> Moments:
     return m1, m2, d2.astype(float), sat.astype(float)
 
 
+def _linear_moments(mu: np.ndarray, v: np.ndarray) -> Moments:
+    """Per point: E[a], E[a^2], 1 (the identity's derivative), P(|a| > 0.99), a ~ N(mu, v)."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        sd = np.sqrt(np.maximum(v, 0.0))
+        point = v <= 0.0
+        safe = np.where(point, 1.0, sd)
+        spread = ndtr((mu - SATURATION) / safe) + ndtr((-SATURATION - mu) / safe)
+        sat = np.where(point, np.abs(mu) > SATURATION, spread)
+    return mu.astype(float), mu * mu + v, np.ones(mu.shape), sat.astype(float)
+
+
 def _moments(cell: str, mu: np.ndarray, v: np.ndarray) -> Moments:
-    return _tanh_moments(mu, v) if cell == "rnn_tanh" else _relu_moments(mu, v)
+    if cell == "rnn_tanh":
+        return _tanh_moments(mu, v)
+    if cell == "rnn_linear":
+        return _linear_moments(mu, v)
+    return _relu_moments(mu, v)
 
 
 @dataclass(frozen=True)
@@ -475,7 +493,8 @@ def hidden_trajectory(field: MeanField, steps: int, cell: str = "rnn_tanh") -> T
     overflow to inf (all inf from there; saturation stays at its last finite value).
 
     Raises:
-        ValueError: ``steps`` below 1 or a cell other than rnn_tanh / rnn_relu.
+        ValueError: ``steps`` below 1 or a cell other than rnn_tanh / rnn_relu /
+            rnn_linear.
     """
     _size("steps", steps)
     if cell not in ELMAN_CELLS:
@@ -490,7 +509,7 @@ def hidden_trajectory(field: MeanField, steps: int, cell: str = "rnn_tanh") -> T
             pre_mean = float(w @ mu)
             pre_var = float(w @ v + w @ (mu - pre_mean) ** 2)
             if not (math.isfinite(pre_mean) and math.isfinite(pre_var)):
-                # only rnn_relu gets here: the scale has overflowed, for good
+                # only rnn_relu and rnn_linear get here: the scale has overflowed, for good
                 lost = (math.inf, math.inf, math.inf, math.inf, math.inf, sat)
                 rows.extend([lost] * (steps - len(rows)))
                 break
@@ -645,9 +664,16 @@ def relu_chi(g: float) -> float:
 
 
 def _stationary(field: MeanField, cell: str) -> tuple[float, float]:
-    """(q*, E[phi'^2]) where the recursion settles (q* = inf: a ReLU recursion explodes)."""
+    """(q*, E[phi'^2]) where the recursion settles (q* = inf: a ReLU or linear recursion
+    explodes)."""
     w, mu_in, s = _arrays(field)
     g2 = field.rec_var
+    if cell == "rnn_linear":  # closed form: m* = E[mu_in]/(1 - a), q* = E[mu*^2 + s]/(1 - g^2)
+        a = field.rec_mean
+        if abs(a) >= 1.0 or g2 >= 1.0:
+            return math.inf, 1.0
+        m = float(w @ mu_in) / (1.0 - a)
+        return float(w @ ((mu_in + a * m) ** 2 + s)) / (1.0 - g2), 1.0
     if field.rec_mean == 0.0 and (cell == "rnn_tanh" or not mu_in.any()):
         if cell == "rnn_tanh":
             q = _tanh_fixed_point(field)
@@ -683,10 +709,12 @@ def fixed_point(field: MeanField, cell: str = "rnn_tanh") -> tuple[float, float]
 
     For zero-mean Whh and tanh, q* is the root of the (mixture) fixed-point equation;
     otherwise the recursion is iterated until it settles. q* = inf for an exploding ReLU
-    recursion (chi then from its last finite step).
+    recursion (chi then from its last finite step). For rnn_linear both are closed forms:
+    chi = g^2 (the identity's derivative is 1), and q* is finite only for g < 1 and
+    |N mean(Whh)| < 1.
 
     Raises:
-        ValueError: a cell other than rnn_tanh / rnn_relu.
+        ValueError: a cell other than rnn_tanh / rnn_relu / rnn_linear.
     """
     if cell not in ELMAN_CELLS:
         raise ValueError(f"fixed_point describes {', '.join(ELMAN_CELLS)}, not {cell!r}")
@@ -706,11 +734,11 @@ class Prediction:
     input_drive: float
     """s, the pre-activation variance the input (and bias) contributes per step, pooled."""
     q_star: float
-    """Stationary E[h^2] (inf when a ReLU recursion explodes)."""
+    """Stationary E[h^2] (inf when a ReLU or linear recursion explodes)."""
     chi: float
     """Per-step factor of ||dL/dh_t||^2 at the stationary point (the i.i.d. bulk of Whh)."""
     critical_gain: float
-    """The gain g at which chi = 1 for this input (sqrt(2) for ReLU)."""
+    """The gain g at which chi = 1 for this input (sqrt(2) for ReLU, 1 for linear)."""
     depth_scale: float
     """1/|ln chi|: steps over which the squared gradient norm changes by a factor e."""
     perron_root: float
@@ -800,6 +828,8 @@ def _predict(
         radius = field.gain
     if cell == "rnn_relu":
         crit = math.sqrt(2.0)
+    elif cell == "rnn_linear":
+        crit = 1.0  # chi = g^2
     elif cell == "rnn_tanh":
         crit = _tanh_critical_gain(field.weights, field.in_means, field.in_vars)
     else:
@@ -831,6 +861,11 @@ def _predict(
         notes.append(
             "nonzero-mean Whh: the common drive N mean(Whh) E[h] dominates; chi is the i.i.d. "
             "bulk's, without the Perron outlier"
+        )
+    if cell == "rnn_linear":
+        notes.append(
+            "linear: no nonlinearity, so the recursion is the i.i.d. weights' own second "
+            "moment (no Gaussian approximation); from gain 1 up the state grows as g^t"
         )
     if cell == "rnn_relu":
         notes.append(

@@ -160,7 +160,7 @@ def pack_memory_bytes(
     read = 1 if spec.task == "adding" else t  # the steps whose outputs are computed
     per_row = t * (n_in + terms["train_gates"] * gates * h + terms["train_hidden"] * h)
     train = spec.batch_size * (per_row + terms["outputs"] * read * n_out)
-    projection = gates * h if spec.cell in ("rnn_tanh", "rnn_relu") else 0  # held whole
+    projection = gates * h if gates == 1 else 0  # the Elman cells hold it whole
     per_val = t * (n_in + projection + terms["val_hidden"] * h) + terms["outputs"] * read * n_out
     # parameters, gradients and two optimizer moments
     params = 4 * (gates * h * (n_in + h + 2) + h * n_out + n_out)

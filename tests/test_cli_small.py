@@ -35,6 +35,7 @@ def test_schemes_lists_every_registered_name_with_a_line_on_it(
     listed = {title: dict(rows) for title, rows in catalog().items()}
     registries = [INIT_SCHEMES, CELLS, TASKS, OPTIMIZERS]
     assert [set(rows) for rows in listed.values()] == [set(r) for r in registries]
+    assert "no nonlinearity" in listed["cells (cell)"]["rnn_linear"]  # the linear cell
     for rows in listed.values():
         for name, line in rows.items():
             assert line and ":class:" not in line and "``" not in line, (name, line)

@@ -57,6 +57,10 @@ def test_absurd_scale_is_a_result_with_exit_code_zero() -> None:
     assert result["converged_epoch"] is None
     # tanh is saturated to +-1: no gradient reaches Wxh or Whh, so it is frozen.
     assert result["diagnostics"]["recurrent_grad_norm"] == 0.0
+    assert result["frozen_at_init"] is True
+    # Diverged by the "stuck above the baseline" clause, at a loss no higher than at init:
+    # no explosion, so the outcome is the diagnosis.
+    assert result["history"][0]["val_loss"] <= result["diagnostics"]["initial_loss"]
     assert result["outcome"] == "frozen"
 
 
@@ -66,6 +70,7 @@ def test_readable_summary() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "spectral radius" in proc.stdout
     assert "epochs run" in proc.stdout
+    assert "init diagnosis" in proc.stdout and "trainable" in proc.stdout
 
 
 @pytest.mark.slow  # a real `initstudy` process

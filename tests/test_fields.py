@@ -155,7 +155,7 @@ def test_problem_checks_registry_names_against_the_given_registry() -> None:
     assert FIELDS["cell"].problem("lstm", CELLS) is None
     assert FIELDS["cell"].problem("lstm", ()) == "unknown name 'lstm'; known: "
     assert FIELDS["cell"].problem("gpt", CELLS) == (
-        "unknown name 'gpt'; known: gru, lstm, rnn_relu, rnn_tanh"
+        "unknown name 'gpt'; known: gru, lstm, rnn_linear, rnn_relu, rnn_tanh"
     )
 
 

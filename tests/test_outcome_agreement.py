@@ -1,7 +1,7 @@
 """A trial that converges and then diverges gets the same outcome everywhere.
 
 With ``stop_on_converge: false`` a trial trains on after it reached the target and may
-diverge later. By the outcome rule (``TrialResult.outcome``: converged > frozen > diverged
+diverge later. By the outcome rule (``TrialResult.outcome``: converged > diverged > frozen
 > stalled > censored) it is "converged", and every place that shows an outcome must say so:
 the Optuna trial's user attribute, the MLflow child run's tag, the ``outcome`` column of the
 results tables, and the statistics (an event at its converged epoch, never censored).

@@ -588,6 +588,15 @@ def test_power_estimate_says_a_frozen_baseline_cannot_train():
     # Nothing is paired or simulated, so several trials per seed are no obstacle.
     doubled = pd.concat([t, t], ignore_index=True)
     assert stats.power_estimate(doubled, "xavier", "uniform01", [])["frozen_baseline"]
+    # Frozen at init but the loss exploded (outcome diverged): it still cannot train.
+    exploded = t.assign(
+        outcome=np.where(t["init"] == "uniform01", "diverged", "converged"),
+        frozen_at_init=t["init"] == "uniform01",
+    )
+    assert stats.power_estimate(exploded, "xavier", "uniform01", ["seq_len"])["text"] == frozen
+    # Diverged without the frozen diagnosis: an ordinary failure, simulated as usual.
+    plain = exploded.assign(frozen_at_init=False)
+    assert not stats.power_estimate(plain, "xavier", "uniform01", ["seq_len"])["frozen_baseline"]
     # One uniform01 trial that is not frozen: the estimate is simulated as usual.
     t.loc[t.index[1], "outcome"] = "censored"
     assert not stats.power_estimate(t, "xavier", "uniform01", ["seq_len"])["frozen_baseline"]

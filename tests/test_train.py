@@ -85,6 +85,43 @@ def test_non_finite_loss_is_diverged_with_its_epoch() -> None:
     assert result.converged_epoch is None
 
 
+def test_an_exploding_frozen_trial_is_diverged_with_its_epoch_and_diagnosis() -> None:
+    # The expert review's case (issue 24): uniform01 at hidden 128 saturates tanh to
+    # exactly +-1 (frozen at init); plain SGD at lr 0.01 without clipping then blows the
+    # loss up through the output layer. It is diverged, and still diagnosed frozen.
+    spec = dataclasses.replace(
+        TINY, hidden=128, init="uniform01", optimizer="sgd", lr=0.01, clip=None, max_epochs=2
+    )
+    result = train_trial(spec)
+    assert result.frozen_at_init and result.diagnostics.frozen
+    assert result.diverged_epoch == 1 and result.exploded
+    assert result.history[0].val_loss > 5 * result.diagnostics.initial_loss
+    assert result.outcome == "diverged"
+    # Clipped at 1, the same trial does not explode: the divergence rule still ends it
+    # (a loss thousands of times the baseline that does not come down), but it is frozen.
+    clipped = train_trial(dataclasses.replace(spec, clip=1.0))
+    assert clipped.frozen_at_init and not clipped.exploded
+    assert clipped.history[0].val_loss <= clipped.diagnostics.initial_loss
+    assert clipped.outcome == "frozen"
+
+
+def test_a_linear_rnn_with_gain_above_one_explodes_and_is_diverged() -> None:
+    # rnn_linear has no nonlinearity to bound the state: with Whh orthogonal at gain 1.5
+    # the state grows as 1.5^t, and plain SGD takes the loss to non-finite in one epoch.
+    spec = dataclasses.replace(
+        TINY, cell="rnn_linear", init="orthogonal", recurrent_scale=1.5, seq_len=20,
+        optimizer="sgd", lr=0.1,
+    )  # fmt: skip
+    result = train_trial(spec)
+    assert result.diagnostics.spectral_radius == pytest.approx(1.5, rel=1e-5)
+    assert result.diverged_epoch == 1 and result.exploded and result.outcome == "diverged"
+    assert not math.isfinite(result.history[0].train_loss)
+    # The same cell at gain 0.5 under Adam trains without diverging.
+    calm = train_trial(dataclasses.replace(spec, recurrent_scale=0.5, optimizer="adam", lr=0.01))
+    assert calm.diverged_epoch is None and not calm.exploded
+    assert calm.history[-1].val_loss < calm.diagnostics.initial_loss
+
+
 def test_convergence_stops_training_after_patience_evaluations_at_the_target() -> None:
     spec = dataclasses.replace(TINY, target_loss=10.0, patience=2)  # every epoch is below
     result = train_trial(spec)

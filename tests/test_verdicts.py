@@ -202,7 +202,12 @@ def test_rule_texts_quote_the_thresholds_the_code_uses() -> None:
         ({"converged": 5, "diverged": 5}, "converged"),  # the same epoch: before any
         ({"converged": 6, "diverged": 5}, "diverged"),  # converged after diverging
         ({"diverged": 3}, "diverged"),
-        ({"frozen": True, "diverged": 3}, "frozen"),  # frozen beats diverged
+        ({"frozen": True, "diverged": 3}, "diverged"),  # an explosion is never hidden
+        ({"frozen": True, "diverged": 1, "val_losses": [5.0]}, "diverged"),  # rose from 0.2
+        # diverged by "stuck above the baseline" at a loss below the one at init (0.2): no
+        # explosion, so the frozen diagnosis is the outcome, as before
+        ({"frozen": True, "diverged": 1, "val_losses": [0.19]}, "frozen"),
+        ({"diverged": 1, "val_losses": [0.19]}, "diverged"),  # not frozen: diverged as ever
         ({"frozen": True, "converged": 4}, "converged"),  # converging beats frozen
         ({"frozen": True}, "frozen"),
         ({"stalled": True}, "stalled"),
@@ -215,6 +220,20 @@ def test_trial_outcome_precedence(kwargs: dict[str, Any], expected: str) -> None
     assert r.outcome == expected
     assert r.converged == (expected == "converged")
     assert study([r]).trials["outcome"].tolist() == [expected]
+
+
+def test_an_exploding_frozen_trial_is_diverged_with_its_diagnosis_kept() -> None:
+    exploding = result("uniform01", frozen=True, diverged=1)
+    assert exploding.outcome == "diverged" and exploding.frozen_at_init
+    assert exploding.to_dict()["frozen_at_init"] is True
+    back = TrialResult.from_json(exploding.to_json())
+    assert back.outcome == "diverged" and back.frozen_at_init
+    still = result("uniform01", frozen=True, seed=1)  # frozen, and the loss did not explode
+    assert still.outcome == "frozen" and still.frozen_at_init
+    trials = study([exploding, still]).trials
+    assert trials["outcome"].tolist() == ["diverged", "frozen"]
+    assert trials["frozen_at_init"].tolist() == [True, True]
+    assert trials["diverged_epoch"].tolist() == [1, pd.NA]
 
 
 def test_stalled_means_best_loss_at_or_above_the_stall_fraction_of_the_baseline() -> None:
@@ -542,6 +561,18 @@ def test_c4_uniform01_frozen_in_every_trial_is_unbounded() -> None:
     assert v.verdict == REFUTED
     written = json.loads(json.dumps(v.to_dict(), allow_nan=False))
     assert written["numbers"]["cells"][0]["estimate"] == "inf"
+
+
+def test_c4_a_frozen_baseline_whose_loss_exploded_is_still_unbounded() -> None:
+    # The outcome says diverged; the rule still sees the init diagnosis (cannot train).
+    runs = race([3] * FIVE, [])
+    runs += [result("uniform01", seed=s, frozen=True, diverged=1) for s in range(FIVE)]
+    assert {r.outcome for r in runs[FIVE:]} == {"diverged"}
+    v = c4(runs)
+    cell = only_cell(v)
+    assert cell["kind"] == "unbounded" and cell["estimate"] == math.inf
+    assert v.details is not None and float(v.details["frozen_b"].iloc[0]) == 1.0
+    assert "frozen in 100%" in v.evidence and "cannot train" in v.evidence
 
 
 def test_c4_frozen_in_fewer_than_half_is_an_ordinary_lower_bound() -> None:
@@ -1175,6 +1206,19 @@ def test_c5_supported_when_tiny_works_and_large_diverges() -> None:
     cells = {c["hidden"]: c for c in v.numbers["cells"]}
     assert cells[128]["uniform_diverged"] == 1.0 and cells[128]["failing_diverged"] == 1.0
     assert cells[TINY]["uniform_converged"] == 1.0
+
+
+def test_c5_frozen_trials_whose_loss_exploded_count_as_exploding() -> None:
+    # uniform01 frozen at init at hidden 128 whose loss explodes (no clipping): diverged.
+    runs = c5_runs({(TINY, 5): (OK, OK), (128, 30): ([], OK)})
+    runs += [
+        result("uniform01", hidden=128, seq_len=30, seed=s, frozen=True, diverged=1)
+        for s in range(FIVE)
+    ]
+    v = vd.judge_c5(study(runs), OPTS)
+    assert v.verdict == SUPPORTED, v.evidence
+    cells = {c["hidden"]: c for c in v.numbers["cells"]}
+    assert cells[128]["uniform_diverged"] == 1.0 and cells[128]["uniform_frozen"] == 0.0
 
 
 @pytest.mark.parametrize("failing", ["frozen", "stalled", "censored"])

@@ -21,7 +21,30 @@ from pipeline.analysis.paired import paired_comparison
 from pipeline.analysis.speedups import speedup
 from pipeline.analysis.survival import _nan, km_median, time_to_event
 
-__all__ = ["SPEEDUP_COLUMNS", "SUMMARY_COLUMNS", "group_summary", "speedup_table"]
+__all__ = [
+    "SPEEDUP_COLUMNS",
+    "SUMMARY_COLUMNS",
+    "cannot_train",
+    "group_summary",
+    "speedup_table",
+]
+
+
+def cannot_train(trials: pd.DataFrame) -> pd.Series:
+    """Per trial: frozen at init (zero gradient into Wxh and Whh) and not converged.
+
+    That is the outcome ``frozen``, and also a ``diverged`` trial whose init diagnosis is
+    frozen (``frozen_at_init``): its loss exploded in training (which takes precedence in
+    the outcome), but its recurrent matrices had no gradient to learn from. The rules that
+    read "frozen" as "cannot train" (an unbounded speedup, a lost signal) read this, so
+    they judge trials that did not explode as before, and see the diagnosis of those that
+    did. A table without the ``frozen_at_init`` column is read by its outcome alone.
+    """
+    frozen = trials["outcome"] == "frozen"
+    if "frozen_at_init" in trials:
+        at_init = trials["frozen_at_init"].astype("boolean").fillna(False).astype(bool)
+        frozen = frozen | (at_init & (trials["outcome"] == "diverged"))
+    return frozen.astype(bool)
 
 
 def _keys(by: Sequence[str]) -> list[str]:

@@ -15,7 +15,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.analysis.cells import _groups, _keys, _label, _pairs, _side, _with_key_dtypes
+from pipeline.analysis.cells import (
+    _groups,
+    _keys,
+    _label,
+    _pairs,
+    _side,
+    _with_key_dtypes,
+    cannot_train,
+)
 from pipeline.analysis.speedups import _FINITE, _LOWER, _check_boot, _speedup_rows
 from pipeline.analysis.survival import _km_median_codes, km_median, time_to_event
 
@@ -359,7 +367,7 @@ def _frozen_everywhere(trials: pd.DataFrame, a: str, b: str, scheme_col: str) ->
         return None
     schemes = trials[scheme_col]
     baseline = trials[schemes == b]
-    if baseline.empty or not (schemes == a).any() or not (baseline["outcome"] == "frozen").all():
+    if baseline.empty or not (schemes == a).any() or not cannot_train(baseline).all():
         return None
     return (
         f"{b} is frozen (zero gradient at init) in every pilot trial: it cannot train, so the "

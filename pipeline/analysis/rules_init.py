@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from pipeline.analysis.cells import cannot_train
 from pipeline.analysis.judging import (
     C1_EARLY_STEPS,
     C1_LEVEL_RANGE,
@@ -39,7 +40,6 @@ from pipeline.analysis.judging import (
     _combine,
     _not_measured,
     _pct,
-    _rate,
     _theory,
     fmt,
     plain_scheme,
@@ -256,7 +256,7 @@ def judge_c2(tables: StudyTables, options: Options) -> Verdict:
                     "n": len(g),
                     "saturation": float(g["hidden_sat_last"].median()),
                     "variance": float(g["hidden_var_last"].median()),
-                    "frozen_share": _rate(g, "frozen"),
+                    "frozen_share": float(cannot_train(g).mean()),
                     "spectral_radius": float(g["spectral_radius"].median()),
                     "perron_predicted": float(pred.perron_root),
                     "saturation_predicted": float(pred.hidden_sat[-1]),

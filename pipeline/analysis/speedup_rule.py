@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from models import fields
-from pipeline.analysis.cells import speedup_table
+from pipeline.analysis.cells import cannot_train, speedup_table
 from pipeline.analysis.judging import (
     C4_RANGE,
     INCONCLUSIVE,
@@ -170,7 +170,8 @@ def comparison_table(
     """Speedup of ``faster`` over ``than`` per cell, classified by :data:`SPEEDUP_RULE`.
 
     Columns: ``stats.speedup_table``'s plus ``frozen_b`` (share of ``than``'s trials
-    frozen), ``kind`` (finite / lower_bound / unbounded / none) and ``cell_verdict``.
+    frozen at init and not converged, ``cells.cannot_train``), ``kind`` (finite /
+    lower_bound / unbounded / none) and ``cell_verdict``.
     """
     by = speedup_cells(trials)
     table = speedup_table(trials, faster, than, by, n_boot=n_boot, seed=seed).copy()
@@ -179,7 +180,7 @@ def comparison_table(
     keys = [*by, "device_type"]
     frozen = (
         trials[trials["init"] == than]
-        .assign(frozen=lambda f: f["outcome"] == "frozen")
+        .assign(frozen=cannot_train)
         .groupby(keys, dropna=False)["frozen"]
         .mean()
         .rename("frozen_b")

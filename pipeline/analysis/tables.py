@@ -57,7 +57,8 @@ TRIAL_COLUMNS: dict[str, str] = {
     "censored": "bool",  # = not converged (the time-to-event view: all else is censored)
     "diverged": "bool",  # diverged at some epoch (also after converging)
     "diverged_epoch": "Int64",  # NA = did not diverge
-    "frozen_at_init": "bool",  # zero gradient into Wxh and Whh at init
+    "frozen_at_init": "bool",  # the init diagnosis: zero gradient into Wxh and Whh at init
+    # (kept when the outcome is diverged: the loss exploded in training all the same)
     "epochs_run": "int64",
     "initial_loss": "float64",  # validation loss before training
     "best_val_loss": "float64",  # best finite validation loss (NaN if none)
@@ -286,7 +287,7 @@ def _trial_row(study: str, number: int, key: str, result: TrialResult) -> dict[s
         "censored": not result.converged,
         "diverged": result.diverged,
         "diverged_epoch": result.diverged_epoch,
-        "frozen_at_init": diag.frozen,
+        "frozen_at_init": result.frozen_at_init,
         "epochs_run": result.epochs_run,
         "initial_loss": diag.initial_loss,
         "best_val_loss": result.best_val_loss,

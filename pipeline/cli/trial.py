@@ -9,6 +9,7 @@ the command accepts exactly the values a study spec's ``trial:`` section does.
 from __future__ import annotations
 
 import inspect
+import math
 import re
 import sys
 from typing import TYPE_CHECKING, Annotated, Any
@@ -185,6 +186,7 @@ def print_result(result: TrialResult) -> None:
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_row("outcome", outcome)
+    table.add_row("init diagnosis", _diagnosis(result))
     table.add_row(
         "target / baseline loss", f"{result.target_loss:.4g} / {result.baseline_loss:.4g}"
     )
@@ -202,6 +204,16 @@ def print_result(result: TrialResult) -> None:
     )
     table.add_row("wall time", f"{result.wall_seconds:.2f} s on {result.device}")
     console.print(table)
+
+
+def _diagnosis(result: TrialResult) -> str:
+    """The init diagnosis in words, apart from the outcome (a frozen trial may diverge)."""
+    d = result.diagnostics
+    if result.frozen_at_init:
+        return "[red]frozen[/]: zero gradient into Wxh and Whh at init"
+    if math.isnan(d.input_grad_norm) or math.isnan(d.recurrent_grad_norm):
+        return "not measured (no finite loss at init, or a result from before it was)"
+    return "trainable: gradient reaches Wxh or Whh at init"
 
 
 def _first_line(obj: object) -> str:
