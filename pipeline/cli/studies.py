@@ -339,6 +339,7 @@ def _run_tuned(spec: StudySpec, text: str, options: RunOptions) -> StudyOutcome:
     for pick in done.picks:
         arm = ", ".join(f"{k}={v}" for k, v in pick.arm.items()) or "(one arm)"
         note = "" if pick.reached else " (no lr reached a KM median: tie-breaks chose)"
+        note += f"; {pick.flag}" if pick.flag else ""
         console.print(f"chosen lr: {escape(arm)}: {pick.lr:g}{note}", highlight=False)
     return done.measure
 
