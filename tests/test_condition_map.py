@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pipeline.analysis.condition_map import (
@@ -18,6 +19,7 @@ from pipeline.analysis.condition_map import (
     c4_map,
     combine_c4,
     condition_table,
+    lr_edges,
     speedup_cells,
     study_conditions,
 )
@@ -246,3 +248,51 @@ def test_the_suite_report_and_readme_carry_the_map(tmp_path: Path) -> None:
     assert headline is not None and headline in block
     assert "is **partly supported** as one statement; by condition it is within 2-10x" in block
     assert "| C4: " + C4_TEXT + " | **partly supported** | regimes, sgd_charlm |" in block
+
+
+# --------------------------------------------------------------------------- lr at the edge
+
+
+def test_a_pick_at_the_edge_of_its_range_follows_its_cells_into_the_map(tmp_path: Path) -> None:
+    from pipeline.analysis.protocol import ArmPick, LrScore
+
+    scores = [LrScore(lr, 3, None, "> 60", 0.5) for lr in (1e-4, 3.16e-4, 1e-3, 3e-3)]
+    frozen = {"hidden": np.int64(32), "init": "uniform01", "seq_len": np.int64(5)}
+    picks = [
+        ArmPick(frozen, 1e-4, False, scores, (1e-4, 3.16e-4)),
+        ArmPick({"hidden": 2, "init": "xavier", "seq_len": 5}, 1e-3, True, scores),
+    ]
+    edges = lr_edges(picks)
+    assert edges == [
+        {
+            "arm": {"hidden": 32, "init": "uniform01", "seq_len": 5},
+            "lr": 1e-4,
+            "searched": "0.0001-0.003 (extended to 0.0001, 0.000316)",
+        }
+    ]
+    assert json.loads(json.dumps(edges)) == edges  # numpy values made plain
+    rows = records()
+    for r in rows:
+        if r["study"] == "regimes":
+            r["lr_edges"] = edges
+    cells = speedup_cells(rows, "C4")
+    flagged = [c for c in cells if c["lr_edge"]]
+    assert [(c["study"], c["conditions"]["hidden"]) for c in flagged] == [("regimes", 32)]
+    (c4,) = [r for r in combine_c4(rows) if r["id"] == "C4"]
+    assert c4["evidence"].endswith(
+        "Best lr at the edge of the searched range, so a wider search could move it:"
+        " uniform01 at hidden 32."
+    )
+    table = condition_table(rows).set_index(["study", "claim", "hidden"])
+    assert table.loc[("regimes", "C4", "32"), "lr at the edge"] == "uniform01 (0.0001)"
+    assert table.loc[("regimes", "C4", "128"), "lr at the edge"] == "no"
+
+    suite = studies()
+    suite[0].lr_edges = edges
+    run = {"command": "c", "machine": "m", "commit": "c", "date": "d", "wall_seconds": 1.0}
+    paths = write_suite_report(suite, tmp_path, run | {"cpus": 2, "folder": "f"})
+    page = paths["markdown"].read_text(encoding="utf-8")
+    assert "**Best lr at the edge of the searched range** for 1 arm(s): hidden 32, " in page
+    assert "init uniform01, seq_len 5 (lr 0.0001, searched 0.0001-0.003" in page
+    written = json.loads(paths["verdicts"].read_text(encoding="utf-8"))
+    assert all(r["lr_edges"] == edges for r in written if r["study"] == "regimes")

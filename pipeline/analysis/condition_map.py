@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from pipeline.analysis.judging import C4_RANGE, fmt
+from pipeline.analysis.protocol import EDGE_FLAG, ArmPick
 from pipeline.analysis.speedup_rule import (
     ABOVE,
     AT_LEAST,
@@ -38,6 +39,7 @@ __all__ = [
     "c4_map",
     "combine_c4",
     "condition_table",
+    "lr_edges",
     "speedup_cells",
     "study_conditions",
 ]
@@ -99,6 +101,40 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def lr_edges(picks: Sequence[ArmPick]) -> list[dict[str, Any]]:
+    """The arms of a tuned study whose final lr pick is at an end of their searched range
+    (``ArmPick.at_edge``), as JSON: ``{"arm", "lr", "searched"}``."""
+    return [
+        {"arm": {k: _plain(v) for k, v in p.arm.items()}, "lr": p.lr, "searched": p.searched}
+        for p in picks
+        if p.at_edge
+    ]
+
+
+def _edge_schemes(record: dict[str, Any], conditions: dict[str, Any]) -> list[dict[str, Any]]:
+    """The record's flagged arms that are one of the two compared schemes in this cell."""
+    numbers = record["numbers"]
+    out = []
+    for edge in record.get("lr_edges") or []:
+        arm = edge["arm"]
+        scheme = next(
+            (
+                arm[k]
+                for k in ("init", "init_recurrent")
+                if arm.get(k) in (numbers["faster"], numbers["than"])
+            ),
+            None,
+        )
+        same = all(
+            _value(conditions[k]) == _value(v)
+            for k, v in arm.items()
+            if k in conditions and not isinstance(conditions[k], list)
+        )
+        if scheme is not None and same:
+            out.append({"scheme": scheme, "lr": edge["lr"], "searched": edge["searched"]})
+    return out
+
+
 def speedup_cells(records: Sequence[dict[str, Any]], claim: str | None = None) -> list[dict]:
     """Every cell of every speedup verdict (``claim``: of that claim id only), each with
     its study, claim, class, numbers and ``conditions``: the study's, overridden by what
@@ -114,6 +150,8 @@ def speedup_cells(records: Sequence[dict[str, Any]], claim: str | None = None) -
                 out.append(dict(cell))
                 continue
             own = {k: cell[k] for k in CONDITION_KEYS if k in cell}
+            where = {**(r.get("conditions") or {}), **own}
+            edges = _edge_schemes(r, {**where, **cell})
             out.append(
                 {
                     "study": r["study"],
@@ -123,7 +161,8 @@ def speedup_cells(records: Sequence[dict[str, Any]], claim: str | None = None) -
                     "range": list(numbers.get("range", C4_RANGE)),
                     **{k: cell.get(k) for k in ("estimate", "lo", "hi", "kind")},
                     "classification": cell["classification"],
-                    "conditions": {**(r.get("conditions") or {}), **own},
+                    "conditions": where,
+                    "lr_edge": edges,
                 }
             )
     return out
@@ -245,6 +284,16 @@ def c4_map(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _map_text(cells: list[dict[str, Any]]) -> str:
     """The phrases, then a note when the records carry no optimizer or task."""
     text = "; ".join(p["text"] for p in c4_map(cells)) + "."
+    edged: dict[str, list[dict[str, Any]]] = {}
+    for c in cells:
+        for edge in c.get("lr_edge") or []:
+            edged.setdefault(edge["scheme"], []).append(c)
+    if edged:
+        show_len = len({str(c["conditions"].get("seq_len")) for c in cells}) > 1
+        where = "; ".join(f"{k} at {_regimes(v, show_len)}" for k, v in sorted(edged.items()))
+        text += (
+            f" {EDGE_FLAG[0].upper()}{EDGE_FLAG[1:]}, so a wider search could move it: {where}."
+        )
     if cells and not any({"optimizer", "task"} & set(c["conditions"]) for c in cells):
         text += f" The optimizer, task and budget are not known here: {NOT_RECORDED}."
     return text
@@ -273,7 +322,7 @@ def combine_c4(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     verdict = combine_cells([c["classification"] for c in cells])
     where = f"{len(cells)} cells of {len(studies)} {'study' if len(studies) == 1 else 'studies'}"
     combined = {
-        **c4[0],
+        **{k: v for k, v in c4[0].items() if k != "lr_edges"},  # each cell has its own
         "study": ", ".join(studies),
         "verdict": verdict,
         "evidence": f"Across {where}: {_map_text(cells)}",
@@ -319,10 +368,14 @@ def condition_table(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
                 "lr": _value(cond.get("lr", "?")),
                 "speedup [95% CI]": _speedup(c),
                 "shows": _label(c),
+                "lr at the edge": ", ".join(
+                    f"{e['scheme']} ({e['lr']:g})" for e in c.get("lr_edge") or []
+                )
+                or "no",
             }
         )
     columns = ["claim", "study", "comparison", "optimizer", "task", "cell", "hidden"]
-    columns += ["seq_len", "clip", "budget", "lr", "speedup [95% CI]", "shows"]
+    columns += ["seq_len", "clip", "budget", "lr", "speedup [95% CI]", "shows", "lr at the edge"]
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -52,6 +52,8 @@ class SuiteStudy:
     outcomes: dict[str, int] = field(default_factory=dict)
     conditions: dict[str, Any] = field(default_factory=dict)
     """What its verdicts are conditional on (``condition_map.study_conditions``)."""
+    lr_edges: list[dict[str, Any]] = field(default_factory=list)
+    """A tuned study's arms whose lr pick is at an end of its range (``condition_map``)."""
 
 
 def _kind(verdict: Verdict) -> str:
@@ -74,6 +76,7 @@ def _records(studies: Sequence[SuiteStudy]) -> list[dict[str, Any]]:
     records = [
         {"study": s.study, "kind": _kind(v), **v.to_dict()}
         | ({"conditions": s.conditions} if s.conditions else {})
+        | ({"lr_edges": s.lr_edges} if s.lr_edges else {})
         for s in studies
         for v in s.verdicts
     ]
