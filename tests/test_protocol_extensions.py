@@ -6,12 +6,14 @@ in-process executor, real SQLite Optuna and MLflow stores for the stages)."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 import yaml
+from conftest import Done
 
 from pipeline import protocol as proto
 from pipeline.analysis.protocol import EDGE_FLAG, extension_lrs, pick_lr, tuning, tuning_table
@@ -236,3 +238,17 @@ def test_an_edge_pick_is_tuned_again_on_the_same_study_and_resumes(tmp_path: Pat
     assert again.measure is not None
     assert (again.tune.trained, again.measure.trained) == (0, 0)
     assert {p.key: p.lr for p in again.picks} == {p.key: p.lr for p in done.picks}
+
+
+def test_validate_counts_the_extension_trials_a_spec_may_add(
+    tmp_path: Path, cli_here: Callable[..., Done]
+) -> None:
+    path = tmp_path / "ext.yaml"
+    path.write_text(yaml.safe_dump(tuned_doc()), encoding="utf-8")
+    done = cli_here("validate", str(path))
+    assert done.returncode == 0, done.stderr
+    # 2 arms x 2 tuning seeds x 2 extensions
+    assert "12 trials: every arm at lr 0.001, 0.003, 0.01" in done.stdout
+    assert "then up to 8 more where a pick is at an end of its range" in done.stdout
+    path.write_text(yaml.safe_dump(tuned_doc(extensions=0)), encoding="utf-8")
+    assert "more where" not in cli_here("validate", str(path)).stdout
