@@ -4,9 +4,14 @@ Each stage is an ordinary study run by the unchanged :class:`~pipeline.driver.Dr
 (specs from :mod:`pipeline.protocolspec`): ``NAME.tune`` first, then ``NAME``, which is
 all that ``results``, ``report``, ``status`` and the verdicts read. Between them the rule
 of :mod:`pipeline.analysis.protocol` picks each arm's lr from stage 1's stored results.
-Resuming reruns nothing that finished: the Driver skips complete trials, and the pick is
-recomputed from the storage; stage 2's study pins its chosen lrs, so a pick that came out
-differently is refused rather than mixed in.
+
+Stage 1 runs in rounds: after each, :func:`~pipeline.analysis.protocol.extension_lrs`
+reads its trials and names the lrs beyond the grid that arms picked at an end of their
+range must also try; the next round (the same study, its grid grown by those points)
+trains them, until no arm asks for more (at most ``protocol.extensions`` rounds more).
+Resuming reruns nothing that finished: the Driver skips complete trials, and the
+extensions and the pick are recomputed from the storage; stage 2's study pins its chosen
+lrs, so a pick that came out differently is refused rather than mixed in.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from pipeline.analysis.protocol import ArmPick, pick_lr
+from pipeline.analysis.protocol import ArmPick, extension_lrs, pick_lr
 from pipeline.driver import Driver, RunOptions, StudyOutcome
 from pipeline.execution import Executor
 from pipeline.progress import Reporter
@@ -49,7 +54,9 @@ def run_protocol(
 ) -> ProtocolOutcome:
     """Run (or resume) both stages of a tuned spec; ``on_stage`` hears each one's outcome.
 
-    Stage 2 starts only once every stage-1 trial is complete: the pick needs them all.
+    Stage 2 starts only once every stage-1 trial is complete, the extensions included:
+    the pick needs them all. ``on_stage`` hears ``tune`` once (trained and logged: every
+    round's).
 
     Raises:
         storage.StudyError: as :meth:`Driver.run`, and when stage 2's stored choice of lrs
@@ -57,13 +64,24 @@ def run_protocol(
     """
     name = options.study_name or spec.name
     tune_opts = replace(options, study_name=tune_name(name))
-    tune = Driver(tune_stage(spec), spec_text, tune_opts, reporter, executor).run()
-    on_stage("tune", tune)
-    outcome = ProtocolOutcome(tune)
-    if tune.failed or tune.counts.remaining or tune.interrupted:
-        return outcome
-    trials = load_tables(tune_name(name), options.storage_url).trials
-    outcome.picks = pick_lr(trials, arm_params(spec), spec.protocol.pick)
+    extra: dict[str, list[float]] = {}
+    trained = logged = 0
+    for _ in range(spec.protocol.extensions + 1):
+        stage = tune_stage(spec, extra)
+        tune = Driver(stage, spec_text, tune_opts, reporter, executor).run()
+        trained, logged = trained + tune.trained, logged + tune.logged
+        tune.trained, tune.logged = trained, logged  # every round of stage 1
+        outcome = ProtocolOutcome(tune)
+        if tune.failed or tune.counts.remaining or tune.interrupted:
+            on_stage("tune", tune)
+            return outcome
+        trials = load_tables(tune_name(name), options.storage_url).trials
+        wanted = extension_lrs(trials, arm_params(spec), spec.protocol)
+        if wanted == extra:
+            break
+        extra = wanted
+    on_stage("tune", outcome.tune)
+    outcome.picks = pick_lr(trials, arm_params(spec), spec.protocol.pick, spec.protocol.lr)
     measure = measure_stage(spec, {p.key: p.lr for p in outcome.picks})
     measure_opts = replace(options, study_name=name)
     outcome.measure = Driver(measure, spec_text, measure_opts, reporter, executor).run()

@@ -5,7 +5,11 @@ A fixed lr can decide a comparison by itself (each init scheme has its own best 
 other than ``seed``) at its own lr, chosen on seeds it is not measured on:
 
 * stage 1, ``tune`` (study ``NAME.tune``): every arm x every ``protocol.lr`` x every
-  ``protocol.tuning_seeds``; :func:`tune_stage` is that study's spec;
+  ``protocol.tuning_seeds``; :func:`tune_stage` is that study's spec. An arm whose pick
+  falls at either end of the lrs it has tried is tuned again one step further out (the
+  grid's mean log spacing), at most ``protocol.extensions`` times: the steps are the
+  :func:`lr_ladder`'s, all known in advance, so every extension trial is an ordinary trial
+  of the same study;
 * stage 2, ``measure`` (study ``NAME``): every arm x every measurement seed (``space.seed``
   or ``trial.seed``), each at the lr the pre-registered rule picked from stage 1;
   :func:`measure_stage` is that study's spec.
@@ -19,7 +23,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from models.fields import FIELDS
 from pipeline.space import StrictModel, parse_space, value_type
@@ -28,12 +32,24 @@ from pipeline.specerrors import refuse
 if TYPE_CHECKING:
     from pipeline.studyspec import StudySpec
 
-__all__ = ["STAGES", "TUNE_SUFFIX", "Protocol", "arm_key", "check_protocol", "measure_stage"]
+__all__ = [
+    "MAX_EXTENSIONS",
+    "STAGES",
+    "TUNE_SUFFIX",
+    "Protocol",
+    "arm_key",
+    "check_protocol",
+    "lr_ladder",
+    "measure_stage",
+]
 
 STAGES: tuple[str, ...] = ("tune", "measure")
 """The stages of a tuned protocol, in the order they run (the ``initstudy.stage`` tag)."""
 TUNE_SUFFIX = ".tune"
 """Stage 1's study is the study's name plus this."""
+
+MAX_EXTENSIONS = 5
+"""The most ``protocol.extensions`` a spec may ask for."""
 
 _LR = value_type(FIELDS["lr"])
 _SEED = value_type(FIELDS["seed"])
@@ -49,6 +65,9 @@ class Protocol(StrictModel):
     """Stage 1's seeds (tuned only): distinct, none of them a measurement seed."""
     pick: Literal["km_median"] = "km_median"
     """The pre-registered rule that picks each arm's lr (``pipeline.analysis.protocol``)."""
+    extensions: int = Field(default=2, ge=0, le=MAX_EXTENSIONS)
+    """How many times an arm whose pick is at an end of its lrs is tuned one step further
+    out (then a pick still at an end is flagged); 0: never."""
 
     @model_validator(mode="after")
     def _check(self) -> Protocol:
@@ -102,7 +121,8 @@ def check_protocol(spec: StudySpec) -> None:
 
 def stage_trials(spec: StudySpec) -> tuple[int, int]:
     """Trials of stage 1 and of stage 2 of a tuned spec (the grid without lr and seed axes,
-    times the lrs and tuning seeds; the grid itself)."""
+    times the lrs and tuning seeds; the grid itself). Stage 1's extensions come on top:
+    at most ``protocol.extensions`` x tuning seeds more per arm."""
     protocol = spec.protocol
     seeds = len(spec.values("seed"))
     arms = spec.grid_size // seeds if "seed" in spec.space else spec.grid_size
@@ -123,16 +143,44 @@ def arm_key(arm: dict[str, Any]) -> str:
     return json.dumps(norm, sort_keys=True)
 
 
-def tune_stage(spec: StudySpec) -> StudySpec:
-    """Stage 1's spec: ``lr`` and ``seed`` become grid axes (the lr grid, the tuning seeds)."""
+def lr_ladder(protocol: Protocol) -> list[float]:
+    """Every lr stage 1 may train: the grid, and ``extensions`` steps beyond each end of it
+    at the grid's mean log spacing (``(max / min) ** (1 / (n - 1))``), each rounded to 3
+    significant digits; ascending. With no extensions: the grid as given."""
+    grid = [float(lr) for lr in protocol.lr or ()]
+    if protocol.extensions == 0 or len(grid) < 2:
+        return grid
+    low, high = min(grid), max(grid)
+    step = (high / low) ** (1 / (len(grid) - 1))
+    below = [_round(low / step**k) for k in range(protocol.extensions, 0, -1)]
+    above = [_round(high * step**k) for k in range(1, protocol.extensions + 1)]
+    ladder = [*below, *sorted(grid), *above]
+    if len(set(ladder)) != len(ladder) or ladder != sorted(ladder):  # rounding collided
+        below = [low / step**k for k in range(protocol.extensions, 0, -1)]
+        ladder = [*below, *sorted(grid), *(high * step**k for k in range(1, len(above) + 1))]
+    return ladder
+
+
+def _round(value: float) -> float:
+    return float(f"{value:.3g}")
+
+
+def tune_stage(spec: StudySpec, extra: dict[str, list[float]] | None = None) -> StudySpec:
+    """Stage 1's spec: ``lr`` and ``seed`` become grid axes (the lr grid, the tuning seeds).
+
+    The lr axis is the whole :func:`lr_ladder` (so its values never change between runs),
+    and the grid holds its points at the grid's lrs for every arm, plus those at ``extra``
+    (lrs of the ladder, by :func:`arm_key`) for the arms given.
+    """
+    from pipeline.tunestage import TuneStage  # a StudySpec: studyspec imports this module
+
     protocol = spec.protocol
-    axes = parse_space({"lr": protocol.lr, "seed": protocol.tuning_seeds})
+    axes = parse_space({"lr": lr_ladder(protocol), "seed": protocol.tuning_seeds})
     space = {k: v for k, v in spec.space.items() if k != "seed"} | axes
     trial = {k: v for k, v in spec.trial.items() if k != "seed"}
     update = {"name": spec.name + TUNE_SUFFIX, "space": space, "trial": trial}
     out = spec.model_copy(update={**update, "protocol": Protocol(), "n_trials": None})
-    out._stage = "tune"
-    return out
+    return TuneStage.of(out, list(protocol.lr or ()), extra or {})
 
 
 def measure_stage(spec: StudySpec, chosen: dict[str, float]) -> StudySpec:

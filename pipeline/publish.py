@@ -36,7 +36,7 @@ def tuning_section(tables: StudyTables, url: str) -> Tuning | None:
     if not spec.protocol.tuned or tables.study.endswith(TUNE_SUFFIX):
         return None
     stage1 = load_tables(tables.study + TUNE_SUFFIX, url)
-    return tuning(stage1, arm_params(spec), spec.protocol.pick)
+    return tuning(stage1, arm_params(spec), spec.protocol.pick, spec.protocol.lr)
 
 
 def to_parent_run(

@@ -260,6 +260,8 @@ def open_study(
             f"{spec_hash}); resume it with its original spec, or start a new study with "
             "--study-name NEW"
         )
+    if planned > int(study.user_attrs.get(PLANNED, 0)):  # a tuned stage 1 grown by extensions
+        study.set_user_attr(PLANNED, planned)
     return study
 
 

@@ -68,6 +68,7 @@ LAYERS: list[tuple[str, ...]] = [
         "pipeline.samplerspec",
         "pipeline.studyspec",
         "pipeline.protocolspec",
+        "pipeline.tunestage",
         "pipeline.plan",
     ),
     (

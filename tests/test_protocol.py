@@ -41,7 +41,13 @@ def doc(**extra: Any) -> dict[str, Any]:
         "sampler": "grid",
         "trial": dict(TINY),
         "space": {"init": ["xavier", "uniform01"], "seed": list(MEASURE)},
-        "protocol": {"kind": "tuned", "lr": list(LRS), "tuning_seeds": list(TUNING)},
+        # no extensions: every pick of a 2-lr grid is at an end (test_protocol_extensions.py)
+        "protocol": {
+            "kind": "tuned",
+            "lr": list(LRS),
+            "tuning_seeds": list(TUNING),
+            "extensions": 0,
+        },
     }
     out.update(extra)
     return {k: v for k, v in out.items() if v is not None}
@@ -262,8 +268,8 @@ def test_a_changed_pick_on_resume_is_refused(
     tuned.run()
     started = len(tuned.executors)
 
-    def other(trials: pd.DataFrame, arms: list[str], rule: str) -> list[ArmPick]:
-        picks = pick_lr(trials, arms, rule)
+    def other(trials: pd.DataFrame, arms: list[str], rule: str, *base: Any) -> list[ArmPick]:
+        picks = pick_lr(trials, arms, rule, *base)
         flip = {LRS[0]: LRS[1], LRS[1]: LRS[0]}
         return [ArmPick(p.arm, flip[p.lr], p.reached, p.scores) for p in picks]
 
@@ -279,7 +285,7 @@ def test_a_changed_pick_on_resume_is_refused(
         ([30.0, 12.0, 20.0], 3e-3, False),  # an interior minimum
         ([30.0, 20.0, 12.0], 1e-2, True),  # still falling at the largest lr
         ([12.0, 20.0, 30.0], 1e-3, True),  # and at the smallest
-        ([None, None, None], 1e-3, False),  # nothing reached: the tie-breaks chose
+        ([None, None, None], 1e-3, True),  # nothing reached: flagged all the same
     ],
 )
 def test_a_pick_at_the_end_of_the_grid_is_flagged(
@@ -290,4 +296,5 @@ def test_a_pick_at_the_end_of_the_grid_is_flagged(
     ]
     pick = ArmPick({"init": "xavier"}, chosen, any(m is not None for m in medians), scores)
     assert pick.at_edge is edge
-    assert tuning_table([pick])["at the grid's edge"].tolist() == ["yes" if edge else "no"]
+    column = tuning_table([pick])["best lr at the edge of the searched range"]
+    assert column.tolist() == ["yes" if edge else "no"]

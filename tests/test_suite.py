@@ -54,6 +54,10 @@ def test_the_tiny_suite_runs_every_file_and_writes_one_report(
     assert by_id["tiny_r"]["study"] == "tiny_order" and by_id["tiny_r"]["kind"] == "reproduction"
     assert by_id["tiny_r"]["verdict"] in ("reproduced", "not reproduced")
     assert by_id["C4"]["study"] == "tiny_tuned"
+    # each verdict carries its study's protocol; C4's evidence is the map across them
+    assert by_id["C4"]["conditions"]["optimizer"] == "adam"
+    assert by_id["tiny_r"]["conditions"]["task"] == "adding"
+    assert by_id["C4"]["evidence"].startswith("Across ")
     run = json.loads((out / "suite.json").read_text(encoding="utf-8"))
     assert run["cpus"] == os.cpu_count() and "CPU cores" in run["machine"]
     walls = {s["study"]: s["wall_seconds"] for s in run["studies"]}
@@ -70,6 +74,7 @@ def test_the_tiny_suite_runs_every_file_and_writes_one_report(
     text = readme.read_text(encoding="utf-8")
     assert "\nold\n" not in text and text.endswith("after\n")
     assert f"**{by_id['tiny_r']['verdict']}**" in text and "results/report.md" in text
+    assert "In short: the headline claim C4" in text and "under adam on adding" in text
 
     done = suite(*args)  # resume: nothing left to train
     assert done.returncode == 0, done.stderr + done.stdout

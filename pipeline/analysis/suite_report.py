@@ -6,7 +6,11 @@ each study's verdicts here with what it cost. :func:`write_suite_report` writes
 ``verdicts.json`` (every verdict with its study) and ``suite.json`` (the machine and the
 times); :func:`readme_block` renders the summary the README carries between its
 ``results`` markers, from those two files, so that the README's numbers always come from
-the committed report. Like the rest of the package it reads verdicts and tables only.
+the committed report. Every verdict carries its study's conditions (optimizer, task,
+cell, clipping, budget, ...), and the studies' C4 verdicts become one map across them
+(:mod:`pipeline.analysis.condition_map`): the report's table by condition and the
+README's "In short" sentence. Like the rest of the package it reads verdicts and tables
+only.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.analysis.condition_map import c4_headline, combine_c4, condition_table
 from pipeline.analysis.judging import NOT_REPRODUCED, REPRODUCED, Verdict
 from pipeline.analysis.report import Table, _environment
 
@@ -45,6 +50,10 @@ class SuiteStudy:
     wall_seconds: float
     estimated_cpu_seconds: float
     outcomes: dict[str, int] = field(default_factory=dict)
+    conditions: dict[str, Any] = field(default_factory=dict)
+    """What its verdicts are conditional on (``condition_map.study_conditions``)."""
+    lr_edges: list[dict[str, Any]] = field(default_factory=list)
+    """A tuned study's arms whose lr pick is at an end of its range (``condition_map``)."""
 
 
 def _kind(verdict: Verdict) -> str:
@@ -65,9 +74,13 @@ def _order(record: dict[str, Any]) -> tuple[int, str]:
 
 def _records(studies: Sequence[SuiteStudy]) -> list[dict[str, Any]]:
     records = [
-        {"study": s.study, "kind": _kind(v), **v.to_dict()} for s in studies for v in s.verdicts
+        {"study": s.study, "kind": _kind(v), **v.to_dict()}
+        | ({"conditions": s.conditions} if s.conditions else {})
+        | ({"lr_edges": s.lr_edges} if s.lr_edges else {})
+        for s in studies
+        for v in s.verdicts
     ]
-    return sorted(records, key=_order)  # stable: the rest keep the studies' order
+    return sorted(combine_c4(records), key=_order)  # stable: the rest keep the studies' order
 
 
 def _minutes(seconds: float) -> str:
@@ -118,6 +131,7 @@ def write_suite_report(
             run=run,
             summary=summary,
             tables=_tables(studies, records),
+            headline=c4_headline(records),
             studies=studies,
             minutes=_minutes,
         )
@@ -155,6 +169,7 @@ def _tables(studies: Sequence[SuiteStudy], records: list[dict[str, Any]]) -> dic
         ]
     )
     return {
+        "conditions": Table.of(condition_table(records)),
         "claims": frame("claim"),
         "reproductions": frame("reproduction"),
         "comparisons": frame("comparison"),
@@ -172,9 +187,8 @@ def readme_block(out_dir: Path, link: str = "docs/results/report.md") -> str:
     """The README's results section, rendered from ``out_dir``'s ``verdicts.json`` and
     ``suite.json`` (the committed report), between :data:`README_BEGIN` and
     :data:`README_END`."""
-    records = sorted(
-        json.loads((out_dir / "verdicts.json").read_text(encoding="utf-8")), key=_order
-    )
+    stored = json.loads((out_dir / "verdicts.json").read_text(encoding="utf-8"))
+    records = sorted(combine_c4(stored), key=_order)
     run = json.loads((out_dir / "suite.json").read_text(encoding="utf-8"))
     return (
         _environment()
@@ -183,6 +197,7 @@ def readme_block(out_dir: Path, link: str = "docs/results/report.md") -> str:
             records=records,
             run=run,
             link=link,
+            headline=c4_headline(records),
             begin=README_BEGIN,
             end=README_END,
             minutes=_minutes,

@@ -104,9 +104,16 @@ def _print_stages(spec: StudySpec) -> None:
     tune, measure = stage_trials(spec)
     p = spec.protocol
     lrs = ", ".join(f"{lr:g}" for lr in p.lr or ())
+    per_lr = tune // max(1, len(p.lr or ()))  # arms x tuning seeds
+    more = (
+        f", then up to {per_lr * p.extensions} more where a pick is at an end of its range"
+        f" (up to {p.extensions} steps further out each)"
+        if p.extensions
+        else ""
+    )
     console.print(
         f"stage 1 (tune): study {spec.name + TUNE_SUFFIX!r}, {tune} trials: every arm at lr"
-        f" {lrs} on tuning seeds {p.tuning_seeds}",
+        f" {lrs} on tuning seeds {p.tuning_seeds}{more}",
         highlight=False,
     )
     console.print(
@@ -339,6 +346,7 @@ def _run_tuned(spec: StudySpec, text: str, options: RunOptions) -> StudyOutcome:
     for pick in done.picks:
         arm = ", ".join(f"{k}={v}" for k, v in pick.arm.items()) or "(one arm)"
         note = "" if pick.reached else " (no lr reached a KM median: tie-breaks chose)"
+        note += f"; {pick.flag}" if pick.flag else ""
         console.print(f"chosen lr: {escape(arm)}: {pick.lr:g}{note}", highlight=False)
     return done.measure
 

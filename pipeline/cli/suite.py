@@ -132,6 +132,7 @@ def _write(
     readme: Path | None,
     folder: Path,
 ) -> None:
+    from pipeline.analysis.condition_map import lr_edges, study_conditions
     from pipeline.analysis.report import verdict_table, write_report
     from pipeline.analysis.suite_report import (
         SuiteStudy,
@@ -161,6 +162,8 @@ def _write(
                 wall_seconds=_training_seconds(spec, url),
                 estimated_cpu_seconds=spec.estimated_cpu_seconds(),
                 outcomes={str(k): int(v) for k, v in outcomes.items()},
+                conditions=study_conditions(tables.trials, tuned=spec.protocol.tuned),
+                lr_edges=[] if tuning is None else lr_edges(tuning.picks),
             )
         )
         console.print(verdict_table(verdicts))
