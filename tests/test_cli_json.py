@@ -141,3 +141,18 @@ def test_suite_runs_on_the_stores_and_cluster_options_it_is_given(tmp_path: Path
     # --address is run's: checked the same way, before anything starts
     bad = in_process([*argv, "--address", "not an address"])
     assert bad == EXIT_BAD_INPUT
+
+
+def test_every_json_key_is_documented_in_docs_cli() -> None:
+    text = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    section = text[text.index("## `--json`") : text.index("## Shell completion")]
+    keys = {
+        *jsonout.STATUS_KEYS,
+        *jsonout.COUNT_KEYS,
+        *jsonout.LIST_KEYS,
+        *jsonout.CHECK_KEYS,
+        *jsonout.VALIDATE_KEYS,
+        *jsonout.POWER_KEYS,
+    }
+    missing = sorted(k for k in keys if f'"{k}"' not in section and f"`{k}`" not in section)
+    assert missing == []
