@@ -188,6 +188,10 @@ class TrialResult:
     history: list[EpochRecord]
     diagnostics: InitDiagnostics
     wall_seconds: float = 0.0
+    """This trial's share of its pack's training time, in proportion to the epochs it
+    trained (``wall * its epochs / all members' epochs``; a trial trained alone: all of
+    it). The shares of a pack add up to the pack's time, :attr:`pack_wall_seconds`. A result
+    stored before the share (no ``pack_wall_seconds`` in ``extra``) holds the pack's time."""
     device: str = "cpu"
     node: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -272,6 +276,15 @@ class TrialResult:
         """``converged_epoch`` when the outcome is converged, else None (the epoch the
         statistics and the objective read: a trial that diverged first did not converge)."""
         return self.converged_epoch if self.converged else None
+
+    @property
+    def pack_wall_seconds(self) -> float:
+        """The training time of the pack this trial was trained in (``extra``'s
+        ``pack_wall_seconds``; a result stored before it: ``wall_seconds``, then the pack's)."""
+        value = self.extra.get("pack_wall_seconds")
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        return self.wall_seconds
 
     @property
     def epochs_run(self) -> int:

@@ -170,6 +170,7 @@ def iter_pack(specs: Sequence[TrialSpec], device: str | torch.device = "cpu") ->
                 break
             yield [u for u in updates if u.member == 0]
         result.extra["pack_size"] = 1
+        result.wall_seconds = result.extra["pack_wall_seconds"]  # all of it was its own
         return [result]
     return (yield from _train(specs, device))
 
@@ -312,6 +313,7 @@ def _train(specs: Sequence[TrialSpec], device: str | torch.device = "cpu") -> Pa
             pack = _Streams(slots, stream_of, device)
 
     wall = time.perf_counter() - started
+    trained = sum(len(h) for h in history) or 1  # member-epochs: a pack's cost is about this
     return [
         TrialResult(
             spec=spec,
@@ -321,10 +323,15 @@ def _train(specs: Sequence[TrialSpec], device: str | torch.device = "cpu") -> Pa
             baseline_loss=float(task.baseline_loss),
             history=history[i],
             diagnostics=diagnostics[i],
-            wall_seconds=wall,
+            wall_seconds=wall * len(history[i]) / trained,
             device=str(device),
             node=platform.node(),
-            extra={"pack_size": k, "member_epochs": member_epochs, "started_at": started_at},
+            extra={
+                "pack_size": k,
+                "member_epochs": member_epochs,
+                "started_at": started_at,
+                "pack_wall_seconds": wall,
+            },
         )
         for i, spec in enumerate(specs)
     ]

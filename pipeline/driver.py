@@ -451,8 +451,7 @@ class Driver:
     def _report(self, live: Live, in_flight: dict[int, list[Pending]]) -> None:
         """Move the progress display on; after a Ctrl-C, say what happens now."""
         assert self._live is not None
-        running = sum(len(pack) for pack in in_flight.values())
-        self.interrupts.announce(self.reporter.note, running, len(in_flight))
+        live.announce(self.interrupts, self.reporter.note, in_flight)
         self.reporter.update(self._live, live.progress())
 
     def _interrupted(self, unfinished: list[Pending]) -> None:

@@ -27,10 +27,12 @@ if TYPE_CHECKING:
     from pipeline.driver import RunOptions
     from pipeline.studyspec import StudySpec
 
-STORAGE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg2", "postgresql+psycopg", "mysql")
-"""The Optuna storage URL schemes accepted."""
-TRACKING_SCHEMES = ("sqlite", "postgresql", "http", "https", "databricks")
-"""The MLflow tracking URI schemes accepted."""
+STORAGE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg", "postgres")
+"""The Optuna storage URL schemes accepted: those whose driver is installed (SQLite's, and
+psycopg 3 for PostgreSQL); ``postgres`` is PostgreSQL's alias (:func:`~pipeline.urls.
+canonical_url`)."""
+TRACKING_SCHEMES = ("sqlite", "postgresql", "postgres", "http", "https", "databricks")
+"""The MLflow tracking URI schemes accepted (``postgres``: as for the storage)."""
 CONFIRM_TRIALS = 2_000
 """A run asks for a confirmation (``--yes``, ``yes=True``) when a study plans more trials
 than this ..."""

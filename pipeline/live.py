@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import signal
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -161,6 +161,19 @@ class Live:
         """The trials of the packs that have started and not ended."""
         return [m.pending for members in self._members.values() for m in members]
 
+    def announce(
+        self,
+        interrupts: Interrupts,
+        note: Callable[[str], None],
+        in_flight: Mapping[int, Sequence[Pending]],
+    ) -> None:
+        """After a Ctrl-C, say what happens now, counting the running trials as the
+        progress bar does (:attr:`LiveProgress.training`: the members of packs that have
+        started); ``in_flight`` (the packs submitted) adds those not started yet."""
+        training = self.progress().training
+        submitted = sum(len(pack) for pack in in_flight.values())
+        interrupts.announce(note, training, len(self._members), max(0, submitted - training))
+
     def progress(self) -> LiveProgress:
         members = [m for ms in self._members.values() for m in ms]
         unseen = max(0, self.planned - len(self._seen) - self.done_before)
@@ -205,14 +218,18 @@ class Interrupts:
             signal.signal(signal.SIGINT, self._previous)
             self._installed = False
 
-    def announce(self, note: Callable[[str], None], trials: int, packs: int) -> None:
-        """Say once, after each Ctrl-C, what it does (``trials`` in ``packs`` running)."""
+    def announce(
+        self, note: Callable[[str], None], trials: int, packs: int, waiting: int = 0
+    ) -> None:
+        """Say once, after each Ctrl-C, what it does (``trials`` in ``packs`` running, as
+        the progress bar counts them, and ``waiting`` submitted but not started yet)."""
         if self.stopping and self._said == 0:
             self._said = 1
             if not self.stop_now:
+                queued = f" and {waiting} submitted, not started yet" if waiting else ""
                 note(
                     f"Ctrl-C: submitting no more trials; finishing {trials} running trials "
-                    f"({packs} packs); Ctrl-C again to stop now"
+                    f"({packs} packs){queued}; Ctrl-C again to stop now"
                 )
         if self.stop_now and self._said < 2:
             self._said = 2

@@ -77,7 +77,8 @@ def summary_metrics(result: TrialResult, timestamp: int | None = None) -> list[M
         "initial_loss": diag.initial_loss,
         "target_loss": result.target_loss,
         "baseline_loss": result.baseline_loss,
-        "wall_seconds": result.wall_seconds,
+        "wall_seconds": result.wall_seconds,  # its share of the pack's time
+        "pack_wall_seconds": result.pack_wall_seconds,
         "spectral_radius": diag.spectral_radius,
         "hidden_var_first": diag.hidden_var[0] if diag.hidden_var else None,
         "hidden_var_last": diag.hidden_var[-1] if diag.hidden_var else None,

@@ -27,7 +27,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from models.spec import TrialResult
-from pipeline.urls import redact, sqlite_file, use_wal
+from pipeline.exitcodes import EXIT_STORE_CORRUPT as EXIT_STORE_CORRUPT
+from pipeline.urls import canonical_url, redact, sqlite_file, use_wal
 
 KEY = "initstudy.key"
 """Trial user attribute: the identity key (hash of the TrialSpec and the claim)."""
@@ -67,10 +68,6 @@ class StudyError(ValueError):
 
 class StudyBusy(RuntimeError):
     """Another live driver holds this study."""
-
-
-EXIT_STORE_CORRUPT = 4
-"""The CLI's exit code for :class:`StoreCorrupt` (2: bad input, 3: :class:`StudyBusy`)."""
 
 
 class StoreCorrupt(StudyError):
@@ -183,6 +180,7 @@ CREATE_TRIES = 8
 
 def storage_unlocked(url: str) -> optuna.storages.RDBStorage:
     """:func:`make_storage` for a caller that holds :func:`creating` already."""
+    url = canonical_url(url)  # postgres:// is postgresql://
     if url.startswith("sqlite:///"):
         path = sqlite_file(url)
         if path is not None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import tenacity
 
 from pipeline import retry
-from pipeline.urls import sqlite_file, use_wal
+from pipeline.urls import canonical_url, sqlite_file, use_wal
 
 if TYPE_CHECKING:
     from mlflow.entities import Experiment
@@ -36,7 +36,7 @@ def new_client(tracking_uri: str) -> MlflowClient:
         warnings.filterwarnings("ignore", message=NOISE, category=DeprecationWarning)
         from mlflow.tracking import MlflowClient
 
-        return MlflowClient(tracking_uri=tracking_uri)
+        return MlflowClient(tracking_uri=canonical_url(tracking_uri))
 
 
 def writes_in_background(tracking_uri: str) -> bool:

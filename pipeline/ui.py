@@ -34,7 +34,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, Any
 
-from pipeline.urls import sqlite_file
+from pipeline.urls import canonical_url, sqlite_file
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 """Signals that, while a :class:`UiServer` is used as a context manager, stop its server
@@ -222,7 +222,7 @@ def start_ui(
         "mlflow",
         "server",
         "--backend-store-uri",
-        tracking_uri,
+        canonical_url(tracking_uri),
         "--host",
         host,
         "--port",

@@ -31,6 +31,21 @@ ARTIFACTS = "mlartifacts"
 _USERINFO = re.compile(r"(://[^/\s:@]*):[^/\s@]*@")
 
 
+POSTGRES_ALIAS = "postgres"
+"""PostgreSQL's common short scheme (``postgres://``, as libpq and many hosts write it),
+which SQLAlchemy and MLflow do not know: :func:`canonical_url` makes it ``postgresql``."""
+
+
+def canonical_url(url: str) -> str:
+    """``url`` as SQLAlchemy and MLflow take it: ``postgres://`` (and ``postgres+DRIVER://``)
+    become ``postgresql...``; every other URL is returned unchanged."""
+    scheme, sep, rest = url.partition("://")
+    name, plus, driver = scheme.partition("+")
+    if sep and name.lower() == POSTGRES_ALIAS:
+        return f"postgresql{plus}{driver}://{rest}"
+    return url
+
+
 def default_storage_url(run_dir: Path) -> str:
     """The embedded Optuna storage: a SQLite file in the run folder."""
     return f"sqlite:///{(run_dir / OPTUNA_DB).resolve()}"

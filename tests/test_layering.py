@@ -57,6 +57,7 @@ def test_the_modules_that_talk_to_a_store_may() -> None:
 LAYERS: list[tuple[str, ...]] = [
     ("models",),
     (
+        "pipeline.exitcodes",
         "pipeline.urls",
         "pipeline.retry",
         "pipeline.faults",

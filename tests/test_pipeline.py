@@ -152,7 +152,7 @@ def test_run_ends_with_the_verdict_table(smoke_study: SmokeRun, here: Callable[.
     assert query.returncode == 0, query.stderr
     assert query.stdout.splitlines() == ["init,n", "uniform01,3", "xavier,3"]
     bad = here("query", "smoke", "SELEC nonsense", "--run-dir", str(run_dir))
-    assert bad.returncode == 1 and "syntax error" in bad.stderr.lower()
+    assert bad.returncode == 2 and "syntax error" in bad.stderr.lower()  # bad input
 
 
 def test_changed_spec_is_refused_with_a_way_out(

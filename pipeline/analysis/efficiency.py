@@ -5,7 +5,7 @@ Every driver run records itself in the study attribute :data:`pipeline.storage.S
 train at once, ``Executor.capacity``), ``cpus_per_trial`` and, once its last pack was
 told, ``ended``. A run's packs are those whose start on the worker (``extra["started_at"]``)
 lies in its ``[started, ended]``, give or take :data:`CLOCK_TOLERANCE_S`; members of a pack
-share ``(node, started_at)`` and its training time (``wall_seconds``), so each pack counts
+share ``(node, started_at)`` and its training time (``pack_wall_seconds``), so each pack counts
 once. Per run:
 
     wall = ended - started;  start-up = first pack's start - started
@@ -194,7 +194,7 @@ def timings_from_results(rows: Iterable[tuple[int, TrialResult]]) -> list[TrialT
         out.append(
             TrialTiming(
                 number=int(number),
-                wall_seconds=float(result.wall_seconds),
+                wall_seconds=result.pack_wall_seconds,  # the pack's, not the share
                 pack_size=size if isinstance(size, int) and size >= 1 else 1,
                 started_at=_number(extra.get("started_at")),
                 node=str(result.node or ""),

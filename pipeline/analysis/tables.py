@@ -74,6 +74,7 @@ TRIAL_COLUMNS: dict[str, str] = {
     "input_grad_norm": "float64",  # norm of dL/dWxh at init (NaN: not measured)
     "recurrent_grad_norm": "float64",  # norm of dL/dWhh at init (NaN: not measured)
     "wall_seconds": "float64",
+    "pack_wall_seconds": "float64",
     "node": "string",
     "device": "string",  # e.g. "cpu", "cuda:NVIDIA H200"
     "device_type": "string",  # "cpu" or "cuda": the part of device before ":"
@@ -303,6 +304,7 @@ def _trial_row(study: str, number: int, key: str, result: TrialResult) -> dict[s
         "input_grad_norm": diag.input_grad_norm,
         "recurrent_grad_norm": diag.recurrent_grad_norm,
         "wall_seconds": result.wall_seconds,
+        "pack_wall_seconds": result.pack_wall_seconds,
         "node": result.node,
         "device": result.device,
         "device_type": device_type(result.device),

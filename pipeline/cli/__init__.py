@@ -5,9 +5,11 @@ values the parser refuses, malformed storage URLs, study names that are not name
 one line naming the option or field and what is allowed, and exits with code 2 before
 anything is started or written. A study larger than :data:`CONFIRM_TRIALS` trials or
 :data:`CONFIRM_CPU_HOURS` estimated CPU-hours is bad input too unless ``run`` gets
-``--yes``. Exit code 1 means the input was well formed but the work failed: a SQL query
-DuckDB refuses or cannot run (``query``: DuckDB's message, one line), MLflow unreachable,
-failed trials. Exit code 3: another driver holds the study.
+``--yes``; so are a SQL query DuckDB refuses, a store that cannot be reached when the
+command starts, and a confirmation not given. Every exit code is one of
+:mod:`pipeline.exitcodes` (the table is in docs/cli.md): 1 the work failed (failed trials,
+``check`` found problems), 3 another driver holds the study, 4 a store file is not a
+database, 130 Ctrl-C.
 
 The commands are grouped in this package's modules: ``trial`` (one trial, its options made
 from ``models.fields.FIELDS``, and ``schemes``), ``studies`` (validate, run, status, check,
@@ -31,6 +33,9 @@ from pipeline.cli.base import (
     CONFIRM_TRIALS,
     EXIT_BAD_INPUT,
     EXIT_BUSY,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_STORE_CORRUPT,
     app,
     console,
     err_console,
@@ -58,6 +63,9 @@ __all__ = [
     "CONFIRM_TRIALS",
     "EXIT_BAD_INPUT",
     "EXIT_BUSY",
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_STORE_CORRUPT",
     "app",
     "console",
     "err_console",
@@ -88,7 +96,14 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
                 soft_wrap=True,
             )
         sys.exit(exc.exit_code)
-    except typer.Abort:
-        err_console.print("aborted")
-        sys.exit(1)
+    except typer.Abort as exc:  # Click's: Ctrl-C anywhere, or no answer to a question
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, EOFError):  # stdin closed at a confirmation: not confirmed
+            err_console.print(
+                "[bold red]error:[/] no answer (stdin is closed): nothing was done; pass --yes",
+                highlight=False,
+            )
+            sys.exit(EXIT_BAD_INPUT)
+        err_console.print("interrupted: nothing more was done", highlight=False)
+        sys.exit(EXIT_INTERRUPTED)
     sys.exit(code if isinstance(code, int) else 0)

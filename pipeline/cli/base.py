@@ -15,6 +15,11 @@ from rich.console import Console
 from rich.markup import escape
 
 from pipeline import frontend
+from pipeline.exitcodes import EXIT_BAD_INPUT as EXIT_BAD_INPUT
+from pipeline.exitcodes import EXIT_BUSY as EXIT_BUSY
+from pipeline.exitcodes import EXIT_FAILED as EXIT_FAILED
+from pipeline.exitcodes import EXIT_INTERRUPTED as EXIT_INTERRUPTED
+from pipeline.exitcodes import EXIT_STORE_CORRUPT as EXIT_STORE_CORRUPT
 from pipeline.frontend import CONFIRM_CPU_HOURS as CONFIRM_CPU_HOURS
 from pipeline.frontend import CONFIRM_TRIALS as CONFIRM_TRIALS
 from pipeline.frontend import STORAGE_SCHEMES as STORAGE_SCHEMES
@@ -32,7 +37,7 @@ T = TypeVar("T")
 app = typer.Typer(
     help="Test claims about RNN initialization with Optuna studies on Ray, tracked in MLflow.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 # Piped output (logs, CI) gets wide tables instead of rich's 80-column default.
@@ -48,12 +53,6 @@ Overrides = Annotated[
         "YAML; the study's spec hash changes as with an edit).",
     ),
 ]
-EXIT_BAD_INPUT = 2
-EXIT_BUSY = 3
-EXIT_STORE_CORRUPT = 4
-"""A store file that is empty or not a database (pipeline.storage.StoreCorrupt)."""
-EXIT_INTERRUPTED = 130
-"""Ctrl-C, as a shell reports a process ended by SIGINT (128 + 2)."""
 
 
 def _print_version(value: bool) -> None:

@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from pipeline.cli.base import (
+    EXIT_FAILED,
     TRACKING_SCHEMES,
     RunDir,
     Storage,
@@ -185,7 +186,7 @@ def query(
     try:
         frame = run_query(tables, sql)
     except QueryError as exc:
-        fail(f"query: {exc}", code=1)
+        fail(f"query: {exc}")  # SQL DuckDB refuses (or stops: a limit) is bad input
     _emit(frame, fmt, out)
 
 
@@ -311,8 +312,8 @@ def ui(
         tracker = Tracker(tracking)
         parent = tracker.attach_study(study)
         experiment = tracker.experiment_id if parent else tracker.experiment_id_of(study)
-    except TrackingError as exc:
-        fail(str(exc), code=1)
+    except TrackingError as exc:  # unreachable when the command starts: bad input
+        fail(str(exc))
     if experiment is None:
         fail(f"no MLflow experiment named {study!r} in {tracking}")
 
@@ -336,7 +337,7 @@ def ui(
     try:
         server = start_ui(tracking, host=host, port=port)
     except RuntimeError as exc:
-        fail(f"the MLflow UI did not start: {exc}", code=1)
+        fail(f"the MLflow UI did not start: {exc}", code=EXIT_FAILED)
     with server:
         console.print(f"MLflow UI: {server.url}  (Ctrl-C stops it)", highlight=False)
         where(server.url)

@@ -11,10 +11,12 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from pipeline.cli import jsonout
 from pipeline.cli.base import (
     CONFIRM_CPU_HOURS,
     CONFIRM_TRIALS,
     EXIT_BUSY,
+    EXIT_FAILED,
     EXIT_INTERRUPTED,
     STORAGE_SCHEMES,
     Overrides,
@@ -57,12 +59,36 @@ def validate(
     run_dir: RunDir = Path("runs"),
     storage: Storage = None,
     overrides: Overrides = None,
+    as_json: Annotated[bool, jsonout.JsonFlag] = False,
 ) -> None:
     """Check a study spec; print its trial count, seeds per cell and, from earlier
     results of the same study (a pilot), the seeds needed to tell 2x from 10x."""
     spec, _ = _load_spec(spec_file, overrides or ())
     check_url("--storage", storage, STORAGE_SCHEMES)
-    searched = ", ".join(spec.searched()) or "nothing"
+    warning = _size_warning(spec, spec.name)
+    seeds = spec.seeds_per_cell()
+    if storage is None and not (run_dir / "optuna.db").exists():
+        power: dict[str, object] = {"text": NO_PILOT, "seeds_needed": None, "enough": None}
+    else:
+        power = _power(spec.name, storage or default_storage_url(run_dir), seeds)
+    if as_json:
+        _print_warnings(spec.warnings())
+        jsonout.emit(
+            {
+                "spec": str(spec_file),
+                "study": spec.name,
+                "sampler": spec.sampler,
+                "trials": spec.n_trials_planned,
+                "stages": _stages(spec) if spec.protocol.tuned else None,
+                "estimated_cpu_seconds": spec.estimated_cpu_seconds(),
+                "needs_yes": warning is not None,
+                "searched": list(spec.searched()),
+                "warnings": list(spec.warnings()),
+                "seeds_per_cell": seeds,
+                "power": power,
+            }
+        )
+        return
     console.print(
         f"{escape(str(spec_file))}: ok - study {spec.name!r}, {spec.sampler} sampler",
         highlight=False,
@@ -74,21 +100,23 @@ def validate(
         f"training time: up to about {_duration(spec.estimated_cpu_seconds())} on one CPU core"
         " (every trial at its full epoch budget)"
     )
-    warning = _size_warning(spec, spec.name)
     if warning is not None:
         console.print(
             f"[yellow]warning:[/] {escape(warning)}; `initstudy run` will ask for --yes",
             highlight=False,
         )
-    console.print(f"searched: {searched}")
+    console.print(f"searched: {', '.join(spec.searched()) or 'nothing'}")
     _print_warnings(spec.warnings())
-    seeds = spec.seeds_per_cell()
     if seeds is not None:
         console.print(f"seeds per cell: {seeds}")
-    if storage is None and not (run_dir / "optuna.db").exists():
-        console.print("power: no earlier results of this study to estimate the noise from")
-        return
-    _print_power(spec.name, storage or default_storage_url(run_dir), seeds)
+    note = ""
+    if power["enough"] is not None:
+        verdict = "enough" if power["enough"] else "not enough"
+        note = f" ({seeds if seeds is not None else 'no'} seeds given: {verdict})"
+    console.print(f"power: {escape(str(power['text']))}{note}", highlight=False)
+
+
+NO_PILOT = "no earlier results of this study to estimate the noise from"
 
 
 def _print_warnings(lines: Sequence[str]) -> None:
@@ -97,12 +125,23 @@ def _print_warnings(lines: Sequence[str]) -> None:
         err_console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
 
 
+def _stages(spec: StudySpec) -> list[dict[str, object]]:
+    """A tuned protocol's two studies and their trials, for ``validate --json``."""
+    from pipeline.protocolspec import TUNE_SUFFIX, stage_trials
+
+    tune, measure = stage_trials(spec)
+    return [
+        {"stage": "tune", "study": spec.name + TUNE_SUFFIX, "trials": tune},
+        {"stage": "measure", "study": spec.name, "trials": measure},
+    ]
+
+
 def _print_stages(spec: StudySpec) -> None:
     """A tuned protocol's two studies and their trials (both counted above)."""
     from pipeline.protocolspec import TUNE_SUFFIX, stage_trials
 
-    tune, measure = stage_trials(spec)
     p = spec.protocol
+    tune, measure = stage_trials(spec)
     lrs = ", ".join(f"{lr:g}" for lr in p.lr or ())
     per_lr = tune // max(1, len(p.lr or ()))  # arms x tuning seeds
     more = (
@@ -123,30 +162,25 @@ def _print_stages(spec: StudySpec) -> None:
     )
 
 
-def _print_power(study: str, storage_url: str, seeds: int | None) -> None:
-    """From a pilot: how many seeds per cell tell a 2x speedup from a 10x one."""
+def _power(study: str, storage_url: str, seeds: int | None) -> dict[str, object]:
+    """From a pilot: how many seeds per cell tell a 2x speedup from a 10x one, as
+    ``{"text", "seeds_needed", "enough"}`` (``enough`` null without a number to compare)."""
     from pipeline.analysis.stats import power_estimate
     from pipeline.results import load_tables
     from pipeline.storage import StudyError
 
+    nothing: dict[str, object] = {"text": NO_PILOT, "seeds_needed": None, "enough": None}
     try:
         trials = load_tables(study, storage_url).trials
     except StudyError:
-        console.print("power: no earlier results of this study to estimate the noise from")
-        return
+        return nothing
     if trials.empty or not {"xavier", "uniform01"} <= set(trials["init"].astype(str)):
-        console.print("power: the pilot has no xavier-vs-uniform01 pairs to estimate noise from")
-        return
+        nothing["text"] = "the pilot has no xavier-vs-uniform01 pairs to estimate noise from"
+        return nothing
     est = power_estimate(trials, "xavier", "uniform01", ["seq_len", "hidden"])
-    if est["seeds_needed"] is None:
-        console.print(f"power: {escape(est['text'])}", highlight=False)
-        return
-    verdict = "enough" if seeds is not None and seeds >= est["seeds_needed"] else "not enough"
-    console.print(
-        f"power: {escape(est['text'])} ({seeds if seeds is not None else 'no'} seeds given: "
-        f"{verdict})",
-        highlight=False,
-    )
+    needed = None if est["seeds_needed"] is None else int(est["seeds_needed"])
+    enough = None if needed is None else seeds is not None and seeds >= needed
+    return {"text": est["text"], "seeds_needed": needed, "enough": enough}
 
 
 @app.command()
@@ -261,7 +295,7 @@ def run(
             highlight=False,
         )
     if outcome.failed:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
 
 
 def run_study(spec: StudySpec, text: str, options: RunOptions) -> StudyOutcome:
@@ -280,7 +314,7 @@ def run_study(spec: StudySpec, text: str, options: RunOptions) -> StudyOutcome:
     except StudyBusy as exc:
         fail(str(exc), code=EXIT_BUSY)
     except StorageUnavailable as exc:
-        fail(str(exc), code=1)
+        fail(str(exc), code=EXIT_FAILED)
     _print_outcome(outcome)
     return outcome
 
@@ -356,6 +390,7 @@ def status(
     study: Annotated[str, typer.Argument(help="Study name.")],
     run_dir: RunDir = Path("runs"),
     storage: Storage = None,
+    as_json: Annotated[bool, jsonout.JsonFlag] = False,
 ) -> None:
     """Print a study's trial counts from its Optuna storage."""
     from pipeline import storage as st
@@ -371,6 +406,9 @@ def status(
 
     # RUNNING trials with no driver alive were interrupted (Ctrl-C, a killed driver)
     driven = c.running == 0 or DriverLock.live_holder(found) is not None
+    if as_json:
+        jsonout.emit(jsonout.status(study, c, driven))
+        return
     table = Table(title=f"study {study}")
     table.add_column("trials")
     table.add_column("count", justify="right")
@@ -403,6 +441,7 @@ def check(
     run_dir: RunDir = Path("runs"),
     storage: Storage = None,
     tracking_uri: TrackingUri = None,
+    as_json: Annotated[bool, jsonout.JsonFlag] = False,
 ) -> None:
     """Reconcile Optuna and MLflow: one run per trial, no orphans, every grid point once."""
     from pipeline.check import check_study
@@ -415,8 +454,13 @@ def check(
         report = check_study(study, url, tracking)
     except StudyError as exc:
         fail_with(exc)
-    except TrackingError as exc:
-        fail(str(exc), code=1)
+    except TrackingError as exc:  # unreachable when the command starts: bad input
+        fail(str(exc))
+    if as_json:
+        jsonout.emit(jsonout.check(report))
+        if not report.ok:
+            raise typer.Exit(EXIT_FAILED)
+        return
     grid = f", {report.grid_points} grid points" if report.grid_points is not None else ""
     console.print(
         f"study {study!r}: {report.trials} complete trials, {report.runs} MLflow runs{grid}"
@@ -424,7 +468,7 @@ def check(
     for line in report.problems:
         console.print(f"[red]problem:[/] {escape(line)}", highlight=False)
     if not report.ok:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
     console.print("[green]consistent[/]: every trial has exactly one run")
 
 
@@ -461,20 +505,32 @@ def sync(
     except st.StudyBusy as exc:
         fail(str(exc), code=EXIT_BUSY)
     except st.StorageUnavailable as exc:
-        fail(str(exc), code=1)
+        fail(str(exc), code=EXIT_FAILED)
     if outcome.tracking_error:
-        fail(f"MLflow is still unreachable: {outcome.tracking_error}", code=1)
+        fail(f"MLflow is still unreachable: {outcome.tracking_error}")
     console.print(f"study {study!r}: {outcome.logged} runs back-filled")
 
 
 @app.command("list")
-def list_studies(run_dir: RunDir = Path("runs"), storage: Storage = None) -> None:
+def list_studies(
+    run_dir: RunDir = Path("runs"),
+    storage: Storage = None,
+    as_json: Annotated[bool, jsonout.JsonFlag] = False,
+) -> None:
     """List the studies in an Optuna storage, with their trial counts."""
     from pipeline import storage as st
 
     url = read_storage(run_dir, storage)
     store = checked(st.make_storage, url)
     names = st.study_names(store)
+    if as_json:
+        rows = []
+        for name in names:
+            found = st.load_existing_study(store, name)
+            stage = str(found.user_attrs.get(st.STAGE, ""))
+            rows.append(jsonout.list_row(name, stage, st.study_counts(found)))
+        jsonout.emit({"studies": rows})
+        return
     if not names:
         console.print("no studies in this storage", highlight=False)
         return
@@ -525,7 +581,7 @@ def delete(
     try:
         mlflow_gone = Tracker(tracking).delete_experiment(study)
     except TrackingError as exc:
-        fail(f"MLflow: {exc}; nothing was deleted", code=1)
+        fail(f"MLflow: {exc}; nothing was deleted")  # unreachable: nothing started
     st.delete_study(store, study)
     note = "and its MLflow experiment" if mlflow_gone else "(it had no MLflow experiment)"
     console.print(f"deleted {escape(what)} {note}", highlight=False)

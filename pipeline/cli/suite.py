@@ -21,11 +21,24 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from pipeline.cli.base import RunDir, app, check_run_dir, console, fail, stores, study_tables
+from pipeline.cli.base import (
+    EXIT_FAILED,
+    RunDir,
+    Storage,
+    TrackingUri,
+    app,
+    check_run_dir,
+    checked,
+    console,
+    fail,
+    study_tables,
+)
 from pipeline.cli.outputs import _efficiency, _tuning
 from pipeline.cli.studies import _load_spec, _size_warning, run_study
+from pipeline.frontend import check_run_options, cli_option
 
 if TYPE_CHECKING:
+    from pipeline.driver import RunOptions
     from pipeline.studyspec import StudySpec
 
 MAX_FILES = 64
@@ -52,15 +65,32 @@ def suite(
     workers: Annotated[
         int | None, typer.Option(help="CPUs for the embedded Ray (default: all).")
     ] = None,
+    storage: Storage = None,
+    tracking_uri: TrackingUri = None,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (default: start Ray here).")
+    ] = None,
     yes: Annotated[
         bool,
         typer.Option("--yes", metavar="", help="Start studies that `run` would ask --yes for."),
     ] = False,
 ) -> None:
-    """Run a suite of studies (default: the reproduction suite) and write one report."""
-    from pipeline.analysis.suite_report import README_BEGIN, README_END
+    """Run a suite of studies (default: the reproduction suite) and write one report.
 
-    check_run_dir(run_dir)
+    ``--storage``, ``--tracking-uri`` and ``--address`` are ``run``'s: every study of the
+    suite runs on them (a cluster: docs/cluster.md)."""
+    from pipeline.analysis.suite_report import README_BEGIN, README_END
+    from pipeline.driver import RunOptions
+
+    options = RunOptions(
+        run_dir=run_dir,
+        storage=storage,
+        tracking_uri=tracking_uri,
+        address=address,
+        workers=workers,
+    )
+    check_run_dir(run_dir)  # the reports go under it whatever the stores
+    checked(check_run_options, options, cli_option)
     if not folder.is_dir():
         fail(f"FOLDER: {str(folder)!r} is not a folder of study files")
     files = sorted(p for p in folder.glob("*.yaml") if p.is_file())
@@ -68,8 +98,6 @@ def suite(
         fail(f"FOLDER: {str(folder)!r} holds no study files (*.yaml)")
     if len(files) > MAX_FILES:
         fail(f"FOLDER: {len(files)} study files; a suite holds at most {MAX_FILES}")
-    if workers is not None and workers < 1:
-        fail(f"--workers: must be >= 1, got {workers}")
     if readme is not None:
         try:
             text = readme.read_text(encoding="utf-8")
@@ -87,16 +115,15 @@ def suite(
         if warning is not None and not yes:
             fail(f"{path}: {warning}; add --yes to start it")
     out = out or run_dir / "reports" / "suite"
-
-    from pipeline.driver import RunOptions
-
-    options = RunOptions(run_dir=run_dir, workers=workers)
     for i, (path, spec, text) in enumerate(loaded, 1):
         console.print(f"[bold]study {i}/{len(loaded)}:[/] {escape(str(path))}", highlight=False)
         outcome = run_study(spec, text, options)
         if outcome.failed:
-            fail(f"{path}: {len(outcome.failed)} trials failed; rerun the suite to retry them", 1)
-    _write(loaded, out, run_dir, readme, folder)
+            fail(
+                f"{path}: {len(outcome.failed)} trials failed; rerun the suite to retry them",
+                EXIT_FAILED,
+            )
+    _write(loaded, out, options, readme, folder)
 
 
 def _training_seconds(spec: StudySpec, url: str) -> float:
@@ -128,7 +155,7 @@ def machine() -> str:
 def _write(
     loaded: list[tuple[Path, StudySpec, str]],
     out: Path,
-    run_dir: Path,
+    options: RunOptions,
     readme: Path | None,
     folder: Path,
 ) -> None:
@@ -143,7 +170,7 @@ def _write(
     from pipeline.analysis.verdicts import judge
     from pipeline.version import code_version
 
-    url, _ = stores(run_dir, None, None)
+    url = options.storage_url
     studies = []
     for path, spec, _ in loaded:
         tables = study_tables(spec.name, url)
@@ -188,8 +215,10 @@ def _write(
 
 
 def _command() -> str:
-    """The command line that ran, as a user would type it."""
+    """The command line that ran, as a user would type it (a password in a URL hidden)."""
+    from pipeline.urls import redact_text
+
     args = [Path(sys.argv[0]).name, *sys.argv[1:]]
     if args[0] in ("__main__.py", "cli"):
         args[0] = "initstudy"
-    return shlex.join(args)
+    return redact_text(shlex.join(args))
