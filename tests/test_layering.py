@@ -58,6 +58,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("models",),
     (
         "pipeline.urls",
+        "pipeline.safeout",
         "pipeline.retry",
         "pipeline.faults",
         "pipeline.version",

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from pipeline.cli.base import (
@@ -37,6 +36,7 @@ from pipeline.cli.base import (
 from pipeline.frontend import check_memory, check_run_options, cli_option, load_spec
 from pipeline.frontend import duration as _duration
 from pipeline.frontend import size_warning as _size_warning
+from pipeline.safeout import cell, term
 from pipeline.urls import default_storage_url
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ def validate(
     check_url("--storage", storage, STORAGE_SCHEMES)
     searched = ", ".join(spec.searched()) or "nothing"
     console.print(
-        f"{escape(str(spec_file))}: ok - study {spec.name!r}, {spec.sampler} sampler",
+        f"{term(str(spec_file))}: ok - study {spec.name!r}, {spec.sampler} sampler",
         highlight=False,
     )
     console.print(f"trials: {spec.n_trials_planned}")
@@ -77,7 +77,7 @@ def validate(
     warning = _size_warning(spec, spec.name)
     if warning is not None:
         console.print(
-            f"[yellow]warning:[/] {escape(warning)}; `initstudy run` will ask for --yes",
+            f"[yellow]warning:[/] {term(warning)}; `initstudy run` will ask for --yes",
             highlight=False,
         )
     console.print(f"searched: {searched}")
@@ -94,7 +94,7 @@ def validate(
 def _print_warnings(lines: Sequence[str]) -> None:
     """Warnings about a spec or a study's results, one line each."""
     for line in lines:
-        err_console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]warning:[/] {term(line)}", highlight=False, soft_wrap=True)
 
 
 def _print_stages(spec: StudySpec) -> None:
@@ -132,11 +132,11 @@ def _print_power(study: str, storage_url: str, seeds: int | None) -> None:
         return
     est = power_estimate(trials, "xavier", "uniform01", ["seq_len", "hidden"])
     if est["seeds_needed"] is None:
-        console.print(f"power: {escape(est['text'])}", highlight=False)
+        console.print(f"power: {term(est['text'])}", highlight=False)
         return
     verdict = "enough" if seeds is not None and seeds >= est["seeds_needed"] else "not enough"
     console.print(
-        f"power: {escape(est['text'])} ({seeds if seeds is not None else 'no'} seeds given: "
+        f"power: {term(est['text'])} ({seeds if seeds is not None else 'no'} seeds given: "
         f"{verdict})",
         highlight=False,
     )
@@ -226,11 +226,11 @@ def run(
     if warning is not None:
         if not yes:
             fail(f"{warning}; add --yes to start it")
-        console.print(f"[yellow]note:[/] {escape(warning)}; starting (--yes)", highlight=False)
+        console.print(f"[yellow]note:[/] {term(warning)}; starting (--yes)", highlight=False)
     _print_warnings(spec.warnings())
     outcome = run_study(spec, text, options)
     for line in outcome.failed:
-        err_console.print(f"[red]failed:[/] {escape(one_line(line))}", highlight=False)
+        err_console.print(f"[red]failed:[/] {term(one_line(line))}", highlight=False)
     if outcome.interrupted is not None:
         _print_interrupted(outcome, spec_file, options, overrides or ())
         raise typer.Exit(EXIT_INTERRUPTED)
@@ -249,7 +249,7 @@ def run(
         path = publish_verdicts(verdicts, folder, options.tracking, tables)
         hint = "" if run_dir == Path("runs") else f" --run-dir {run_dir}"
         console.print(
-            f"verdicts: {escape(str(path))}; full report: initstudy report "
+            f"verdicts: {term(str(path))}; full report: initstudy report "
             f"{outcome.study_name}{hint}",
             highlight=False,
         )
@@ -305,7 +305,7 @@ def _print_interrupted(
     err_console.print(
         f"[yellow]interrupted[/] ({how}): {c.complete}/{c.planned} trials complete, "
         f"{outcome.unfinished} left unfinished; nothing finished is lost. "
-        f"Resume with: {escape(shlex.join(words))}",
+        f"Resume with: {term(shlex.join(words))}",
         highlight=False,
         soft_wrap=True,
     )
@@ -339,7 +339,7 @@ def _run_tuned(spec: StudySpec, text: str, options: RunOptions) -> StudyOutcome:
     for pick in done.picks:
         arm = ", ".join(f"{k}={v}" for k, v in pick.arm.items()) or "(one arm)"
         note = "" if pick.reached else " (no lr reached a KM median: tie-breaks chose)"
-        console.print(f"chosen lr: {escape(arm)}: {pick.lr:g}{note}", highlight=False)
+        console.print(f"chosen lr: {term(arm)}: {pick.lr:g}{note}", highlight=False)
     return done.measure
 
 
@@ -414,7 +414,7 @@ def check(
         f"study {study!r}: {report.trials} complete trials, {report.runs} MLflow runs{grid}"
     )
     for line in report.problems:
-        console.print(f"[red]problem:[/] {escape(line)}", highlight=False)
+        console.print(f"[red]problem:[/] {term(line)}", highlight=False)
     if not report.ok:
         raise typer.Exit(1)
     console.print("[green]consistent[/]: every trial has exactly one run")
@@ -478,7 +478,7 @@ def list_studies(run_dir: RunDir = Path("runs"), storage: Storage = None) -> Non
         c = st.study_counts(found)
         stage = str(found.user_attrs.get(st.STAGE, ""))
         table.add_row(
-            escape(name), stage, str(c.planned), str(c.complete), str(c.running), str(c.failed)
+            cell(name), cell(stage), str(c.planned), str(c.complete), str(c.running), str(c.failed)
         )
     console.print(table)
 
@@ -520,4 +520,4 @@ def delete(
         fail(f"MLflow: {exc}; nothing was deleted", code=1)
     st.delete_study(store, study)
     note = "and its MLflow experiment" if mlflow_gone else "(it had no MLflow experiment)"
-    console.print(f"deleted {escape(what)} {note}", highlight=False)
+    console.print(f"deleted {term(what)} {note}", highlight=False)
