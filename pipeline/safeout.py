@@ -59,9 +59,9 @@ def plain(text: object) -> str:
 def term(text: object) -> str:
     """``text`` made safe to put inside Rich markup: control characters dropped, markup
     escaped. Trailing backslashes are doubled, so they cannot escape a tag that follows."""
-    safe = escape(plain(text))
-    stripped = safe.rstrip("\\")
-    return safe + "\\" * (len(safe) - len(stripped)) if stripped != safe else safe
+    body = plain(text)
+    stripped = body.rstrip("\\")
+    return escape(stripped) + "\\" * (2 * (len(body) - len(stripped)))
 
 
 def cell(text: object) -> Text:

@@ -31,7 +31,7 @@ ARTIFACTS = "mlartifacts"
 _USERINFO = re.compile(r"(://[^/\s:@]*):[^/\s@]*@")
 _SECRET_PARAM = re.compile(
     r"(?i)([?&;](?:[a-z0-9_.-]*(?:password|passwd|pwd|secret|token|key|credential)"
-    r"[a-z0-9_.-]*|pass|auth)=)[^&;#\s'\"]*"
+    r"[a-z0-9_.-]*|pass|auth)=)(?:[^&;#\s'\":]|:(?!\s|$))*"
 )
 """A query parameter that holds a secret (``?password=``, ``&sslpassword=``, ``&token=``,
 ``&api_key=``, ``&secret=``...): its value is what :func:`redact` hides."""
