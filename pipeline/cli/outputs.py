@@ -28,7 +28,7 @@ from pipeline.cli.base import (
     study_tables,
 )
 from pipeline.safeout import cell, plain, term
-from pipeline.urls import default_tracking_uri, sqlite_file
+from pipeline.urls import default_tracking_uri, redact, sqlite_file
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -328,9 +328,11 @@ def ui(
         fail(f"no MLflow experiment named {study!r} in {tracking}")
 
     def where(base: str) -> None:
-        console.print(f"experiment: {experiment_url(base, experiment)}", highlight=False)
+        shown = term(redact(experiment_url(base, experiment)))  # no password in a URL shown
+        console.print(f"experiment: {shown}", highlight=False)
         if parent is not None:
-            console.print(f"study run:  {run_url(base, experiment, parent)}", highlight=False)
+            shown = term(redact(run_url(base, experiment, parent)))
+            console.print(f"study run:  {shown}", highlight=False)
         console.print(
             f"The run {term(study)!r} holds the spec, verdicts, summary and report; expand "
             "it (+) for one run per trial, named NUMBER-INIT-T<seq_len>-H<hidden>-lr<lr>-"
