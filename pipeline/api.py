@@ -169,14 +169,14 @@ class Study:
         """Write report.md, report.html, verdicts.json and the figures, as ``initstudy
         report`` does; return their paths (``markdown``, ``html``, ``verdicts``, one per
         figure). ``out`` defaults to ``run_dir/reports/NAME``. With ``mlflow`` (and an MLflow
-        store known) the folder and one tag per verdict go on the study's parent run; MLflow
-        unreachable is a warning.
+        store known) the files written (nothing else in the folder) and one tag per verdict
+        go on the study's parent run; MLflow unreachable is a warning.
 
         Raises:
             OSError: the folder cannot be written (one line, naming it).
         """
         from pipeline.analysis.report import write_report
-        from pipeline.publish import to_parent_run, tuning_section
+        from pipeline.publish import report_files, to_parent_run, tuning_section
         from pipeline.results import load_efficiency
 
         folder = Path(out) if out is not None else self.run_dir / "reports" / self.name
@@ -193,7 +193,7 @@ class Study:
                 f"{what}: cannot write the report to {str(folder)!r}: {exc.strerror or exc}"
             ) from None
         if mlflow and self.tracking_uri is not None:
-            why = to_parent_run(tables, self.tracking_uri, folder, self.verdict_list)
+            why = to_parent_run(tables, self.tracking_uri, report_files(files), self.verdict_list)
             if why is not None:
                 warnings.warn(f"report not logged to MLflow: {why}", stacklevel=2)
         return files

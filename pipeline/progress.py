@@ -21,6 +21,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from pipeline.safeout import term
 from pipeline.storage import StudyCounts
 
 if TYPE_CHECKING:
@@ -47,7 +48,8 @@ class Reporter:
         if not self.enabled:
             return
         self._progress = Progress(
-            TextColumn(f"[bold]{study}[/]"),
+            # a format string: braces in the name doubled, its markup escaped
+            TextColumn(f"[bold]{term(study).replace('{', '{{').replace('}', '}}')}[/]"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("epochs · {task.fields[trials]} trials"),
@@ -79,11 +81,11 @@ class Reporter:
 
     def info(self, message: str) -> None:
         """A line the user should see (where to look), progress bar or not."""
-        self.console.print(message, highlight=False, soft_wrap=True)
+        self.console.print(term(message), highlight=False, soft_wrap=True)
 
     def note(self, message: str) -> None:
         """A warning the user must see, progress bar or not."""
-        self.console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+        self.console.print(f"[yellow]warning:[/] {term(message)}", highlight=False, soft_wrap=True)
 
     def stop(self) -> None:
         if self._progress is not None:

@@ -6,6 +6,9 @@ Both front ends call these; neither prints here (a warning comes back as its tex
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,13 +42,29 @@ def tuning_section(tables: StudyTables, url: str) -> Tuning | None:
     return tuning(stage1, arm_params(spec), spec.protocol.pick, spec.protocol.lr)
 
 
+def report_files(files: dict[str, Path]) -> list[Path]:
+    """Every file ``write_report`` wrote, from what it returned: the documents,
+    ``verdicts.json`` and each figure's PNG and the SVG beside it. This, and nothing else
+    that lies in the report's folder, is what goes to MLflow."""
+    out = []
+    for path in files.values():
+        out.append(path)
+        if path.suffix == ".png" and path.with_suffix(".svg").is_file():
+            out.append(path.with_suffix(".svg"))
+    return out
+
+
 def to_parent_run(
-    tables: StudyTables, tracking: str, path: Path, verdicts: list[Verdict]
+    tables: StudyTables, tracking: str, path: Path | Sequence[Path], verdicts: list[Verdict]
 ) -> str | None:
-    """Upload ``path`` (a file or folder) under ``report/`` on the study's parent run, and
-    set one tag per verdict and the study's summary (:func:`parent_summary`). The parent run
-    keeps its status and times (it is not reopened). Returns why nothing was logged (MLflow
-    unreachable, or the study has no MLflow run yet), or None."""
+    """Upload ``path`` (one file, or a list of files: :func:`report_files`) under
+    ``report/`` on the study's parent run, and set one tag per verdict and the study's
+    summary (:func:`parent_summary`). The parent run keeps its status and times (it is not
+    reopened). Returns why nothing was logged (MLflow unreachable, or the study has no
+    MLflow run yet), or None.
+
+    A list is copied into a fresh folder first and that folder uploaded: only those files,
+    and never what a symbolic link among them points to."""
     from pipeline.analysis.verdicts import verdict_tags
     from pipeline.tracking import Tracker, TrackingError
     from pipeline.urls import sqlite_file
@@ -57,7 +76,15 @@ def to_parent_run(
         if tracker is None or tracker.attach_study(tables.study) is None:
             raise LookupError(missing)
         metrics, tags = parent_summary(tables)
-        tracker.log_parent_artifact(str(path), "report")
+        if isinstance(path, Path):
+            tracker.log_parent_artifact(str(path), "report")
+        else:
+            with tempfile.TemporaryDirectory(prefix="initstudy-report-") as staged:
+                for file in path:
+                    if file.is_symlink() or not file.is_file():
+                        raise LookupError(f"{file} is not a file the report wrote")
+                    shutil.copyfile(file, Path(staged) / file.name)
+                tracker.log_parent_artifact(staged, "report")
         tracker.set_parent_tags({**verdict_tags(verdicts), **tags})
         tracker.log_parent_metrics(metrics)
     except (TrackingError, LookupError) as exc:

@@ -29,6 +29,12 @@ ARTIFACTS = "mlartifacts"
 """The embedded MLflow store's artifact folder in the run folder."""
 
 _USERINFO = re.compile(r"(://[^/\s:@]*):[^/\s@]*@")
+_SECRET_PARAM = re.compile(
+    r"(?i)([?&;](?:[a-z0-9_.-]*(?:password|passwd|pwd|secret|token|key|credential)"
+    r"[a-z0-9_.-]*|pass|auth)=)(?:[^&;#\s'\":]|:(?!\s|$))*"
+)
+"""A query parameter that holds a secret (``?password=``, ``&sslpassword=``, ``&token=``,
+``&api_key=``, ``&secret=``...): its value is what :func:`redact` hides."""
 
 
 POSTGRES_ALIAS = "postgres"
@@ -62,23 +68,28 @@ def default_artifact_location(run_dir: Path) -> str:
 
 
 def redact(url: str) -> str:
-    """The URL without its password (``scheme://user:***@host``), fit for messages."""
+    """The URL without its secrets, fit for messages: the password (``scheme://user:***@
+    host``) and the value of every query parameter named like one (``?password=***``,
+    ``&token=***``; see :data:`_SECRET_PARAM`)."""
+    url = _SECRET_PARAM.sub(r"\1***", url)
     if "://" not in url or "@" not in url:
         return url
     try:
         parts = urlsplit(url)
+        password, port = parts.password, parts.port
     except ValueError:
         return redact_text(url)
-    if parts.password is None:
+    if password is None:
         return url
     host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    netloc = f"{parts.username}:***@{host}" + (f":{port}" if port else "")
     return urlunsplit(parts._replace(netloc=netloc))
 
 
 def redact_text(text: str) -> str:
-    """Free text (an error message) with every ``://user:password@`` made ``user:***@``."""
-    return _USERINFO.sub(r"\1:***@", text)
+    """Free text (an error message) with every ``://user:password@`` made ``user:***@``
+    and every secret query parameter's value (``?password=...``) made ``***``."""
+    return _SECRET_PARAM.sub(r"\1***", _USERINFO.sub(r"\1:***@", text))
 
 
 def sqlite_file(url: str) -> Path | None:

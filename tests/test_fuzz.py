@@ -13,12 +13,20 @@ the console script's entry point, so usage errors are formatted as in a shell):
 Each example must exit 0 (a validated spec) or 2 with exactly one ``error:`` line on
 stderr; never raise anything but ``SystemExit`` (a traceback), never run past a
 per-example deadline (a hang), and never leave a file behind in its working folder.
+
+Rich markup and control characters (:data:`HOSTILE`) are drawn for every free-text spec
+field (``name``, ``description``, ``claim``, a reproduction's ``source``, the values of
+its arms and ``where``), among the scalars anywhere, and for study names (``--study-name``
+and, in a third test, every command's STUDY argument): nothing a terminal would act on
+may come out (no ESC, BEL or other control character but newline and tab), and markup
+never breaks the printing (Rich's ``MarkupError`` would be a traceback).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -115,9 +123,15 @@ def run_cli(
     return run
 
 
+CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+"""What a terminal would act on (ESC, BEL, CR, C1 codes, bidirectional overrides)."""
+
+
 def check_outcome(code: int, out: str, err: str, *, refused: bool = False) -> None:
-    """Exit 0 (warnings at most on stderr) or 2 with exactly one ``error:`` line."""
+    """Exit 0 (warnings at most on stderr) or 2 with exactly one ``error:`` line, and
+    nothing a terminal would act on."""
     assert "Traceback" not in out + err, out + err
+    assert not CONTROL.search(out + err), repr(out + err)
     lines = [line for line in err.splitlines() if line.strip()]
     if refused or code != 0:
         assert code == 2, (code, out, err)
@@ -136,6 +150,24 @@ ODD_FLOATS = [math.nan, math.inf, -math.inf, 1e308, -0.0, 5e-324]
 LONG = ["x" * 10_000, "é" * 1000, "a\tb\\nc" * 100]
 NAMES = ["xavier", "uniform01", "orthogonal", "lstm", "gru", "rnn_tanh", "adam", "sgd"]
 NAMES += ["adding", "copy", "charlm", "bogus", "", "../x", "[/]", "null"]
+HOSTILE = [
+    "[/red] x",
+    "[/]",
+    "[bold]unclosed",
+    "[link=http://evil.example]cl[/link]",
+    "\x1b]0;PWNED\x07",
+    "\x1b]8;;http://evil.example\x1b\\cl\x1b]8;;\x1b\\",
+    "\x1b[2J\x1b[H",
+    "a\rb\x08\x7f\x9b31m\u202etxt",
+    "x\\",
+    "{task.fields} %s {0}",
+    "<!-- results:end -->",
+]
+"""Rich markup, terminal escapes (title, hyperlink, clear-screen), control characters,
+a trailing backslash, format fields and a README marker."""
+hostile = st.sampled_from(HOSTILE) | st.builds(
+    "".join, st.lists(st.sampled_from(HOSTILE), max_size=3)
+)
 
 scalars = st.one_of(
     st.none(),
@@ -148,6 +180,7 @@ scalars = st.one_of(
     st.text(max_size=12),
     st.sampled_from(LONG),
     st.sampled_from(NAMES),
+    hostile,
 )
 garbage = st.recursive(
     scalars,
@@ -170,7 +203,7 @@ def good_value(name: str) -> st.SearchStrategy[Any]:
         return st.integers(0, 40)
     if field.kind is float:
         return st.floats(0, 4)
-    return st.none() | st.text(max_size=8)
+    return st.none() | st.text(max_size=8) | hostile
 
 
 def mostly(good: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
@@ -194,18 +227,44 @@ def space_entry(draw: st.DrawFn, name: str) -> Any:
 
 TOP = ["name", "description", "claim", "claims", "sampler", "n_trials", "sampler_seed"]
 TOP += ["sampler_options", "objective", "protocol", "nmae"]
+ARM = st.fixed_dictionaries(
+    {"init": st.sampled_from(["xavier", "uniform01"])},
+    optional={"cell": st.sampled_from(["rnn_tanh", "lstm"]) | hostile, "task": hostile},
+)
+
+
+@st.composite
+def claim_entry(draw: st.DrawFn) -> Any:
+    """A built-in id, a comparison or a reproduction, with hostile text where text goes."""
+    kind = draw(st.sampled_from(["id", "comparison", "reproduction", "reproduction"]))
+    if kind == "id":
+        return draw(st.sampled_from(["C1", "C4", "C6"]) | hostile)
+    entry: dict[str, Any] = {}
+    if draw(st.booleans()):
+        entry["id"] = draw(st.sampled_from(["u1", "r.1"]) | hostile)
+    if draw(st.booleans()):
+        entry["where"] = {draw(st.sampled_from(["cell", "task", "seq_len"])): draw(hostile)}
+    if kind == "comparison":
+        faster = draw(st.sampled_from(["xavier", "orthogonal"]) | hostile)
+        return entry | {"faster": faster, "than": "uniform01", "by": [2, 10]}
+    entry["source"] = draw(hostile)
+    side = draw(st.sampled_from(["learn", "stay"]))
+    return entry | {side: draw(st.lists(ARM, min_size=1, max_size=2, unique_by=str))}
 
 
 @st.composite
 def spec_document(draw: st.DrawFn) -> str:
     """YAML text of a spec: mostly a generated mapping, mutated now and then."""
-    doc: dict[Any, Any] = {"name": draw(mostly(st.sampled_from(["ok", "a.b-c_1"])))}
+    names = st.sampled_from(["ok", "a.b-c_1"])
+    doc: dict[Any, Any] = {"name": draw(mostly(names | hostile))}
     for key in draw(st.lists(st.sampled_from(TOP), max_size=4, unique=True)):
         good: dict[str, st.SearchStrategy[Any]] = {
             "sampler": st.sampled_from(["grid", "random", "qmc", "tpe"]),
             "n_trials": st.integers(1, 20),
             "sampler_seed": st.integers(0, 10),
-            "description": st.text(max_size=20),
+            "description": st.text(max_size=20) | hostile,
+            "claim": hostile,
+            "claims": st.lists(claim_entry(), min_size=1, max_size=3),
             "objective": st.just({"metric": "best_val_loss"}),
             "protocol": st.just({"kind": "fixed"}),
         }
@@ -305,6 +364,10 @@ RUN_BAD = [
     ["--study-name", "../x"],
     ["--study-name", ".."],
     ["--study-name", "x" * 500],
+    ["--study-name", "[/red]"],
+    ["--study-name", "[link=http://evil.example]x[/link]"],
+    ["--study-name", "\x1b]0;PWNED\x07"],
+    ["--study-name", "ok\x1b[2J"],
     ["--address", "not an address"],
     ["--set", "trial.hidden=0"],
     ["--set", "trial.hidden=" + str(10**400)],
@@ -362,4 +425,34 @@ def test_bad_option_values_are_refused_in_one_line(
     code, out, err = run_cli(argv)
     # trial and run lists hold a value that must be refused; validate may accept
     check_outcome(code, out, err, refused=argv[0] != "validate")
+    assert listing(tmp_path) == before
+
+
+# ---------------------------------------------------------------- study names
+
+STUDY_COMMANDS = [
+    ["status"],
+    ["check"],
+    ["sync"],
+    ["results"],
+    ["query", "_", "SELECT 1"],
+    ["report"],
+    ["ui"],
+    ["delete", "_", "--yes"],
+]
+"""Every command that takes a STUDY argument (``_`` marks where it goes, else last)."""
+
+
+@settings(FUZZ, max_examples=200)
+@given(data=st.data())
+def test_a_hostile_study_name_is_refused_in_one_clean_line(
+    run_cli: Run, tmp_path: Path, data: st.DataObject
+) -> None:
+    name = data.draw(hostile | st.text(min_size=1, max_size=12).map(lambda t: t + "\x1b[2J"))
+    command = data.draw(st.sampled_from(STUDY_COMMANDS))
+    argv = [name if a == "_" else a for a in command] + ([] if "_" in command else [name])
+    before = listing(tmp_path)
+    code, out, err = run_cli([*argv, "--run-dir", str(tmp_path / "runs")])
+    check_outcome(code, out, err, refused=True)
+    assert "not a study name" in err or name.startswith("-")  # "-x" is an option to Click
     assert listing(tmp_path) == before

@@ -59,6 +59,7 @@ LAYERS: list[tuple[str, ...]] = [
     (
         "pipeline.exitcodes",
         "pipeline.urls",
+        "pipeline.safeout",
         "pipeline.retry",
         "pipeline.faults",
         "pipeline.version",

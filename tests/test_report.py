@@ -191,7 +191,7 @@ def test_docs_render_the_claim_rules_from_the_registry() -> None:
         assert claim.rule in text
 
 
-def test_html_escapes_the_study_text_and_markdown_keeps_it(tmp_path: Path) -> None:
+def test_html_escapes_the_study_text_and_markdown_shows_it_as_text(tmp_path: Path) -> None:
     tables = replace(only_xavier(), claim="<b>x</b> & y", spec_text="name: lonely  # <script>\n")
     files = rp.write_report(tables, tmp_path, n_boot=N_BOOT)
     page = files["html"].read_text(encoding="utf-8")
@@ -199,7 +199,7 @@ def test_html_escapes_the_study_text_and_markdown_keeps_it(tmp_path: Path) -> No
     assert "# &lt;script&gt;</code></pre>" in page and "<script" not in page
     assert "<code>initstudy report lonely</code>" in page  # `code` spans in the prose
     text = files["markdown"].read_text(encoding="utf-8")
-    assert "- **Claim:** <b>x</b> & y" in text
+    assert "- **Claim:** &lt;b>x&lt;/b> & y" in text  # no raw HTML (test_hostile_output.py)
     assert text.endswith("```yaml\nname: lonely  # <script>\n```\n")
 
 

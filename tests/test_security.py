@@ -516,3 +516,41 @@ def test_run_refuses_a_dashboard_it_cannot_start_safely(
     assert done.returncode == 2
     assert says in done.stderr and done.stderr.count("\n") == 1
     assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------- passwords in URLs
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://u@db/x?password=hunter2", "postgresql://u@db/x?password=***"),
+        (
+            "postgresql://u:hunter2@db:5432/x?sslmode=require&sslpassword=hunter2",
+            "postgresql://u:***@db:5432/x?sslmode=require&sslpassword=***",
+        ),
+        (
+            "http://h:5000/?token=hunter2&api_key=hunter2#a",
+            "http://h:5000/?token=***&api_key=***#a",
+        ),
+        ("mysql://u@h/x?passwd=hunter2;secret=hunter2", "mysql://u@h/x?passwd=***;secret=***"),
+        ("sqlite:///runs/optuna.db?mode=ro", "sqlite:///runs/optuna.db?mode=ro"),
+    ],
+)
+def test_redaction_hides_passwords_in_the_query_string(url: str, shown: str) -> None:
+    from pipeline.urls import redact, redact_text
+
+    assert redact(url) == shown
+    assert redact_text(f"cannot open {url}: refused") == f"cannot open {shown}: refused"
+
+
+@pytest.mark.parametrize("command", ["list", "run"])
+def test_a_password_in_the_storage_urls_query_is_never_printed(
+    command: str, tmp_path: Path, cli_here: Any
+) -> None:
+    url = "postgresql://u@127.0.0.1:1/db?password=hunter2&sslmode=disable"
+    spec = [str(SMOKE)] if command == "run" else []
+    done = cli_here(command, *spec, "--run-dir", str(tmp_path / "runs"), "--storage", url)
+    assert done.returncode != 0 and done.stderr.startswith("error: ")
+    assert "hunter2" not in done.stdout + done.stderr
+    assert "password=***" in done.stderr, done.stderr

@@ -13,6 +13,7 @@ Optuna, MLflow or Ray.
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +32,7 @@ from matplotlib.figure import Figure
 from models.spec import OUTCOMES
 from pipeline.analysis.judging import C4_RANGE, XAVIER
 from pipeline.analysis.survival import km_curve, time_to_event
+from pipeline.safeout import replace_file
 
 if TYPE_CHECKING:
     from pipeline.analysis.summary import StudySummary
@@ -120,14 +122,18 @@ def save_figure(fig: Figure, path: Path) -> Path:
     """Write ``fig`` as a PNG at :data:`DPI` and as an SVG beside it; close it.
 
     The SVG keeps its text as text and carries no date, so a rerun on the same data writes
-    the same bytes. Returns the PNG's path.
+    the same bytes. Each file replaces what was there (a link planted under its name is
+    replaced, not followed: :func:`pipeline.safeout.replace_file`). Returns the PNG's path.
     """
+    png, svg = io.BytesIO(), io.BytesIO()
     try:
-        fig.savefig(path, dpi=DPI)
+        fig.savefig(png, format="png", dpi=DPI)
         with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "initstudy"}):
-            fig.savefig(path.with_suffix(".svg"), format="svg", metadata={"Date": None})
+            fig.savefig(svg, format="svg", metadata={"Date": None})
     finally:
         plt.close(fig)
+    replace_file(path, png.getvalue())
+    replace_file(path.with_suffix(".svg"), svg.getvalue())
     return path
 
 

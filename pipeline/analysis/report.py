@@ -60,6 +60,16 @@ from pipeline.analysis.verdicts import (
     write_verdicts,
     xavier_speedups,
 )
+from pipeline.safeout import (
+    Markdown,
+    cell,
+    md_cell,
+    md_code,
+    md_fence,
+    md_text,
+    plain,
+    replace_file,
+)
 
 if TYPE_CHECKING:
     from rich.table import Table as RichTable
@@ -328,16 +338,17 @@ def write_report(
     if importances is None:
         importances = _importances(tables)
     data = report_data(tables, verdicts, speedups, files, tuning, summary, importances, efficiency)
-    md_path = out_dir / "report.md"
-    md_path.write_text(_render("report.md", data), encoding="utf-8")
-    html_path = out_dir / "report.html"
-    html_path.write_text(_render("report.html", data), encoding="utf-8")
+    # each file replaces what was there: a link planted under its name is not followed
+    md_path = replace_file(out_dir / "report.md", _render("report.md", data))
+    html_path = replace_file(out_dir / "report.html", _render("report.html", data))
     return {"markdown": md_path, "html": html_path, **files}
 
 
 def verdict_table(verdicts: list[Verdict]) -> RichTable:
-    """The verdicts as a rich table for the terminal: claim id, claim, verdict, evidence."""
+    """The verdicts as a rich table for the terminal: claim id, claim, verdict, evidence.
+    Their text is data: never parsed as markup, control characters dropped."""
     from rich.table import Table as RichTable
+    from rich.text import Text
 
     table = RichTable(title="Claim verdicts", show_lines=True)
     table.add_column("id", no_wrap=True)
@@ -346,7 +357,8 @@ def verdict_table(verdicts: list[Verdict]) -> RichTable:
     table.add_column("evidence", ratio=3, overflow="fold")
     for v in verdicts:
         style = VERDICT_COLOURS.get(v.verdict, "")
-        table.add_row(v.claim_id, v.claim, f"[{style}]{v.verdict}[/]", v.evidence)
+        verdict = Text(v.verdict, style=style)
+        table.add_row(cell(v.claim_id), cell(v.claim), verdict, cell(v.evidence))
     return table
 
 
@@ -417,7 +429,11 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    env.filters["md_cell"] = _md_cell
+    env.filters["md_cell"] = md_cell
+    env.filters["md_text"] = md_text
+    env.filters["md_code"] = md_code
+    env.filters["md_fence"] = md_fence
+    env.filters["plain"] = plain
     env.filters["inline"] = _inline
     env.filters["num"] = lambda x: f"{x:g}"
     env.globals["verdict_colours"] = HTML_COLOURS
@@ -428,11 +444,6 @@ def _render(name: str, data: ReportData) -> str:
     return _environment().get_template(name).render(report=data)
 
 
-def _md_cell(text: str) -> str:
-    """A Markdown table cell: ``|`` escaped, on one line."""
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
 def _inline(text: str) -> Markup:
     """Escape text for HTML and turn `code` spans into <code> elements."""
     parts = str(escape(text)).split("`")
@@ -440,6 +451,8 @@ def _inline(text: str) -> Markup:
 
 
 def _cell_text(value: Any) -> str:
+    if isinstance(value, Markdown):
+        return value
     if value is None or value is pd.NA:
         return ""
     if isinstance(value, float):

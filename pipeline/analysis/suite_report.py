@@ -24,12 +24,14 @@ from typing import Any
 from pipeline.analysis.condition_map import c4_headline, combine_c4, condition_table
 from pipeline.analysis.judging import NOT_REPRODUCED, REPRODUCED, Verdict
 from pipeline.analysis.report import Table, _environment
+from pipeline.safeout import Markdown, md_code, md_text, replace_file
 
 __all__ = [
     "README_BEGIN",
     "README_END",
     "SuiteStudy",
     "readme_block",
+    "readme_span",
     "replace_readme_block",
     "write_suite_report",
 ]
@@ -148,7 +150,7 @@ def _tables(studies: Sequence[SuiteStudy], records: list[dict[str, Any]]) -> dic
             {
                 "claim": r["id"],
                 "verdict": r["verdict"],
-                "study": f"[{r['study']}]({r['study']}/report.md)",
+                "study": Markdown(f"[{md_text(r['study'])}]({r['study']}/report.md)"),
                 "evidence": r["evidence"],
             }
             for r in records
@@ -160,7 +162,7 @@ def _tables(studies: Sequence[SuiteStudy], records: list[dict[str, Any]]) -> dic
         [
             {
                 "study": s.study,
-                "file": f"`{s.spec_file}`",
+                "file": md_code(s.spec_file),
                 "trials": s.trials,
                 "wall time": _minutes(s.wall_seconds),
                 "validate's bound (1 core)": _minutes(s.estimated_cpu_seconds),
@@ -178,9 +180,7 @@ def _tables(studies: Sequence[SuiteStudy], records: list[dict[str, Any]]) -> dic
 
 
 def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    replace_file(path, text)  # a link planted under the name is replaced, not followed
 
 
 def readme_block(out_dir: Path, link: str = "docs/results/report.md") -> str:
@@ -205,16 +205,38 @@ def readme_block(out_dir: Path, link: str = "docs/results/report.md") -> str:
     )
 
 
+def _line_start(text: str, marker: str, start: int = 0) -> int:
+    """Where ``marker`` first begins a line of ``text`` at or after ``start``; -1: nowhere."""
+    at = text.find(marker, start)
+    while at > 0 and text[at - 1] != "\n":
+        at = text.find(marker, at + 1)
+    return at
+
+
+def readme_span(text: str) -> tuple[int, int] | None:
+    """Where the generated block of a README's ``text`` is: from the first line that begins
+    with :data:`README_BEGIN` to the end of the first line after it that begins with
+    :data:`README_END` (a marker quoted in the prose is inside a line, never its start;
+    the block itself never holds one: its text is escaped). None: no such block."""
+    start = _line_start(text, README_BEGIN)
+    if start < 0:
+        return None
+    end = _line_start(text, README_END, start + len(README_BEGIN))
+    return None if end < 0 else (start, end + len(README_END))
+
+
 def replace_readme_block(readme: Path, block: str) -> bool:
-    """Put ``block`` between the markers of ``readme``; True if the file changed.
+    """Put ``block`` between the markers of ``readme`` (:func:`readme_span`); True if the
+    file changed.
 
     Raises:
         ValueError: the file has no markers.
     """
     text = readme.read_text(encoding="utf-8")
-    if README_BEGIN not in text or README_END not in text:
+    span = readme_span(text)
+    if span is None:
         raise ValueError(f"{readme}: no {README_BEGIN!r} ... {README_END!r} block to replace")
-    start, end = text.index(README_BEGIN), text.index(README_END) + len(README_END)
+    start, end = span
     new = text[:start] + block.rstrip("\n") + text[end:]
     if new == text:
         return False

@@ -276,13 +276,15 @@ def rules_markdown() -> str:
 
 
 def write_verdicts(verdicts: Sequence[Verdict], path: Path) -> Path:
-    """Write ``verdicts.json``: a list of :meth:`Verdict.to_dict` records. Returns ``path``."""
+    """Write ``verdicts.json``: a list of :meth:`Verdict.to_dict` records. Returns ``path``.
+
+    Never a half-written file, and a link planted under its name is replaced, not followed
+    (:func:`pipeline.safeout.replace_file`)."""
+    from pipeline.safeout import replace_file
+
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps([v.to_dict() for v in verdicts], indent=2, allow_nan=False)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(text + "\n", encoding="utf-8")
-    tmp.replace(path)  # never a half-written file
-    return path
+    return replace_file(path, text + "\n")
 
 
 def verdict_tags(verdicts: Sequence[Verdict]) -> dict[str, str]:

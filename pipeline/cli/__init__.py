@@ -26,7 +26,6 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 import typer
-from rich.markup import escape
 
 from pipeline.cli.base import (
     CONFIRM_CPU_HOURS,
@@ -43,6 +42,7 @@ from pipeline.cli.base import (
     one_line,
 )
 from pipeline.frontend import quiet_libraries
+from pipeline.safeout import term
 
 # The command modules register their commands on ``app`` when imported, in the order
 # ``initstudy --help`` lists them.
@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         else:
             hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
             err_console.print(
-                f"[bold red]error:[/] {escape(one_line(exc.format_message()))}{escape(hint)}",
+                f"[bold red]error:[/] {term(one_line(exc.format_message()))}{term(hint)}",
                 highlight=False,
                 soft_wrap=True,
             )

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Annotated, NoReturn, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 from pipeline import frontend
 from pipeline.exitcodes import EXIT_BAD_INPUT as EXIT_BAD_INPUT
@@ -26,7 +25,8 @@ from pipeline.frontend import STORAGE_SCHEMES as STORAGE_SCHEMES
 from pipeline.frontend import TRACKING_SCHEMES as TRACKING_SCHEMES
 from pipeline.frontend import cli_option
 from pipeline.frontend import one_line as one_line
-from pipeline.urls import default_tracking_uri
+from pipeline.safeout import term
+from pipeline.urls import default_tracking_uri, redact_text
 
 if TYPE_CHECKING:
     from pipeline.results import StudyTables
@@ -82,11 +82,15 @@ def _root(
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
     """Print one error line to stderr and exit.
 
-    The message is user data as far as Rich is concerned (no markup), and multi-line
+    The message is user data as far as Rich is concerned (no markup, no control
+    characters, :func:`pipeline.safeout.term`), a URL's password or secret query
+    parameter in it is hidden (:func:`pipeline.urls.redact_text`), and multi-line
     library messages (a database driver's hint lines, SQLAlchemy's link) become one line.
     """
     err_console.print(
-        f"[bold red]error:[/] {escape(one_line(message))}", highlight=False, soft_wrap=True
+        f"[bold red]error:[/] {term(redact_text(one_line(message)))}",
+        highlight=False,
+        soft_wrap=True,
     )
     raise typer.Exit(code)
 

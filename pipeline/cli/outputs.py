@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from pipeline.cli.base import (
@@ -29,7 +28,8 @@ from pipeline.cli.base import (
     stores,
     study_tables,
 )
-from pipeline.urls import default_tracking_uri, sqlite_file
+from pipeline.safeout import cell, plain, term
+from pipeline.urls import default_tracking_uri, redact, sqlite_file
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -73,13 +73,13 @@ def _emit(frame: pd.DataFrame, fmt: str, out: Path | None, columns: tuple[str, .
         table = Table(show_lines=False)
         for col in shown.columns:
             table.add_column(  # a header is never cut to "trial_nu…": cells wrap instead
-                str(col),
+                cell(col),
                 justify="right" if shown[col].dtype.kind in "iuf" else "left",
                 min_width=len(str(col)),
                 overflow="fold",
             )
         for row in shown.itertuples(index=False):
-            table.add_row(*("" if v is None or v is pd.NA else _fmt(v) for v in row))
+            table.add_row(*(cell("" if v is None or v is pd.NA else _fmt(v)) for v in row))
         console.print(table)
         if out is None:
             return
@@ -94,11 +94,17 @@ def _emit(frame: pd.DataFrame, fmt: str, out: Path | None, columns: tuple[str, .
                 frame.to_csv(out, index=False)
         except OSError as exc:
             fail(f"--out: cannot write {str(out)!r}: {exc.strerror or exc}")
-        console.print(f"wrote {len(frame)} rows to {escape(str(out))}", highlight=False)
+        console.print(f"wrote {len(frame)} rows to {term(str(out))}", highlight=False)
     elif fmt == "csv":
-        sys.stdout.write(frame.to_csv(index=False))
+        _write_out(frame.to_csv(index=False))
     elif fmt == "json":
-        sys.stdout.write(frame.to_json(orient="records", indent=1) + "\n")
+        _write_out(frame.to_json(orient="records", indent=1) + "\n")
+
+
+def _write_out(text: str) -> None:
+    """CSV or JSON to stdout: as it is into a pipe or file, without control characters on
+    a terminal (a value holding ESC would otherwise act on it)."""
+    sys.stdout.write(plain(text) if sys.stdout.isatty() else text)
 
 
 def _fmt(value: object) -> str:
@@ -144,23 +150,23 @@ def _print_summary(tables: StudyTables) -> None:
     from pipeline.results import param_importances
 
     summary = study_summary(tables)
-    console.print(escape(summary.best_line()), highlight=False)
+    console.print(term(summary.best_line()), highlight=False)
     for heading, shown in display_tables(summary):
-        grid = Table(title=heading, title_justify="left", show_lines=False)
+        grid = Table(title=cell(heading), title_justify="left", show_lines=False)
         for col in shown.columns:
-            grid.add_column(str(col), justify="left" if col == shown.columns[0] else "right")
+            grid.add_column(cell(col), justify="left" if col == shown.columns[0] else "right")
         for row in shown.itertuples(index=False):
-            grid.add_row(*(escape(str(v)) for v in row))
+            grid.add_row(*(cell(v) for v in row))
         console.print(grid)
     if summary.skipped:
-        console.print(f"searched but not shown: {escape('; '.join(summary.skipped))}")
+        console.print(f"searched but not shown: {term('; '.join(summary.skipped))}")
     imp = param_importances(tables)
     if imp.enough:
         values = ", ".join(f"{k} {v:.3f}" for k, v in imp.values.items())
-        note = f" ({escape(imp.note)})" if imp.note else ""
+        note = f" ({term(imp.note)})" if imp.note else ""
         console.print(f"parameter importance ({imp.evaluator}): {values}{note}", highlight=False)
     else:
-        console.print(f"parameter importance: {escape(imp.note)}", highlight=False)
+        console.print(f"parameter importance: {term(imp.note)}", highlight=False)
 
 
 @app.command()
@@ -213,8 +219,8 @@ def report(
         option = "--out" if out is not None else "--run-dir"
         fail(f"{option}: cannot write the report to {str(folder)!r}: {exc.strerror or exc}")
     console.print(
-        f"wrote {escape(str(files['markdown']))}, {escape(str(files['html']))} and "
-        f"{escape(str(files['verdicts']))} ({len(files) - 3} figures)",
+        f"wrote {term(str(files['markdown']))}, {term(str(files['html']))} and "
+        f"{term(str(files['verdicts']))} ({len(files) - 3} figures)",
         highlight=False,
     )
 
@@ -232,7 +238,11 @@ def publish_verdicts(
 
 
 def _to_parent_run(
-    tables: StudyTables, tracking: str, path: Path, verdicts: list[Verdict], what: str
+    tables: StudyTables,
+    tracking: str,
+    path: Path | list[Path],
+    verdicts: list[Verdict],
+    what: str,
 ) -> None:
     """:func:`pipeline.publish.to_parent_run`; a warning, not an error, when nothing was
     logged (MLflow unreachable, or the study has no MLflow run yet)."""
@@ -241,7 +251,7 @@ def _to_parent_run(
     why = to_parent_run(tables, tracking, path, verdicts)
     if why is not None:
         err_console.print(
-            f"[yellow]warning:[/] {what} not logged to MLflow: {escape(one_line(why))}",
+            f"[yellow]warning:[/] {what} not logged to MLflow: {term(one_line(why))}",
             highlight=False,
         )
 
@@ -270,11 +280,12 @@ def _write_report(
     """Write the report and attach it to the study's parent MLflow run (if reachable)."""
     from pipeline.analysis.report import verdict_table, write_report
     from pipeline.analysis.verdicts import judge
+    from pipeline.publish import report_files
 
     verdicts = judge(tables)
     files = write_report(tables, folder, verdicts, tuning=tuning, efficiency=efficiency)
     console.print(verdict_table(verdicts))
-    _to_parent_run(tables, tracking, folder, verdicts, "report")
+    _to_parent_run(tables, tracking, report_files(files), verdicts, "report")
     return files
 
 
@@ -318,11 +329,13 @@ def ui(
         fail(f"no MLflow experiment named {study!r} in {tracking}")
 
     def where(base: str) -> None:
-        console.print(f"experiment: {experiment_url(base, experiment)}", highlight=False)
+        shown = term(redact(experiment_url(base, experiment)))  # no password in a URL shown
+        console.print(f"experiment: {shown}", highlight=False)
         if parent is not None:
-            console.print(f"study run:  {run_url(base, experiment, parent)}", highlight=False)
+            shown = term(redact(run_url(base, experiment, parent)))
+            console.print(f"study run:  {shown}", highlight=False)
         console.print(
-            f"The run {escape(study)!r} holds the spec, verdicts, summary and report; expand "
+            f"The run {term(study)!r} holds the spec, verdicts, summary and report; expand "
             "it (+) for one run per trial, named NUMBER-INIT-T<seq_len>-H<hidden>-lr<lr>-"
             "s<seed>. Add columns (Columns: metrics.converged_epoch, best_val_loss, "
             "outcome tag) and sort by converged_epoch to rank the trials; a run's "

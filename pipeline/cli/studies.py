@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from pipeline.cli import jsonout
@@ -39,6 +38,7 @@ from pipeline.cli.base import (
 from pipeline.frontend import check_memory, check_run_options, cli_option, load_spec
 from pipeline.frontend import duration as _duration
 from pipeline.frontend import size_warning as _size_warning
+from pipeline.safeout import cell, term
 from pipeline.urls import default_storage_url
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ def validate(
         )
         return
     console.print(
-        f"{escape(str(spec_file))}: ok - study {spec.name!r}, {spec.sampler} sampler",
+        f"{term(str(spec_file))}: ok - study {spec.name!r}, {spec.sampler} sampler",
         highlight=False,
     )
     console.print(f"trials: {spec.n_trials_planned}")
@@ -102,7 +102,7 @@ def validate(
     )
     if warning is not None:
         console.print(
-            f"[yellow]warning:[/] {escape(warning)}; `initstudy run` will ask for --yes",
+            f"[yellow]warning:[/] {term(warning)}; `initstudy run` will ask for --yes",
             highlight=False,
         )
     console.print(f"searched: {', '.join(spec.searched()) or 'nothing'}")
@@ -113,7 +113,7 @@ def validate(
     if power["enough"] is not None:
         verdict = "enough" if power["enough"] else "not enough"
         note = f" ({seeds if seeds is not None else 'no'} seeds given: {verdict})"
-    console.print(f"power: {escape(str(power['text']))}{note}", highlight=False)
+    console.print(f"power: {term(str(power['text']))}{note}", highlight=False)
 
 
 NO_PILOT = "no earlier results of this study to estimate the noise from"
@@ -122,7 +122,7 @@ NO_PILOT = "no earlier results of this study to estimate the noise from"
 def _print_warnings(lines: Sequence[str]) -> None:
     """Warnings about a spec or a study's results, one line each."""
     for line in lines:
-        err_console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]warning:[/] {term(line)}", highlight=False, soft_wrap=True)
 
 
 def _stages(spec: StudySpec) -> list[dict[str, object]]:
@@ -267,11 +267,11 @@ def run(
     if warning is not None:
         if not yes:
             fail(f"{warning}; add --yes to start it")
-        console.print(f"[yellow]note:[/] {escape(warning)}; starting (--yes)", highlight=False)
+        console.print(f"[yellow]note:[/] {term(warning)}; starting (--yes)", highlight=False)
     _print_warnings(spec.warnings())
     outcome = run_study(spec, text, options)
     for line in outcome.failed:
-        err_console.print(f"[red]failed:[/] {escape(one_line(line))}", highlight=False)
+        err_console.print(f"[red]failed:[/] {term(one_line(line))}", highlight=False)
     if outcome.interrupted is not None:
         _print_interrupted(outcome, spec_file, options, overrides or ())
         raise typer.Exit(EXIT_INTERRUPTED)
@@ -290,7 +290,7 @@ def run(
         path = publish_verdicts(verdicts, folder, options.tracking, tables)
         hint = "" if run_dir == Path("runs") else f" --run-dir {run_dir}"
         console.print(
-            f"verdicts: {escape(str(path))}; full report: initstudy report "
+            f"verdicts: {term(str(path))}; full report: initstudy report "
             f"{outcome.study_name}{hint}",
             highlight=False,
         )
@@ -346,7 +346,7 @@ def _print_interrupted(
     err_console.print(
         f"[yellow]interrupted[/] ({how}): {c.complete}/{c.planned} trials complete, "
         f"{outcome.unfinished} left unfinished; nothing finished is lost. "
-        f"Resume with: {escape(shlex.join(words))}",
+        f"Resume with: {term(shlex.join(words))}",
         highlight=False,
         soft_wrap=True,
     )
@@ -381,7 +381,7 @@ def _run_tuned(spec: StudySpec, text: str, options: RunOptions) -> StudyOutcome:
         arm = ", ".join(f"{k}={v}" for k, v in pick.arm.items()) or "(one arm)"
         note = "" if pick.reached else " (no lr reached a KM median: tie-breaks chose)"
         note += f"; {pick.flag}" if pick.flag else ""
-        console.print(f"chosen lr: {escape(arm)}: {pick.lr:g}{note}", highlight=False)
+        console.print(f"chosen lr: {term(arm)}: {pick.lr:g}{note}", highlight=False)
     return done.measure
 
 
@@ -466,7 +466,7 @@ def check(
         f"study {study!r}: {report.trials} complete trials, {report.runs} MLflow runs{grid}"
     )
     for line in report.problems:
-        console.print(f"[red]problem:[/] {escape(line)}", highlight=False)
+        console.print(f"[red]problem:[/] {term(line)}", highlight=False)
     if not report.ok:
         raise typer.Exit(EXIT_FAILED)
     console.print("[green]consistent[/]: every trial has exactly one run")
@@ -542,7 +542,7 @@ def list_studies(
         c = st.study_counts(found)
         stage = str(found.user_attrs.get(st.STAGE, ""))
         table.add_row(
-            escape(name), stage, str(c.planned), str(c.complete), str(c.running), str(c.failed)
+            cell(name), cell(stage), str(c.planned), str(c.complete), str(c.running), str(c.failed)
         )
     console.print(table)
 
@@ -584,4 +584,4 @@ def delete(
         fail(f"MLflow: {exc}; nothing was deleted")  # unreachable: nothing started
     st.delete_study(store, study)
     note = "and its MLflow experiment" if mlflow_gone else "(it had no MLflow experiment)"
-    console.print(f"deleted {escape(what)} {note}", highlight=False)
+    console.print(f"deleted {term(what)} {note}", highlight=False)

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.markup import escape
 
 from pipeline.cli.base import (
     EXIT_FAILED,
@@ -36,6 +35,7 @@ from pipeline.cli.base import (
 from pipeline.cli.outputs import _efficiency, _tuning
 from pipeline.cli.studies import _load_spec, _size_warning, run_study
 from pipeline.frontend import check_run_options, cli_option
+from pipeline.safeout import term
 
 if TYPE_CHECKING:
     from pipeline.driver import RunOptions
@@ -79,7 +79,7 @@ def suite(
 
     ``--storage``, ``--tracking-uri`` and ``--address`` are ``run``'s: every study of the
     suite runs on them (a cluster: docs/cluster.md)."""
-    from pipeline.analysis.suite_report import README_BEGIN, README_END
+    from pipeline.analysis.suite_report import README_BEGIN, readme_span
     from pipeline.driver import RunOptions
 
     options = RunOptions(
@@ -103,7 +103,7 @@ def suite(
             text = readme.read_text(encoding="utf-8")
         except (OSError, UnicodeError) as exc:
             fail(f"--readme: cannot read {str(readme)!r}: {exc}")
-        if README_BEGIN not in text or README_END not in text:
+        if readme_span(text) is None:
             fail(f"--readme: {str(readme)!r} has no generated results section ({README_BEGIN})")
     loaded = [(path, *_load_spec(path)) for path in files]
     names: dict[str, Path] = {}
@@ -116,7 +116,7 @@ def suite(
             fail(f"{path}: {warning}; add --yes to start it")
     out = out or run_dir / "reports" / "suite"
     for i, (path, spec, text) in enumerate(loaded, 1):
-        console.print(f"[bold]study {i}/{len(loaded)}:[/] {escape(str(path))}", highlight=False)
+        console.print(f"[bold]study {i}/{len(loaded)}:[/] {term(str(path))}", highlight=False)
         outcome = run_study(spec, text, options)
         if outcome.failed:
             fail(
@@ -208,10 +208,10 @@ def _write(
         if readme is not None:
             link = os.path.relpath(paths["markdown"], readme.resolve().parent)
             if replace_readme_block(readme, readme_block(out, link=Path(link).as_posix())):
-                console.print(f"rewrote the results section of {escape(str(readme))}")
+                console.print(f"rewrote the results section of {term(str(readme))}")
     except OSError as exc:
         fail(f"--out: cannot write the suite report to {str(out)!r}: {exc.strerror or exc}")
-    console.print(f"suite report: {escape(str(paths['markdown']))}", highlight=False)
+    console.print(f"suite report: {term(str(paths['markdown']))}", highlight=False)
 
 
 def _command() -> str:
