@@ -38,6 +38,7 @@ import pandas as pd
 from markupsafe import Markup, escape
 
 from models.spec import OUTCOMES
+from pipeline.analysis.aft_study import AFTSection, aft_section
 from pipeline.analysis.cells import group_summary
 from pipeline.analysis.efficiency import Efficiency
 from pipeline.analysis.figures import FIGURE_TITLES, FIGURES, save_figure, write_figures
@@ -166,6 +167,8 @@ class ReportData:
     """The best trial, the objective per searched parameter and the importances."""
     footer: str = ""
     """The study-efficiency line (:meth:`pipeline.analysis.efficiency.Efficiency.line`)."""
+    aft: AFTSection | None = None
+    """The AFT speedup of the study's comparisons (``pipeline.analysis.aft_study``)."""
 
 
 @dataclass(frozen=True)
@@ -220,6 +223,7 @@ def report_data(
     summary: StudySummary | None = None,
     importances: Importances | None = None,
     efficiency: Efficiency | None = None,
+    aft: AFTSection | None = None,
 ) -> ReportData:
     """The report's data model, from the study, its verdicts, speedups and figure files
     (and, for a tuned study, its stage 1's :class:`~pipeline.analysis.protocol.Tuning`;
@@ -278,6 +282,7 @@ def report_data(
         if summary is None
         else _summary_section(summary, importances, figures.get(SUMMARY_FIGURE)),
         footer="" if efficiency is None else efficiency.line(),
+        aft=aft,
     )
 
 
@@ -327,7 +332,10 @@ def write_report(
     files["verdicts"] = write_verdicts(verdicts, out_dir / "verdicts.json")
     if importances is None:
         importances = _importances(tables)
-    data = report_data(tables, verdicts, speedups, files, tuning, summary, importances, efficiency)
+    data = report_data(
+        tables, verdicts, speedups, files, tuning, summary, importances, efficiency,
+        aft_section(tables),
+    )  # fmt: skip
     md_path = out_dir / "report.md"
     md_path.write_text(_render("report.md", data), encoding="utf-8")
     html_path = out_dir / "report.html"
