@@ -466,6 +466,16 @@ def aft_speedup(
     regime = [f"log {r}" for r in REGIME if f"log {r}" in kept]
     check = ModelCheck(aic, family, note="; ".join(failures))
     readings: list[Reading] = []
+    if not regime:
+        check = replace(
+            check,
+            note="; ".join(
+                [
+                    *failures,
+                    "no interaction to test: neither hidden nor seq_len varies in the model",
+                ]
+            ),
+        )
     if regime:
         wide = design.assign(**{f"{_SCHEME}:{c}": design[_SCHEME] * design[c] for c in regime})
         names = [c.removeprefix("log ") for c in regime]
