@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
 from pipeline.analysis import figures as fg
 from pipeline.analysis import figures_curves as fc
 from pipeline.analysis.binning import MAX_BINS, MAX_LEGEND, bin_labels, curve_labels, panel_labels
-from tests.test_aft import sampled_study
+from pipeline.analysis.tables import tables_from_results
+from tests.test_aft import sampled_study, trial
 
 
 def frame(schemes: list[str], n: int, **columns: object) -> pd.DataFrame:
@@ -69,3 +72,26 @@ def test_a_pooled_parameter_is_named_in_the_title() -> None:
     km = fg.km_figure(six)
     assert max(legend_entries(km)) == 6
     assert "pooled over scale" in km._suptitle.get_text()
+
+
+def test_the_outcomes_table_bins_a_sampled_scale() -> None:
+    from pipeline.analysis.report import _summary_display
+
+    table = _summary_display(sampled_study(4.0).trials)
+    assert table is not None and len(table) == 2 * MAX_BINS  # not 40 rows of n=1
+    assert table["n"].sum() == 40 and table["scale"].str.contains("-").all()
+
+
+def test_a_study_without_uniform01_has_no_c4_column(tmp_path: Path) -> None:
+    from pipeline.analysis.report import write_report
+
+    results = [
+        trial(init, epochs + seed % 3, seed=seed)
+        for seed in range(5)
+        for init, epochs in (("xavier", 4), ("orthogonal", 8))
+    ]
+    tables = tables_from_results("no_u", [(i, f"k{i}", r) for i, r in enumerate(results)])
+    text = write_report(tables, tmp_path, n_boot=100)["markdown"].read_text(encoding="utf-8")
+    assert "## Speedup of Xavier over each other scheme" in text
+    assert "C4 cell" not in text and "xavier vs orthogonal" in text
+    assert "## Speedup from a censored regression (AFT)" not in text  # nothing declared

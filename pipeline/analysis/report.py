@@ -39,12 +39,13 @@ from markupsafe import Markup, escape
 
 from models.spec import OUTCOMES
 from pipeline.analysis.aft_study import AFTSection, aft_section
+from pipeline.analysis.binning import MAX_BINS, bin_labels
 from pipeline.analysis.cells import group_summary
 from pipeline.analysis.efficiency import Efficiency
 from pipeline.analysis.figures import FIGURE_TITLES, FIGURES, save_figure, write_figures
 from pipeline.analysis.figures_curves import TUNING_TITLE, tuning_figure
 from pipeline.analysis.judging import XAVIER, fmt, plain_scheme
-from pipeline.analysis.summary import StudySummary, display_tables, study_summary
+from pipeline.analysis.summary import MAX_LEVELS, StudySummary, display_tables, study_summary
 from pipeline.analysis.verdicts import (
     C4_RANGE,
     INCONCLUSIVE,
@@ -265,7 +266,8 @@ def report_data(
         figures=[
             _figure(name, FIGURE_TITLES[name], figures[name])
             for name in FIGURES
-            if summary is None or name != SUMMARY_FIGURE
+            if (summary is None or name != SUMMARY_FIGURE)
+            and (display is not None or name != "speedup_vs_seq_len")
         ],
         study=tables.study,
         spec_text=tables.spec_text.rstrip("\n"),
@@ -500,6 +502,8 @@ def _speedup_display(frame: pd.DataFrame | None) -> pd.DataFrame | None:
             ],
         }
     )
+    if not frame["in_verdict"].any():  # no uniform01: no cell of C4's
+        out = out.drop(columns="C4 cell")
     return out.reset_index(drop=True)
 
 
@@ -520,6 +524,9 @@ def _summary_display(trials: pd.DataFrame) -> pd.DataFrame | None:
     if trials.empty:
         return None
     frame = trials.copy()
+    for column in ("hidden", "scale", "seq_len"):  # a sampled parameter: quantile bins
+        if frame[column].nunique() > MAX_LEVELS:
+            frame[column] = bin_labels(frame[column], MAX_BINS)
     by = ["init"]
     if frame["init_recurrent"].notna().any():
         frame["recurrent"] = frame["init_recurrent"].astype(object).fillna("(same)")
