@@ -30,7 +30,7 @@ from pipeline.analysis.speedup_rule import (
     comparison_table,
 )
 from pipeline.analysis.tables import StudyTables, tables_from_results
-from pipeline.analysis.verdicts import INCONCLUSIVE, REFUTED, SUPPORTED, judge
+from pipeline.analysis.verdicts import INCONCLUSIVE, NOT_MEASURED, REFUTED, SUPPORTED, judge
 from pipeline.claimspec import Comparison
 
 FAST, SLOW = "xavier", "uniform01"
@@ -333,6 +333,18 @@ def test_a_sampled_study_gets_its_declared_verdict_from_the_aft_model() -> None:
     assert set(verdict.numbers["covariates"]) == {"log lr", "scale"}
     refuted = judge(sampled_study(1.0), n_boot=200)[0]
     assert refuted.rule == AFT_RULE and refuted.verdict == REFUTED
+
+
+def test_a_grid_with_too_few_seeds_per_cell_is_judged_by_the_model() -> None:
+    verdict = judge(grid_study(3.0, seeds=3), n_boot=200)[0]  # 3 per arm per cell, 6 in all
+    assert verdict.rule == AFT_RULE and verdict.verdict in (SUPPORTED, INCONCLUSIVE)
+    assert "each of its 2 cells has fewer than 5 trials in an arm" in verdict.evidence
+    assert verdict.numbers["kaplan_meier"]["cells"]  # the KM cells are kept beside it
+
+
+def test_a_design_too_small_for_the_model_too_keeps_the_kaplan_meier_verdict() -> None:
+    verdict = judge(sampled_study(4.0, n=8), n_boot=100)[0]  # 4 trials per scheme
+    assert verdict.rule == SPEEDUP_RULE and verdict.verdict == NOT_MEASURED
 
 
 def test_the_report_has_an_aft_section_with_its_model_check(tmp_path: Path) -> None:

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = ["AFTSection", "aft_section", "comparisons", "judge_sampled", "study_aft"]
 
+
 @dataclass(frozen=True)
 class AFTSection:
     """The report's AFT section: one row per reading, one model check per comparison."""
@@ -69,12 +70,19 @@ def _rows(tables: StudyTables, claim: Comparison, covariates: list[str]) -> pd.D
     return select_rows(trials, claim.where)
 
 
-def study_aft(tables: StudyTables, claim: Comparison) -> AFTSpeedup:
-    """The AFT speedup of a comparison on a study, its searched parameters as covariates."""
+def _model_rows(
+    tables: StudyTables, claim: Comparison
+) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """The trials, the covariates and the log-scaled ones of a comparison's model."""
     params, _ = searched_params(tables.spec_text, tables.trials)
     names = [p.name for p in params if p.name not in NOT_COVARIATES and p.name not in claim.where]
     log = [p.name for p in params if p.log]
-    rows = _rows(tables, claim, names)
+    return _rows(tables, claim, names), names, log
+
+
+def study_aft(tables: StudyTables, claim: Comparison) -> AFTSpeedup:
+    """The AFT speedup of a comparison on a study, its searched parameters as covariates."""
+    rows, names, log = _model_rows(tables, claim)
     return aft_speedup(
         rows, claim.faster, claim.than, covariates=names, low=claim.low, high=claim.high, log=log
     )
@@ -150,9 +158,11 @@ def judge_sampled(tables: StudyTables, claim: Comparison, km: Verdict) -> Verdic
     why = _km_cannot_judge(km)
     if not why or tables.trials.empty:
         return km
+    rows = _model_rows(tables, claim)[0]
+    arms = rows["init"].astype(str).value_counts() if len(rows) else pd.Series(dtype=int)
+    if min(int(arms.get(claim.faster, 0)), int(arms.get(claim.than, 0))) < MIN_N:
+        return km  # too few trials for the model too: the KM verdict says what is missing
     fit = study_aft(tables, claim)
-    if fit.n_a == 0 or fit.n_b == 0:
-        return km
     numbers: dict[str, Any] = {**fit.numbers(), "kaplan_meier": km.numbers}
     evidence = (
         f"{fit.evidence} Judged by the AFT model because the Kaplan-Meier rule cannot judge "
