@@ -159,6 +159,23 @@ def test_a_frozen_slower_arm_is_unbounded_cannot_train() -> None:
     assert "cannot train" in result.notes[0]
 
 
+def test_a_regime_where_the_slower_arm_is_frozen_reads_unbounded_there() -> None:
+    frame = draw(np.random.default_rng(8), n=80, per_hidden={16: 3.0, 64: 3.0})
+    frozen = (frame["init"] == SLOW) & (frame["hidden"] == 64)
+    frame.loc[frozen, "converged_epoch"] = pd.NA
+    frame.loc[frozen, "outcome"] = "frozen"
+    result = fit(frame, low=1.2, high=math.inf)
+    assert [r.at for r in result.frozen] == [{"hidden": 64.0}]
+    frozen = result.frozen[0]
+    assert frozen.kind == "unbounded" and frozen.classification == WITHIN  # "at least 1.2x"
+    assert frozen.text == "unbounded (cannot train)" and frozen.label == "hidden 64"
+    pooled = result.pooled  # fitted on the rest: hidden 16 alone
+    assert pooled is not None and pooled.kind == "finite" and pooled.lo > 1.2
+    assert result.covariates == ["log lr"]  # hidden no longer varies in the fit
+    assert result.judged == [pooled, frozen] and result.verdict == SUPPORTED
+    assert fit(frame).judged[-1].classification == UNBOUNDED  # contradicts 2-10x
+
+
 def test_too_few_trials_per_arm_is_n_too_small() -> None:
     result = fit(draw(np.random.default_rng(2), n=8))
     assert result.pooled is not None and result.pooled.classification == SMALL_N

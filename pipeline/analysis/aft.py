@@ -84,9 +84,11 @@ AFT_RULE = (
     f"p < {ALPHA:g} the speedup is read at each hidden and seq_len value instead of pooled. "
     "Each estimate is classified as in the speedup rule (within [a, b] only if a <= lo and "
     "hi <= b; below if hi < a; above if lo > b; unbounded when at least half of the slower "
-    f"scheme's trials are frozen; inconclusive with fewer than {MIN_N} trials in an arm) and "
-    "combined as there. An arm without a converged trial, or a fit that fails, is not "
-    "estimable (inconclusive)."
+    "scheme's trials are frozen, overall or at a hidden or seq_len value, which is then left "
+    "out of the fit; only 'at least lo' where the model's median of the slower scheme lies "
+    "past its budget; inconclusive where the faster scheme's does, or with fewer than "
+    f"{MIN_N} trials in an arm) and combined as there. An arm without a converged trial, "
+    "or a fit that fails, is not estimable (inconclusive)."
 )
 
 _PRIMARY = {"weibull": "lambda_", "lognormal": "mu_", "loglogistic": "alpha_"}
@@ -187,14 +189,18 @@ class AFTSpeedup:
     """Covariates left out and why."""
     reason: str = ""
     """Why nothing could be estimated ("" when something was)."""
+    frozen: list[Reading] = field(default_factory=list)
+    """Regimes (hidden, seq_len values) where the slower scheme is frozen in at least half
+    its trials: unbounded (cannot train), judged as such and left out of the fit."""
 
     @property
     def judged(self) -> list[Reading]:
         """The readings the verdict combines: per regime where the interaction is
-        significant, else the pooled one."""
+        significant, else the pooled one; and every regime where the slower scheme cannot
+        train."""
         if self.check is not None and self.check.regime_dependent and self.readings:
-            return self.readings
-        return [] if self.pooled is None else [self.pooled]
+            return [*self.readings, *self.frozen]
+        return ([] if self.pooled is None else [self.pooled]) + self.frozen
 
     @property
     def verdict(self) -> str:
@@ -368,6 +374,31 @@ def _read(
     return est, lo, hi, "finite"
 
 
+def _frozen_regimes(
+    rows: pd.DataFrame, than: str, regime: Sequence[str]
+) -> tuple[pd.DataFrame, list[dict[str, float]]]:
+    """The rows without the regimes (values of the discrete ``regime`` columns) where
+    ``than`` is frozen in at least half its trials, and those regimes."""
+    columns = [c for c in regime if c in rows and 1 < rows[c].nunique() <= MAX_READ_VALUES]
+    if not columns:
+        return rows, []
+    b = rows[rows["init"].astype(str) == than]
+    shares = (b["outcome"] == "frozen").groupby([b[c] for c in columns]).mean()
+    keep = np.ones(len(rows), dtype=bool)
+    found = []
+    for key, share in shares.items():
+        if share < 0.5:
+            continue
+        values = key if isinstance(key, tuple) else (key,)
+        at = {c: float(v) for c, v in zip(columns, values, strict=True)}
+        there = np.ones(len(rows), dtype=bool)
+        for c, v in at.items():
+            there &= np.isclose(rows[c].astype(float).to_numpy(), v)
+        keep &= ~there
+        found.append(at)
+    return rows[keep], found
+
+
 def _reading_values(rows: pd.DataFrame, name: str) -> list[float]:
     values = np.sort(rows[name].astype(float).unique())
     if values.size <= MAX_READ_VALUES:
@@ -416,15 +447,23 @@ def aft_speedup(
     if a.empty or b.empty:
         missing = " and ".join(s for s, f in ((faster, a), (than, b)) if f.empty)
         return none(f"no {missing} trials")
-    frozen_b = float((b["outcome"] == "frozen").mean())
-    if frozen_b >= 0.5:
+
+    def unbounded(at: dict[str, float]) -> Reading:
         cls = classify_speedup(
             n_a=len(a), n_b=len(b), estimate=None, lo=None, hi=None, kind="unbounded",
             low=low, high=high, min_n=min_n,
         )  # fmt: skip
-        pooled = Reading({}, None, None, None, "unbounded", cls)
+        return Reading(at, None, None, None, "unbounded", cls)
+
+    rows, frozen = _frozen_regimes(rows, than, [c for c in REGIME if c in covariates])
+    result = replace(result, frozen=[unbounded(at) for at in frozen])
+    a, b = rows[rows["init"].astype(str) == faster], rows[rows["init"].astype(str) == than]
+    if a.empty or b.empty:  # every regime of the slower scheme is frozen
+        return result
+    frozen_b = float((b["outcome"] == "frozen").mean())
+    if frozen_b >= 0.5:
         reason = f"{than} frozen in {frozen_b:.0%} of its trials: cannot train"
-        return replace(result, pooled=pooled, notes=[reason])
+        return replace(result, pooled=unbounded({}), notes=[reason])
     for arm, frame in ((faster, a), (than, b)):
         if not time_to_event(frame)[1].any():
             return none(
@@ -467,16 +506,9 @@ def aft_speedup(
     check = ModelCheck(aic, family, note="; ".join(failures))
     readings: list[Reading] = []
     if not regime:
-        check = replace(
-            check,
-            note="; ".join(
-                [
-                    *failures,
-                    "no interaction to test: neither hidden nor seq_len varies in the model",
-                ]
-            ),
-        )
-    if regime:
+        untested = "no interaction to test: neither hidden nor seq_len varies in the model"
+        check = replace(check, note="; ".join([*failures, untested]))
+    else:
         wide = design.assign(**{f"{_SCHEME}:{c}": design[_SCHEME] * design[c] for c in regime})
         names = [c.removeprefix("log ") for c in regime]
         try:

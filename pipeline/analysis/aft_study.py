@@ -127,7 +127,7 @@ def aft_section(tables: StudyTables) -> AFTSection | None:
         fit = study_aft(tables, claim)
         n = f"{fit.n_a} / {fit.n_b}"
         judged = {id(r) for r in fit.judged}
-        readings = [r for r in (fit.pooled, *fit.readings) if r is not None]
+        readings = [r for r in (fit.pooled, *fit.readings, *fit.frozen) if r is not None]
         if not readings:
             rows.append([name, _range(claim), "", n, f"not estimable: {fit.reason}", "", ""])
         for r in readings:
