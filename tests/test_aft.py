@@ -174,6 +174,8 @@ def test_a_regime_where_the_slower_arm_is_frozen_reads_unbounded_there() -> None
     assert result.covariates == ["log lr"]  # hidden no longer varies in the fit
     assert result.judged == [pooled, frozen] and result.verdict == SUPPORTED
     assert fit(frame).judged[-1].classification == UNBOUNDED  # contradicts 2-10x
+    few = frame.drop(frame.index[(frame["hidden"] == 64)][4:])  # 4 trials left at hidden 64
+    assert fit(few).frozen[0].classification == SMALL_N  # as the KM rule says per cell
 
 
 def test_too_few_trials_per_arm_is_n_too_small() -> None:

@@ -375,10 +375,11 @@ def _read(
 
 
 def _frozen_regimes(
-    rows: pd.DataFrame, than: str, regime: Sequence[str]
-) -> tuple[pd.DataFrame, list[dict[str, float]]]:
+    rows: pd.DataFrame, faster: str, than: str, regime: Sequence[str]
+) -> tuple[pd.DataFrame, list[tuple[dict[str, float], int, int]]]:
     """The rows without the regimes (values of the discrete ``regime`` columns) where
-    ``than`` is frozen in at least half its trials, and those regimes."""
+    ``than`` is frozen in at least half its trials, and those regimes with the trials of
+    ``faster`` and ``than`` in each."""
     columns = [c for c in regime if c in rows and 1 < rows[c].nunique() <= MAX_READ_VALUES]
     if not columns:
         return rows, []
@@ -395,7 +396,8 @@ def _frozen_regimes(
         for c, v in at.items():
             there &= np.isclose(rows[c].astype(float).to_numpy(), v)
         keep &= ~there
-        found.append(at)
+        schemes = rows["init"].astype(str).to_numpy()[there]
+        found.append((at, int((schemes == faster).sum()), int((schemes == than).sum())))
     return rows[keep], found
 
 
@@ -448,22 +450,22 @@ def aft_speedup(
         missing = " and ".join(s for s, f in ((faster, a), (than, b)) if f.empty)
         return none(f"no {missing} trials")
 
-    def unbounded(at: dict[str, float]) -> Reading:
+    def unbounded(at: dict[str, float], n_a: int, n_b: int) -> Reading:
         cls = classify_speedup(
-            n_a=len(a), n_b=len(b), estimate=None, lo=None, hi=None, kind="unbounded",
+            n_a=n_a, n_b=n_b, estimate=None, lo=None, hi=None, kind="unbounded",
             low=low, high=high, min_n=min_n,
         )  # fmt: skip
         return Reading(at, None, None, None, "unbounded", cls)
 
-    rows, frozen = _frozen_regimes(rows, than, [c for c in REGIME if c in covariates])
-    result = replace(result, frozen=[unbounded(at) for at in frozen])
+    rows, frozen = _frozen_regimes(rows, faster, than, [c for c in REGIME if c in covariates])
+    result = replace(result, frozen=[unbounded(*regime) for regime in frozen])
     a, b = rows[rows["init"].astype(str) == faster], rows[rows["init"].astype(str) == than]
     if a.empty or b.empty:  # every regime of the slower scheme is frozen
         return result
     frozen_b = float((b["outcome"] == "frozen").mean())
     if frozen_b >= 0.5:
         reason = f"{than} frozen in {frozen_b:.0%} of its trials: cannot train"
-        return replace(result, pooled=unbounded({}), notes=[reason])
+        return replace(result, pooled=unbounded({}, len(a), len(b)), notes=[reason])
     for arm, frame in ((faster, a), (than, b)):
         if not time_to_event(frame)[1].any():
             return none(
