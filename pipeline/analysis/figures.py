@@ -30,6 +30,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from models.spec import OUTCOMES
+from pipeline.analysis.binning import curve_labels, panel_labels
 from pipeline.analysis.judging import C4_RANGE, XAVIER
 from pipeline.analysis.survival import km_curve, time_to_event
 from pipeline.safeout import replace_file
@@ -168,6 +169,20 @@ def scheme_label(frame: pd.DataFrame, with_scale: bool | None = None) -> pd.Seri
     return label
 
 
+def curve_frame(trials: pd.DataFrame) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """``trials`` with a curve ``label`` (scheme, binned scale and hidden) and a ``panel``
+    (seq_len, binned) per row (:mod:`pipeline.analysis.binning`); the panels in order; the
+    parameters pooled to keep the legends short."""
+    labels, pooled = curve_labels(trials, scheme_label(trials, with_scale=False))
+    panels, order = panel_labels(trials["seq_len"])
+    return trials.assign(label=labels.to_numpy(), panel=panels.to_numpy()), order, pooled
+
+
+def pooled_note(pooled: list[str]) -> str:
+    """``"; pooled over scale"`` for a figure title (``""`` when nothing is pooled)."""
+    return f"; pooled over {', '.join(pooled)}" if pooled else ""
+
+
 def grid_of(n: int, width: float = 5.0, height: float = 3.6) -> tuple[Figure, list[Axes]]:
     cols = min(n, 3)
     rows = math.ceil(n / cols)
@@ -200,10 +215,7 @@ def km_figure(trials: pd.DataFrame) -> Figure:
     its legend entry says "identical to ..."."""
     if trials.empty:
         return not_enough("km_curves", "the study has no complete trials")
-    frame = trials.assign(label=scheme_label(trials))
-    if frame["hidden"].nunique() > 1:
-        frame["label"] = frame["label"] + frame["hidden"].map(lambda h: f", h={h}")
-    lengths = sorted(frame["seq_len"].unique())
+    frame, lengths, pooled = curve_frame(trials)
     labels = sorted(frame["label"].unique())
     colours = colours_of(labels)
     styles = {
@@ -213,7 +225,7 @@ def km_figure(trials: pd.DataFrame) -> Figure:
     fig, axes = grid_of(len(lengths))
     budget = float(frame["max_epochs"].max())
     for ax, seq_len in zip(axes, lengths, strict=True):
-        part = frame[frame["seq_len"] == seq_len]
+        part = frame[frame["panel"] == seq_len]
         drawn: list[tuple[str, np.ndarray, np.ndarray]] = []
         for label, group in part.groupby("label", sort=True):
             durations, events = time_to_event(group)
@@ -252,7 +264,7 @@ def km_figure(trials: pd.DataFrame) -> Figure:
         ax.set_title(f"seq_len {seq_len}", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
-    fig.suptitle(FIGURE_TITLES["km_curves"] + " (| = censored)", fontsize=11)
+    fig.suptitle(FIGURE_TITLES["km_curves"] + " (| = censored)" + pooled_note(pooled), fontsize=11)
     fig.tight_layout()
     return fig
 

@@ -28,9 +28,10 @@ from matplotlib.figure import Figure
 from pipeline.analysis.figures import (
     FIGURE_TITLES,
     colours_of,
+    curve_frame,
     grid_of,
     not_enough,
-    scheme_label,
+    pooled_note,
 )
 
 if TYPE_CHECKING:
@@ -79,14 +80,11 @@ def learning_curves_figure(trials: pd.DataFrame, epochs: pd.DataFrame) -> Figure
     name = "learning_curves"
     if trials.empty or epochs.empty:
         return not_enough(name, "the study recorded no training epochs")
-    frame = trials.assign(label=scheme_label(trials))
-    if frame["hidden"].nunique() > 1:
-        frame["label"] = frame["label"] + frame["hidden"].map(lambda h: f", h={h}")
-    lengths = sorted(frame["seq_len"].unique())
+    frame, lengths, pooled = curve_frame(trials)
     colours = colours_of(sorted(frame["label"].unique()))
     fig, axes = grid_of(len(lengths))
     for ax, seq_len in zip(axes, lengths, strict=True):
-        part = frame[frame["seq_len"] == seq_len]
+        part = frame[frame["panel"] == seq_len]
         budget = int(part["max_epochs"].max())
         drawn: list[float] = []
         for label, group in part.groupby("label", sort=True):
@@ -114,7 +112,7 @@ def learning_curves_figure(trials: pd.DataFrame, epochs: pd.DataFrame) -> Figure
         ax.set_title(f"seq_len {seq_len}", fontsize=10)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7, loc="best")
-    fig.suptitle(_wrap(FIGURE_TITLES[name]), fontsize=10)
+    fig.suptitle(_wrap(FIGURE_TITLES[name] + pooled_note(pooled)), fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -38,12 +38,14 @@ import pandas as pd
 from markupsafe import Markup, escape
 
 from models.spec import OUTCOMES
+from pipeline.analysis.aft_study import AFTSection, aft_section
+from pipeline.analysis.binning import MAX_BINS, bin_labels
 from pipeline.analysis.cells import group_summary
 from pipeline.analysis.efficiency import Efficiency
 from pipeline.analysis.figures import FIGURE_TITLES, FIGURES, save_figure, write_figures
 from pipeline.analysis.figures_curves import TUNING_TITLE, tuning_figure
 from pipeline.analysis.judging import XAVIER, fmt, plain_scheme
-from pipeline.analysis.summary import StudySummary, display_tables, study_summary
+from pipeline.analysis.summary import MAX_LEVELS, StudySummary, display_tables, study_summary
 from pipeline.analysis.verdicts import (
     C4_RANGE,
     INCONCLUSIVE,
@@ -176,6 +178,8 @@ class ReportData:
     """The best trial, the objective per searched parameter and the importances."""
     footer: str = ""
     """The study-efficiency line (:meth:`pipeline.analysis.efficiency.Efficiency.line`)."""
+    aft: AFTSection | None = None
+    """The AFT speedup of the study's comparisons (``pipeline.analysis.aft_study``)."""
 
 
 @dataclass(frozen=True)
@@ -230,6 +234,7 @@ def report_data(
     summary: StudySummary | None = None,
     importances: Importances | None = None,
     efficiency: Efficiency | None = None,
+    aft: AFTSection | None = None,
 ) -> ReportData:
     """The report's data model, from the study, its verdicts, speedups and figure files
     (and, for a tuned study, its stage 1's :class:`~pipeline.analysis.protocol.Tuning`;
@@ -271,7 +276,8 @@ def report_data(
         figures=[
             _figure(name, FIGURE_TITLES[name], figures[name])
             for name in FIGURES
-            if summary is None or name != SUMMARY_FIGURE
+            if (summary is None or name != SUMMARY_FIGURE)
+            and (display is not None or name != "speedup_vs_seq_len")
         ],
         study=tables.study,
         spec_text=tables.spec_text.rstrip("\n"),
@@ -288,6 +294,7 @@ def report_data(
         if summary is None
         else _summary_section(summary, importances, figures.get(SUMMARY_FIGURE)),
         footer="" if efficiency is None else efficiency.line(),
+        aft=aft,
     )
 
 
@@ -337,7 +344,10 @@ def write_report(
     files["verdicts"] = write_verdicts(verdicts, out_dir / "verdicts.json")
     if importances is None:
         importances = _importances(tables)
-    data = report_data(tables, verdicts, speedups, files, tuning, summary, importances, efficiency)
+    data = report_data(
+        tables, verdicts, speedups, files, tuning, summary, importances, efficiency,
+        aft_section(tables),
+    )  # fmt: skip
     # each file replaces what was there: a link planted under its name is not followed
     md_path = replace_file(out_dir / "report.md", _render("report.md", data))
     html_path = replace_file(out_dir / "report.html", _render("report.html", data))
@@ -505,6 +515,8 @@ def _speedup_display(frame: pd.DataFrame | None) -> pd.DataFrame | None:
             ],
         }
     )
+    if not frame["in_verdict"].any():  # no uniform01: no cell of C4's
+        out = out.drop(columns="C4 cell")
     return out.reset_index(drop=True)
 
 
@@ -525,6 +537,9 @@ def _summary_display(trials: pd.DataFrame) -> pd.DataFrame | None:
     if trials.empty:
         return None
     frame = trials.copy()
+    for column in ("hidden", "scale", "seq_len"):  # a sampled parameter: quantile bins
+        if frame[column].nunique() > MAX_LEVELS:
+            frame[column] = bin_labels(frame[column], MAX_BINS)
     by = ["init"]
     if frame["init_recurrent"].notna().any():
         frame["recurrent"] = frame["init_recurrent"].astype(object).fillna("(same)")

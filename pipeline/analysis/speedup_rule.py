@@ -377,7 +377,9 @@ def xavier_speedups(trials: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) 
 
 
 def judge_declared(tables: StudyTables, claim: Comparison, options: Options) -> Verdict:
-    """A declared comparison, on the trials its ``where`` keeps, by the speedup rule."""
+    """A declared comparison, on the trials its ``where`` keeps, by the speedup rule; where
+    the design cannot be judged cell by cell (a sampled study), by the AFT model
+    (``pipeline.analysis.aft_study.judge_sampled``)."""
     trials = tables.trials
     if claim.on == "init_recurrent":  # Whh's scheme as the compared one, the rest fixed
         trials = trials[trials["init_recurrent"].notna()]
@@ -387,9 +389,12 @@ def judge_declared(tables: StudyTables, claim: Comparison, options: Options) -> 
     elif not {"scale", "recurrent_scale", "init_recurrent"} & set(claim.where):
         trials = plain_scheme(trials)
     trials = select_rows(trials, claim.where)
-    return judge_comparison(
+    km = judge_comparison(
         claim.id, claim.text, trials, claim.faster, claim.than, claim.low, claim.high, options
     )
+    from pipeline.analysis.aft_study import judge_sampled  # it imports this module
+
+    return judge_sampled(tables, claim, km)
 
 
 C4 = Claim(
