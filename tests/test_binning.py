@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from test_aft import sampled_study, trial
 
 from pipeline.analysis import figures as fg
 from pipeline.analysis import figures_curves as fc
 from pipeline.analysis.binning import MAX_BINS, MAX_LEGEND, bin_labels, curve_labels, panel_labels
 from pipeline.analysis.tables import tables_from_results
-from tests.test_aft import sampled_study, trial
 
 
 def frame(schemes: list[str], n: int, **columns: object) -> pd.DataFrame:
