@@ -5,6 +5,7 @@ The checks are :mod:`pipeline.frontend`'s (the API's too), their errors made ``f
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +26,23 @@ from pipeline.urls import default_tracking_uri
 
 if TYPE_CHECKING:
     from pipeline.results import StudyTables
+
+
+def _require_working_folder() -> None:
+    """A current folder that was deleted (or moved away) under the shell: one line and exit
+    2 now, when the CLI is imported, before PyTorch is (its MKL aborts there with a FATAL
+    ERROR instead)."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        sys.stderr.write(
+            "error: the current folder no longer exists (it was deleted or moved); cd to an"
+            " existing folder and run the command again\n"
+        )
+        sys.exit(2)  # EXIT_BAD_INPUT
+
+
+_require_working_folder()  # pipeline.cli imports this module before the commands' modules
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -54,6 +72,8 @@ EXIT_STORE_CORRUPT = 4
 """A store file that is empty or not a database (pipeline.storage.StoreCorrupt)."""
 EXIT_INTERRUPTED = 130
 """Ctrl-C, as a shell reports a process ended by SIGINT (128 + 2)."""
+EXIT_TERMINATED = 143
+"""SIGTERM, as a shell reports a process ended by it (128 + 15)."""
 
 
 def _print_version(value: bool) -> None:
