@@ -80,7 +80,8 @@ def check_address(address: str | None, timeout: float = CONNECT_SECONDS) -> None
     server does (Ray's GCS, or its client server for ``ray://``): an HTTP server such as
     Ray's dashboard (8265), a proxy that accepts every connection. Ray itself retries
     such an address for minutes. ``auto`` and ``local`` are left to Ray, which finds or
-    starts the cluster itself.
+    starts the cluster itself. With ``RAY_USE_TLS`` (Ray's TLS) only the TCP connect is
+    checked.
 
     Raises:
         StudyError: one line naming the address and why it cannot be used.
@@ -93,9 +94,10 @@ def check_address(address: str | None, timeout: float = CONNECT_SECONDS) -> None
         "start it, or fix the address (HOST:PORT of the head's GCS, default port 6379, or "
         "ray://HOST:10001)"
     )
+    tls = os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true")  # asked through TLS
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as s:
-            why = _not_grpc(s, timeout)
+            why = None if tls else _not_grpc(s, timeout)
     except (OSError, ValueError) as exc:
         why = (
             f"no answer within {timeout:g} s"
@@ -105,7 +107,7 @@ def check_address(address: str | None, timeout: float = CONNECT_SECONDS) -> None
         raise StudyError(
             f"--address: cannot reach a Ray cluster at {address} ({why}); {fix}"
         ) from None
-    if why is None and not address.startswith("ray://"):
+    if why is None and not tls and not address.startswith("ray://"):
         from pipeline.execution import gcs_problem
 
         why = gcs_problem(hostport, timeout)
