@@ -275,6 +275,7 @@ def run_study(
     overrides: Sequence[str] = (),
     yes: bool = False,
     progress: bool = False,
+    offline_tracking: bool = False,
 ) -> Study:
     """Run (or resume) a study, as ``initstudy run`` does, and return it.
 
@@ -282,7 +283,11 @@ def run_study(
     (``"trial.max_epochs=5"``). The other arguments are ``initstudy run``'s options; ``yes``
     is ``--yes`` (a study of more than :data:`CONFIRM_TRIALS` trials or
     :data:`CONFIRM_CPU_HOURS` estimated CPU-hours is refused without it), ``progress``
-    shows the progress bar (off: a notebook is no terminal).
+    shows the progress bar (off: a notebook is no terminal). MLflow that cannot be reached
+    at start refuses the run (a ``StudyError``) unless ``offline_tracking`` (``run
+    --offline-tracking``): then nothing is logged, and ``initstudy sync`` logs it later.
+    One study runs at a time in a process: a second ``run_study`` from another thread
+    while one runs is refused (``StudyBusy``), nothing of it started.
 
     A tuned protocol runs both stages (:func:`pipeline.protocol.run_protocol`) and returns
     stage 2's study, ``picks`` holding each arm's chosen lr; while stage 1 has trials left
@@ -292,8 +297,10 @@ def run_study(
     Raises:
         SpecError: the spec or an override is bad (the CLI's one line).
         ValueError: another argument is bad, or the study is too large without ``yes``.
-        StudyError: the study exists with a different spec, or cannot be opened.
-        StudyBusy: another live driver holds the study.
+        StudyError: the study exists with a different spec, or cannot be opened, or
+            MLflow cannot be reached (without ``offline_tracking``).
+        StudyBusy: another live driver holds the study, or another study runs in this
+            process.
         StorageUnavailable: the Optuna storage failed for good (rerun to resume).
     """
     from pipeline.driver import Driver, RunOptions
@@ -313,6 +320,7 @@ def run_study(
         gpus_per_trial=gpus_per_trial,
         pack_size=pack_size,
         study_name=study_name,
+        offline_tracking=offline_tracking,
     )
     check_run_options(options, api_option)
     warning = size_warning(parsed, study_name or parsed.name)

@@ -28,6 +28,7 @@ packed and ordered is :mod:`pipeline.plan`; where packs train, :mod:`pipeline.ex
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -83,6 +84,9 @@ class RunOptions:
     """Optuna study / MLflow experiment name (default: the spec's name)."""
     dashboard_port: int | None = None
     """Start the embedded Ray's dashboard on 127.0.0.1 at this port (None: none)."""
+    offline_tracking: bool = False
+    """Run without MLflow (``--offline-tracking``): nothing is logged; ``initstudy sync``
+    logs the results later. Without it, MLflow unreachable at start refuses the run."""
 
     @property
     def storage_url(self) -> str:
@@ -112,9 +116,51 @@ class StudyOutcome:
     tracking_error: str | None = None
     interrupted: str | None = None
     """Ctrl-C: "finished" (the running packs were let finish) or "stopped" (they were
-    stopped too); None: not interrupted."""
+    stopped too); SIGTERM: "terminated" (stopped at once); None: not interrupted."""
     unfinished: int = 0
     """Trials this driver had taken and left unfinished (interrupted), for a resume."""
+
+
+_ONE_RUN = threading.Lock()
+"""Held by the driver that runs a study in this process: Ray is one per process, so a
+second :meth:`Driver.run` (another thread of a notebook) is refused, not let tear it down."""
+_RUNNING: list[str] = []
+"""The study that holds :data:`_ONE_RUN` (for the refusal's message)."""
+
+
+def _one_study_at_a_time(
+    run: Callable[[Driver], StudyOutcome],
+) -> Callable[[Driver], StudyOutcome]:
+    """:meth:`Driver.run` holding :data:`_ONE_RUN`, refused at once (before anything is
+    touched) when another study holds it: ``storage.StudyBusy``, one line naming it."""
+
+    @functools.wraps(run)
+    def one(driver: Driver) -> StudyOutcome:
+        if not _ONE_RUN.acquire(blocking=False):
+            other = _RUNNING[0] if _RUNNING else "another study"
+            raise st.StudyBusy(
+                f"study {driver.name!r} not started: study {other!r} is running in this "
+                "process (another thread), and a process runs one study at a time (Ray is one "
+                "per process); wait for it to end, or run this study in another process"
+            )
+        _RUNNING[:] = [driver.name]
+        try:
+            return run(driver)
+        finally:
+            _RUNNING.clear()
+            _ONE_RUN.release()
+
+    return one
+
+
+def _connected(make: Callable[[], Executor], address: str | None) -> Executor:
+    """``make()``, Ray's ConnectionError (no cluster found for ``auto``, or one lost while
+    connecting) made one line."""
+    try:
+        return make()
+    except ConnectionError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "no answer"
+        raise st.StudyError(f"--address: {address}: {first}") from None
 
 
 class _InBackground:
@@ -214,6 +260,7 @@ class Driver:
         self.log = StudyLog(
             self.name, options.tracking, options.artifact_location, self.tags, reporter.note
         )
+        self.log.offline = options.offline_tracking
         self.interrupts = Interrupts()
         self.outcome: StudyOutcome | None = None
         self._claimed: set[int] = set()
@@ -325,12 +372,13 @@ class Driver:
 
     # -- the loop ------------------------------------------------------------------------
 
+    @_one_study_at_a_time
     def run(self) -> StudyOutcome:
         """Run until every planned trial is complete (or failed) or Ctrl-C (``interrupted``).
 
         Raises:
             storage.StudyError: before anything is written: bad study, full disk, bad store.
-            storage.StudyBusy: another driver runs this study.
+            storage.StudyBusy: another driver runs this study, or another study runs here.
             storage.StorageUnavailable: the Optuna storage failed for good mid-study.
         """
         opts, self._started = self.options, time.time()
@@ -342,6 +390,7 @@ class Driver:
         try:
             if opts.storage is None or opts.tracking_uri is None:
                 check_space(opts.run_dir)  # an embedded store is written there
+            self.log.check()  # MLflow answers (or --offline-tracking), before any store
             store = self._open()
             self.outcome = StudyOutcome(self.name, store.counts())
             with store.locked(), self.interrupts, self.log.writing():
@@ -390,7 +439,7 @@ class Driver:
 
     def _connect(self) -> Executor:
         """Connect to the cluster at ``--address``; refuse a pack it could never place."""
-        executor = self.executor()
+        executor = _connected(self.executor, self.options.address)
         try:
             executor.capacity(Resources(self.options.cpus_per_trial, self.options.gpus_per_trial))
         except BaseException as exc:
@@ -405,6 +454,7 @@ class Driver:
             return
         self._live = counts
         executor = self._cluster or self.executor()
+        self.interrupts.take_sigterm()  # back from Ray's, which ray.init installs
         if url := getattr(executor, "dashboard_url", None):
             self.reporter.info(f"Ray dashboard: {url} (token {executor.token_hint})")  # type: ignore[attr-defined]
         try:
@@ -460,7 +510,7 @@ class Driver:
         if not self.interrupts.stopping:
             return
         self.interrupts.announce(self.reporter.note, 0, 0)  # what a Ctrl-C did, if unsaid
-        self.outcome.interrupted = "stopped" if self.interrupts.stop_now else "finished"
+        self.outcome.interrupted = self.interrupts.how()
         self.outcome.unfinished = len(unfinished)
 
     def _finish(self, store: StudyStore, pack: list[Pending], out: PackResult) -> None:

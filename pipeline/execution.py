@@ -196,6 +196,32 @@ def _failed(exc: BaseException) -> PackFailed:
     return PackFailed(f"{type(exc).__name__}: {first}")
 
 
+def gcs_problem(address: str, timeout: float) -> str | None:
+    """Why nothing at ``address`` (HOST:PORT) answers as a Ray cluster's GCS does (None:
+    it answers ``GetClusterId``, ``ray.init``'s first call, or refuses it for want of a
+    token, which only Ray's GCS does); asked once, within ``timeout`` seconds, where
+    ``ray.init`` retries for minutes."""
+    import grpc
+    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+
+    channel = grpc.insecure_channel(address)
+    try:
+        stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
+        request = gcs_service_pb2.GetClusterIdRequest()  # type: ignore[attr-defined]
+        stub.GetClusterId(request, timeout=timeout)
+    except grpc.RpcError as exc:
+        code = exc.code()
+        if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            return None
+        name = getattr(code, "name", str(code))
+        details = " ".join((exc.details() or "").split())
+        said = f": {details[:120]}" if details else ""
+        return f"no Ray GCS answers there: gRPC {name}{said}"
+    finally:
+        channel.close()
+    return None
+
+
 class NotPrivate(RuntimeError):
     """An embedded Ray came up on an address other than 127.0.0.1 (it was stopped)."""
 

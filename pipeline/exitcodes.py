@@ -27,6 +27,9 @@ written to it."""
 EXIT_INTERRUPTED = 130
 """Interrupted by Ctrl-C (SIGINT), as a shell reports it (128 + 2); ``run`` prints the
 command that resumes."""
+EXIT_TERMINATED = 143
+"""Ended by SIGTERM (128 + 15): ``run`` stops its trials as on a second Ctrl-C and prints
+the command that resumes."""
 SIGNAL_BASE = 128
 """Ended by another signal N (``ui`` on SIGTERM or SIGHUP): 128 + N, as a shell reports it."""
 
@@ -37,5 +40,6 @@ TABLE: tuple[tuple[int, str, str], ...] = (
     (EXIT_BUSY, "EXIT_BUSY", "another driver holds the study"),
     (EXIT_STORE_CORRUPT, "EXIT_STORE_CORRUPT", "a store file is not a database"),
     (EXIT_INTERRUPTED, "EXIT_INTERRUPTED", "Ctrl-C"),
+    (EXIT_TERMINATED, "EXIT_TERMINATED", "SIGTERM (`run` prints the command that resumes)"),
 )
 """``(code, name, meaning)`` of each code a command may exit with (besides 128 + N)."""

@@ -107,6 +107,13 @@ def check_url(option: str, url: str | None, schemes: tuple[str, ...]) -> None:
             f"{option}: {url!r} names no database file; write sqlite:///relative/path.db or"
             " sqlite:////absolute/path.db (an in-memory database would keep nothing)"
         )
+    if scheme == "sqlite" and "?" in url:
+        query = "?" + url.partition("?")[2]
+        raise ValueError(
+            f"{option}: {url!r}: SQLite URL options ({query!r}) are not supported: initstudy"
+            " opens its SQLite stores itself (read-write, in WAL mode; the commands that"
+            " only read write nothing) and would ignore them; drop the part from '?'"
+        )
 
 
 def check_study_name(option: str, name: str) -> None:

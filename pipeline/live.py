@@ -196,13 +196,17 @@ class Interrupts:
     :attr:`stopping` (submit nothing more, let running packs finish), the second
     :attr:`stop_now` (stop the running packs too); a third raises KeyboardInterrupt. The
     driver's loop reads the flags and says what it does: a signal handler only sets them,
-    so no write to a store is ever cut in half. Elsewhere than the main thread (where
-    Python cannot take a signal) it does nothing."""
+    so no write to a store is ever cut in half. SIGTERM sets both flags and
+    :attr:`terminated` (a second raises KeyboardInterrupt). Elsewhere than the main thread
+    (where Python cannot take a signal) it does nothing."""
 
     def __init__(self) -> None:
         self.stopping = False
         self.stop_now = False
+        self.terminated = False
+        """SIGTERM came (a service manager, ``kill``): stop now, as a second Ctrl-C."""
         self._previous: Any = None
+        self._previous_term: Any = None
         self._installed = False
         self._said = 0
         """How many of the Ctrl-Cs have been announced."""
@@ -210,12 +214,24 @@ class Interrupts:
     def __enter__(self) -> Interrupts:
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous_term = signal.signal(signal.SIGTERM, self._terminate)
             self._installed = True
         return self
+
+    def how(self) -> str:
+        """How the run was interrupted: "terminated" (SIGTERM), "stopped" (Ctrl-C twice:
+        the running packs stopped) or "finished" (once: they were let finish)."""
+        return "terminated" if self.terminated else "stopped" if self.stop_now else "finished"
+
+    def take_sigterm(self) -> None:
+        """Handle SIGTERM here again: ``ray.init`` installs its own (a silent exit)."""
+        if self._installed:
+            signal.signal(signal.SIGTERM, self._terminate)
 
     def __exit__(self, *exc: object) -> None:
         if self._installed:
             signal.signal(signal.SIGINT, self._previous)
+            signal.signal(signal.SIGTERM, self._previous_term)
             self._installed = False
 
     def announce(
@@ -233,7 +249,10 @@ class Interrupts:
                 )
         if self.stop_now and self._said < 2:
             self._said = 2
-            note("Ctrl-C again: stopping the running trials now")
+            if self.terminated:
+                note("SIGTERM: stopping the running trials now")
+            else:
+                note("Ctrl-C again: stopping the running trials now")
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if not self.stopping:
@@ -242,3 +261,9 @@ class Interrupts:
             self.stop_now = True
         else:
             raise KeyboardInterrupt
+
+    def _terminate(self, signum: int, frame: FrameType | None) -> None:
+        if self.terminated:
+            raise KeyboardInterrupt  # a second SIGTERM: the process must end
+        self.terminated = self.stopping = self.stop_now = True
+        self._said = max(self._said, 1)  # no "finishing the running trials" note

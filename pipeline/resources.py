@@ -68,22 +68,36 @@ def check_embedded(options: Any, note: Callable[[str], None]) -> int | None:
 
 CONNECT_SECONDS = 5.0
 """How long the driver waits for a cluster's address to answer before giving up."""
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+"""HTTP/2's client connection preface and an empty SETTINGS frame: what a gRPC client
+(Ray's, to the GCS or to the Ray Client server) sends first."""
+_SETTINGS = 0x04
+"""HTTP/2's SETTINGS frame type: a gRPC server's first frame."""
 
 
 def check_address(address: str | None, timeout: float = CONNECT_SECONDS) -> None:
-    """Refuse a Ray address that nothing answers at (Ray itself waits minutes). ``auto``
-    and ``local`` are left to Ray, which finds or starts the cluster itself.
+    """Refuse a Ray address that nothing answers at, or that does not answer as a gRPC
+    server does (Ray's GCS, or its client server for ``ray://``): an HTTP server such as
+    Ray's dashboard (8265), a proxy that accepts every connection. Ray itself retries
+    such an address for minutes. ``auto`` and ``local`` are left to Ray, which finds or
+    starts the cluster itself. With ``RAY_USE_TLS`` (Ray's TLS) only the TCP connect is
+    checked.
 
     Raises:
-        StudyError: one line naming the address and why it cannot be reached.
+        StudyError: one line naming the address and why it cannot be used.
     """
     if address is None or address in ("auto", "local"):
         return
     hostport = address.removeprefix("ray://")
     host, _, port = hostport.rpartition(":")
+    fix = (
+        "start it, or fix the address (HOST:PORT of the head's GCS, default port 6379, or "
+        "ray://HOST:10001)"
+    )
+    tls = os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true")  # asked through TLS
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
-            pass
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as s:
+            why = None if tls else _not_grpc(s, timeout)
     except (OSError, ValueError) as exc:
         why = (
             f"no answer within {timeout:g} s"
@@ -91,6 +105,33 @@ def check_address(address: str | None, timeout: float = CONNECT_SECONDS) -> None
             else (getattr(exc, "strerror", None) or str(exc))
         )
         raise StudyError(
-            f"--address: cannot reach a Ray cluster at {address} ({why}); start it, or fix "
-            "the address (HOST:PORT of the head's GCS, or ray://HOST:10001)"
+            f"--address: cannot reach a Ray cluster at {address} ({why}); {fix}"
         ) from None
+    if why is None and not tls and not address.startswith("ray://"):
+        from pipeline.execution import gcs_problem
+
+        why = gcs_problem(hostport, timeout)
+    if why is not None:
+        raise StudyError(f"--address: {address} is not a Ray cluster ({why}); {fix}")
+
+
+def _not_grpc(sock: socket.socket, timeout: float) -> str | None:
+    """Why the server at ``sock`` is not a gRPC server (None: it answers HTTP/2)."""
+    sock.settimeout(timeout)
+    try:
+        sock.sendall(HTTP2_PREFACE)
+        head = b""
+        while len(head) < 9:
+            chunk = sock.recv(9 - len(head))
+            if not chunk:
+                break
+            head += chunk
+    except TimeoutError:
+        return f"no reply to a gRPC handshake within {timeout:g} s"
+    except OSError as exc:
+        return f"the connection failed during a gRPC handshake: {exc.strerror or exc}"
+    if len(head) == 9 and head[3] == _SETTINGS:
+        return None
+    if not head:
+        return "it closed the connection"
+    return "it does not answer as a gRPC server does: an HTTP server, such as Ray's dashboard?"

@@ -14,9 +14,13 @@ from typing import Any
 
 from models.spec import TrialResult
 from pipeline.execution import Trained
-from pipeline.storage import StudyCounts
+from pipeline.storage import StudyCounts, StudyError
 from pipeline.studystore import StudyStore
-from pipeline.tracking import Tracker, TrackingError
+from pipeline.tracking import Tracker, TrackingError, experiment_deleted
+from pipeline.urls import redact
+
+OFFLINE_FLAG = "--offline-tracking"
+"""The ``run`` option (``offline_tracking=True`` in the API) to run without MLflow."""
 
 
 @dataclass
@@ -35,6 +39,9 @@ class StudyLog:
     """The first MLflow failure of this run, if any."""
     logged: int = 0
     """Trial runs FINISHED by this driver's trackers that are gone (MLflow failed)."""
+    offline: bool = False
+    """Run without MLflow (``--offline-tracking``): nothing is logged or contacted; the
+    results are logged later by ``initstudy sync`` or a run with MLflow."""
 
     def report_to(self, outcome: Any) -> None:
         """Put what this run logged (trial runs FINISHED, their writes all landed, also on
@@ -43,8 +50,39 @@ class StudyLog:
         outcome.logged = self.logged + (self.tracker.finished if self.tracker else 0)
         outcome.tracking_error = self.error
 
+    def check(self) -> None:
+        """Before a run writes anything: MLflow answers, and the study's name is not that
+        of a deleted experiment (its runs could never be logged). Offline: nothing.
+
+        Raises:
+            StudyError: one line, naming what is wrong and what to do.
+        """
+        if self.offline:
+            return
+        try:
+            deleted = experiment_deleted(self.tracking_uri, self.name)
+        except TrackingError as exc:
+            raise StudyError(
+                f"--tracking-uri: MLflow cannot be reached ({exc}); start it or fix the URI, "
+                f"or pass {OFFLINE_FLAG} to run without MLflow and log the results later "
+                f"with `initstudy sync {self.name}`"
+            ) from None
+        if deleted:
+            raise StudyError(
+                f"study {self.name!r}: MLflow at {redact(self.tracking_uri)} holds a deleted "
+                "experiment of that name, so its runs could not be logged; restore it "
+                "(mlflow experiments restore), remove it for good (mlflow gc), or choose "
+                "another --study-name"
+            )
+
     def open(self, spec_text: str, params: dict[str, str]) -> None:
-        """Find or create the study's experiment and parent run."""
+        """Find or create the study's experiment and parent run (offline: say so only)."""
+        if self.offline:
+            self.note(
+                f"{OFFLINE_FLAG}: nothing is logged to MLflow by this run; log the results "
+                f"later with `initstudy sync {self.name}` (or a run without {OFFLINE_FLAG})"
+            )
+            return
         try:
             self.tracker = Tracker(self.tracking_uri, self.artifact_location)
             self.tracker.open_study(self.name, spec_text, params=params, tags=self.tags)

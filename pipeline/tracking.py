@@ -154,6 +154,39 @@ def read_trials(tracking_uri: str, study_name: str) -> list[dict[str, Any]]:
     ]
 
 
+def experiment_deleted(tracking_uri: str, study_name: str) -> bool:
+    """Whether the study's MLflow experiment exists and is deleted (a study of that name
+    could never be logged), asked before a run writes anything. Creates nothing: a SQLite
+    store is read directly (no file, or no experiments table yet: False); any other store
+    is asked through MLflow, so this fails when MLflow cannot be reached.
+
+    Raises:
+        TrackingError: MLflow failed to answer.
+    """
+    db = sqlite_file(tracking_uri)
+    if db is not None:
+        if not db.is_file():
+            return False
+        import sqlite3
+
+        try:
+            con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=60)
+            try:
+                row = con.execute(
+                    "SELECT lifecycle_stage FROM experiments WHERE name = ?", (study_name,)
+                ).fetchone()
+            finally:
+                con.close()
+        except sqlite3.Error:  # a new store (no tables), or a corrupt one (refused later)
+            return False
+        return row is not None and row[0] != "active"
+    tracker = Tracker(tracking_uri)
+    experiment = tracker._call(
+        "look up the experiment", get_experiment, tracker._client, study_name
+    )
+    return experiment is not None and experiment.lifecycle_stage != "active"
+
+
 class Tracker(TrackerBase):
     """Logs one study to MLflow: its parent run and one child run per trial.
 

@@ -8,10 +8,14 @@ requests and SQLAlchemy are imported lazily).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import tenacity
@@ -28,15 +32,37 @@ NOISE = r"The ``noload`` loader strategy is deprecated"
 
 
 def new_client(tracking_uri: str) -> MlflowClient:
-    """An MlflowClient on ``tracking_uri`` (a SQLite database in WAL mode first)."""
-    db = sqlite_file(tracking_uri)
-    if db is not None:
-        use_wal(db)  # before MLflow creates its tables; see pipeline.urls
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=NOISE, category=DeprecationWarning)
-        from mlflow.tracking import MlflowClient
+    """An MlflowClient on ``tracking_uri`` (a SQLite database in WAL mode first).
 
-        return MlflowClient(tracking_uri=canonical_url(tracking_uri))
+    MLflow creates a SQLite store's tables and runs its migrations here; two processes
+    doing so at once on a new file collide (``table _alembic_tmp_experiments already
+    exists``), so it is done holding the folder's creation lock (:func:`creating`)."""
+    db = sqlite_file(tracking_uri)
+    with creating(db):
+        if db is not None:
+            use_wal(db)  # before MLflow creates its tables; see pipeline.urls
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=NOISE, category=DeprecationWarning)
+            from mlflow.tracking import MlflowClient
+
+            return MlflowClient(tracking_uri=canonical_url(tracking_uri))
+
+
+@contextlib.contextmanager
+def creating(db: Path | None) -> Iterator[None]:
+    """Hold the creation lock of a SQLite store's folder: an exclusive ``flock`` on the
+    folder itself (no file is added), the lock :func:`pipeline.storage.creating` takes
+    for the Optuna store beside it. ``None`` (a server): no lock."""
+    if db is None:
+        yield
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(db.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
 
 
 def writes_in_background(tracking_uri: str) -> bool:

@@ -379,6 +379,21 @@ def _bind_check(host: str, port: int) -> int:
         return int(sock.getsockname()[1])
 
 
+def exposure_warning(host: str, port: int | None = None) -> str | None:
+    """What binding the UI to ``host`` exposes, for a host that is not loopback (None for
+    loopback): the MLflow UI has no login, and it can delete runs and experiments."""
+    if _is_loopback(host):
+        return None
+    where = f"port {port}" if port is not None else "its port"
+    tunnel = port if port is not None else "PORT"
+    return (
+        f"--host {host}: the MLflow UI has no login and can delete runs and experiments; "
+        f"anyone who can reach {where} on this machine can. Keep the default 127.0.0.1 and "
+        f"reach it through an SSH tunnel (ssh -L {tunnel}:127.0.0.1:{tunnel} THIS-HOST), or "
+        "put it behind a reverse proxy that asks for a login, and a firewall"
+    )
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True

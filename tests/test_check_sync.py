@@ -67,12 +67,18 @@ def test_mlflow_unreachable_keeps_results_and_backfills_later(
     tiny: tuple[Path, Path],
     here: Callable[..., Done],
     in_process_executor: list[InProcessExecutor],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Training goes on with MLflow down; `sync` logs every trial once it is back.
 
     The run is the CLI's ``run`` in this process, trained by the real driver on the
     in-process executor (what happens to results while MLflow is down is the driver's
-    business, not Ray's; tests/reliability/test_mlflow_outage.py does it through Ray)."""
+    business, not Ray's; tests/reliability/test_mlflow_outage.py does it through Ray).
+    MLflow goes away just after the run's start-up check found it (a server unreachable
+    at start is refused: tests/test_run_refusals.py)."""
+    from pipeline import studylog
+
+    monkeypatch.setattr(studylog, "experiment_deleted", lambda uri, name: False)
     spec, run_dir = tiny
     dead = f"http://127.0.0.1:{free_port()}"
     down = here("run", str(spec), "--run-dir", str(run_dir), "--tracking-uri", dead)

@@ -5,6 +5,7 @@ The checks are :mod:`pipeline.frontend`'s (the API's too), their errors made ``f
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ from pipeline.exitcodes import EXIT_BUSY as EXIT_BUSY
 from pipeline.exitcodes import EXIT_FAILED as EXIT_FAILED
 from pipeline.exitcodes import EXIT_INTERRUPTED as EXIT_INTERRUPTED
 from pipeline.exitcodes import EXIT_STORE_CORRUPT as EXIT_STORE_CORRUPT
+from pipeline.exitcodes import EXIT_TERMINATED as EXIT_TERMINATED
 from pipeline.frontend import CONFIRM_CPU_HOURS as CONFIRM_CPU_HOURS
 from pipeline.frontend import CONFIRM_TRIALS as CONFIRM_TRIALS
 from pipeline.frontend import STORAGE_SCHEMES as STORAGE_SCHEMES
@@ -30,6 +32,23 @@ from pipeline.urls import default_tracking_uri, redact_text
 
 if TYPE_CHECKING:
     from pipeline.results import StudyTables
+
+
+def _require_working_folder() -> None:
+    """A current folder that was deleted (or moved away) under the shell: one line and exit
+    2 now, when the CLI is imported, before PyTorch is (its MKL aborts there with a FATAL
+    ERROR instead)."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        sys.stderr.write(
+            "error: the current folder no longer exists (it was deleted or moved); cd to an"
+            " existing folder and run the command again\n"
+        )
+        sys.exit(EXIT_BAD_INPUT)
+
+
+_require_working_folder()  # pipeline.cli imports this module before the commands' modules
 
 P = ParamSpec("P")
 T = TypeVar("T")

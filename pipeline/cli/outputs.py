@@ -301,7 +301,7 @@ def ui(
 ) -> None:
     """Start the MLflow UI on the study's tracking store and print its URL."""
     from pipeline.tracking import Tracker, TrackingError
-    from pipeline.ui import experiment_url, run_url, start_ui
+    from pipeline.ui import experiment_url, exposure_warning, run_url, start_ui
 
     check_study_name(study)
     if port is not None and not 1 <= port <= 65535:
@@ -347,6 +347,11 @@ def ui(
         console.print("the study is on a tracking server:", highlight=False)
         where(tracking)
         return
+    exposed = exposure_warning(host, port)
+    if exposed is not None:
+        err_console.print(
+            f"[yellow]warning:[/] {term(exposed)}", highlight=False, soft_wrap=True
+        )
     try:
         server = start_ui(tracking, host=host, port=port)
     except RuntimeError as exc:

@@ -17,6 +17,7 @@ from pipeline.cli.base import (
     EXIT_BUSY,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
     STORAGE_SCHEMES,
     Overrides,
     RunDir,
@@ -224,6 +225,15 @@ def run(
             help="Start the embedded Ray's dashboard on 127.0.0.1:PORT (off by default).",
         ),
     ] = None,
+    offline_tracking: Annotated[
+        bool,
+        typer.Option(
+            "--offline-tracking",
+            metavar="",
+            help="Run without MLflow (refused otherwise when MLflow cannot be reached at"
+            " start); `initstudy sync` logs the results later.",
+        ),
+    ] = False,
     memory: Annotated[
         float | None,
         typer.Option(
@@ -253,6 +263,7 @@ def run(
         pack_size=pack_size,
         study_name=study_name,
         dashboard_port=dashboard,
+        offline_tracking=offline_tracking,
     )
     checked(check_run_options, options, cli_option)
     checked(
@@ -274,7 +285,8 @@ def run(
         err_console.print(f"[red]failed:[/] {term(one_line(line))}", highlight=False)
     if outcome.interrupted is not None:
         _print_interrupted(outcome, spec_file, options, overrides or ())
-        raise typer.Exit(EXIT_INTERRUPTED)
+        terminated = outcome.interrupted == "terminated"
+        raise typer.Exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
     # a tuned study's verdicts are stage 2's: none while stage 1 is unfinished
     if outcome.counts.complete and outcome.study_name == (study_name or spec.name):
         from pipeline.analysis.advice import study_advice
@@ -287,7 +299,8 @@ def run(
         console.print(verdict_table(verdicts))
         _print_warnings(study_advice(tables))
         folder = run_dir / "reports" / outcome.study_name
-        path = publish_verdicts(verdicts, folder, options.tracking, tables)
+        tracking = None if offline_tracking else options.tracking
+        path = publish_verdicts(verdicts, folder, tracking, tables)
         hint = "" if run_dir == Path("runs") else f" --run-dir {run_dir}"
         console.print(
             f"verdicts: {term(str(path))}; full report: initstudy report "
@@ -325,11 +338,10 @@ def _print_interrupted(
     """After Ctrl-C: what was kept, what was left, and the command that resumes."""
     import shlex
 
-    how = (
-        "the running trials were stopped"
-        if outcome.interrupted == "stopped"
-        else "the running trials were let finish"
-    )
+    how = {
+        "stopped": "the running trials were stopped",
+        "terminated": "SIGTERM: the running trials were stopped",
+    }.get(outcome.interrupted or "", "the running trials were let finish")
     words = ["initstudy", "run", str(spec_file)]
     for flag, value, default in (
         ("--run-dir", options.run_dir, Path("runs")),
@@ -342,6 +354,8 @@ def _print_interrupted(
             words += [flag, str(value)]
     for override in overrides:
         words += ["--set", override]
+    if options.offline_tracking:
+        words.append("--offline-tracking")
     c = outcome.counts
     err_console.print(
         f"[yellow]interrupted[/] ({how}): {c.complete}/{c.planned} trials complete, "
