@@ -26,13 +26,14 @@ memory. Target: packed >= 3x one-by-one at K=16, hidden 64 (both sequence length
 The distance to the limit: each row also gives the achieved matmul rate, GFLOP/s, packed
 and one by one, beside the core's peak, measured in a fresh subprocess (before the grid
 and after it, the better kept) as the best of ``PEAK_REPEATS`` float32 ``torch.mm``
-products of two ``PEAK_N`` x ``PEAK_N`` matrices at one torch thread (2 n^3 flops each).
-Rates and peak are given in wall time and in process CPU time (the second less sensitive
-to other load on the machine, which takes wall time but not CPU time). The flops of one model-step (one member, one
-batch of B sequences of T steps, hidden H, G gate blocks: 1 Elman, 4 LSTM, 3 GRU; input
-and output widths I and O of the task, the output layer on the last L steps the loss
-reads, 1 for the adding task) are counted analytically (:func:`step_flops`), 2 m n k per
-(m, k) x (k, n) product:
+products of two ``PEAK_N`` x ``PEAK_N`` matrices at one torch thread (2 n^3 flops each;
+1024 x 1024, best of 3, with ``--quick``). Rates and peak are given in wall time and in
+process CPU time (the second less sensitive to other load on the machine, which takes
+wall time but not CPU time). The flops of one model-step (one member, one batch of B
+sequences of T steps, hidden H, G gate blocks: 1 Elman, 4 LSTM, 3 GRU; input and output
+widths I and O of the task, the output layer on the last L steps the loss reads, 1 for
+the adding task) are counted analytically (:func:`step_flops`), 2 m n k per (m, k) x
+(k, n) product:
 
 - forward: the input projection x Wxh, 2 T B I GH; the recurrence h_{t-1} Whh for the
   T - 1 steps after the first (h_{-1} is zero, and no product is computed for it),
@@ -90,6 +91,8 @@ PEAK_N = 2048
 """Size of the square float32 matrices whose torch.mm measures the core's peak."""
 PEAK_REPEATS = 5
 """Timed products for the peak (after one warm-up); the fastest is kept."""
+QUICK_PEAK_N, QUICK_PEAK_REPEATS = 1024, 3
+"""The peak's product with ``--quick`` (an eighth of the arithmetic, for the tests)."""
 
 
 def step_flops(cell: str, hidden: int, seq_len: int, batch: int = BATCH_SIZE) -> dict[str, int]:
@@ -190,7 +193,7 @@ def worker(payload: dict[str, Any]) -> dict[str, Any]:
     from models.train import _train, drain
 
     if payload["mode"] == "peak":
-        return peak_gflops()
+        return peak_gflops(payload["n"], payload["repeats"])
     torch.set_num_threads(1)
     k, hidden, seq_len = payload["k"], payload["hidden"], payload["seq_len"]
     batches, epochs = payload["batches_per_epoch"], payload["max_epochs"]
@@ -311,7 +314,11 @@ def main(argv: list[str] | None = None) -> int:
     m = bc.machine()
     # The core's peak, in a fresh process at one thread: before the grid and after it (the
     # better of the two is the peak; both are kept, as other load moves them).
-    peak_before = run_worker({"mode": "peak"})
+    peak_n, peak_repeats = (
+        (QUICK_PEAK_N, QUICK_PEAK_REPEATS) if args.quick else (PEAK_N, PEAK_REPEATS)
+    )
+    peak_payload = {"mode": "peak", "n": peak_n, "repeats": peak_repeats}
+    peak_before = run_worker(peak_payload)
     rows: list[dict[str, Any]] = []
     for hidden in hiddens:
         for seq_len in seq_lens:
@@ -373,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
 
-    peak_after = run_worker({"mode": "peak"})
+    peak_after = run_worker(peak_payload)
     peak = max(peak_before["gflops"], peak_after["gflops"])
     peak_cpu = max(peak_before["gflops_cpu_time"], peak_after["gflops_cpu_time"])
     settings["peak"] = {
@@ -383,8 +390,8 @@ def main(argv: list[str] | None = None) -> int:
         "gflops_after_grid": peak_after["gflops"],
         "gflops_cpu_time_before_grid": peak_before["gflops_cpu_time"],
         "gflops_cpu_time_after_grid": peak_after["gflops_cpu_time"],
-        "matmul": f"torch.mm of two {PEAK_N}x{PEAK_N} float32 matrices, one torch thread, "
-        f"best of {PEAK_REPEATS} after a warm-up, in a fresh subprocess before and after "
+        "matmul": f"torch.mm of two {peak_n}x{peak_n} float32 matrices, one torch thread, "
+        f"best of {peak_repeats} after a warm-up, in a fresh subprocess before and after "
         "the grid; the better of the two, in wall time and in process CPU time",
     }
     settings["load_avg_1m_end"] = bc.load_average()
