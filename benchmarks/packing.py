@@ -22,6 +22,33 @@ diagnostics and validation included, as in a real study). Each (config, mode) ru
 fresh subprocess after a warm-up call of the same shape, so the peak RSS reported is that
 of one clean worker process (``ru_maxrss`` at its end) and no run inherits another's
 memory. Target: packed >= 3x one-by-one at K=16, hidden 64 (both sequence lengths).
+
+The distance to the limit: each row also gives the achieved matmul rate, GFLOP/s, packed
+and one by one, beside the core's peak, measured in a fresh subprocess (before the grid
+and after it, the better kept) as the best of ``PEAK_REPEATS`` float32 ``torch.mm``
+products of two ``PEAK_N`` x ``PEAK_N`` matrices at one torch thread (2 n^3 flops each;
+1024 x 1024, best of 3, with ``--quick``). Rates and peak are given in wall time and in
+process CPU time (the second less sensitive to other load on the machine, which takes
+wall time but not CPU time). The flops of one model-step (one member, one batch of B
+sequences of T steps, hidden H, G gate blocks: 1 Elman, 4 LSTM, 3 GRU; input and output
+widths I and O of the task, the output layer on the last L steps the loss reads, 1 for
+the adding task) are counted analytically (:func:`step_flops`), 2 m n k per (m, k) x
+(k, n) product:
+
+- forward: the input projection x Wxh, 2 T B I GH; the recurrence h_{t-1} Whh for the
+  T - 1 steps after the first (h_{-1} is zero, and no product is computed for it),
+  2 (T-1) B H GH; the output projection h Why, 2 L B H O;
+- backward: the recurrence twice (dL/dh_{t-1} and dL/dWhh), the output projection twice
+  (dL/dh and dL/dWhy), the input projection once (dL/dWxh only: the inputs need no
+  gradient). So backward = 2x forward, less one input projection.
+
+Not counted: the elementwise work (activations, gates, the loss, gradient norms and
+clipping, Adam's update), the bias gradients (the fused LSTM and GRU backward get them
+by a column of ones in the dWxh product), and the work outside the training steps that
+the timed call includes (setup, init diagnostics, one validation forward pass per epoch
+and one before training). The rate is therefore the counted flops of all model-steps
+over the whole timed call: a lower bound on the matmul rate during the steps themselves.
+``tests/test_benchmarks.py`` checks the count against ``torch.utils.flop_counter``.
 """
 
 from __future__ import annotations
@@ -60,6 +87,69 @@ BATCH_SIZE = 32
 VAL_SIZE = 32
 MIN_SECONDS = 1.0
 MAX_REPEATS = 5
+PEAK_N = 2048
+"""Size of the square float32 matrices whose torch.mm measures the core's peak."""
+PEAK_REPEATS = 5
+"""Timed products for the peak (after one warm-up); the fastest is kept."""
+QUICK_PEAK_N, QUICK_PEAK_REPEATS = 1024, 3
+"""The peak's product with ``--quick`` (an eighth of the arithmetic, for the tests)."""
+
+
+def step_flops(cell: str, hidden: int, seq_len: int, batch: int = BATCH_SIZE) -> dict[str, int]:
+    """Matmul flops of one model-step (one member, one batch), forward and backward.
+
+    The count of the module docstring: 2 m n k per product; the input projection, the
+    recurrence (T - 1 steps) and the output projection (the last ``loss_steps`` steps) in
+    the forward; in the backward, dL/dh and dL/dW for the recurrence and the output
+    projection, dL/dWxh alone for the input projection. Elementwise work is not counted.
+    """
+    from models.cells import get_cell
+    from models.tasks import get_task
+
+    task = get_task("adding", seq_len, None)
+    gh = get_cell(cell).gates * hidden
+    readout = task.loss_steps or seq_len
+    inputs = 2 * seq_len * batch * task.input_dim * gh
+    recurrent = 2 * (seq_len - 1) * batch * hidden * gh
+    output = 2 * readout * batch * hidden * task.output_dim
+    forward = inputs + recurrent + output
+    backward = inputs + 2 * recurrent + 2 * output
+    return {
+        "input_projection": inputs,
+        "recurrent": recurrent,
+        "output_projection": output,
+        "forward": forward,
+        "backward": backward,
+        "total": forward + backward,
+    }
+
+
+def peak_gflops(n: int = PEAK_N, repeats: int = PEAK_REPEATS) -> dict[str, Any]:
+    """The core's float32 matmul rate at one torch thread: best of ``repeats`` n x n mm,
+    in wall time and in process CPU time (the latter less sensitive to other load)."""
+    import torch
+
+    torch.set_num_threads(1)
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(n, n, generator=gen), torch.randn(n, n, generator=gen)
+    out = torch.empty(n, n)
+    torch.mm(a, b, out=out)  # warm-up
+    best, best_cpu = float("inf"), float("inf")
+    for _ in range(repeats):
+        started, cpu_started = time.perf_counter(), time.process_time()
+        torch.mm(a, b, out=out)
+        best = min(best, time.perf_counter() - started)
+        best_cpu = min(best_cpu, time.process_time() - cpu_started)
+    return {
+        "gflops": 2 * n**3 / best / 1e9,
+        "gflops_cpu_time": 2 * n**3 / best_cpu / 1e9,
+        "seconds": best,
+        "cpu_seconds": best_cpu,
+        "n": n,
+        "repeats": repeats,
+        "dtype": "float32",
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 def make_specs(
@@ -102,6 +192,8 @@ def worker(payload: dict[str, Any]) -> dict[str, Any]:
 
     from models.train import _train, drain
 
+    if payload["mode"] == "peak":
+        return peak_gflops(payload["n"], payload["repeats"])
     torch.set_num_threads(1)
     k, hidden, seq_len = payload["k"], payload["hidden"], payload["seq_len"]
     batches, epochs = payload["batches_per_epoch"], payload["max_epochs"]
@@ -212,8 +304,21 @@ def main(argv: list[str] | None = None) -> int:
         "peak_rss": "ru_maxrss of a fresh subprocess per (config, mode), at its end "
         "(interpreter + torch + warm-up + the timed run)",
         "quick": args.quick,
+        "flops_counted": "matmuls of one model-step, 2 m n k each: forward x Wxh (all T "
+        "steps), h Whh (T - 1 steps), h Why (the steps the loss reads); backward the same "
+        "recurrent and output products twice (dL/dh, dL/dW), the input projection once "
+        "(dL/dWxh); elementwise ops, bias gradients, setup and validation not counted",
+        "gflops": "counted flops of all model-steps / the whole timed call (setup, init "
+        "diagnostics and validation included): a lower bound on the steps' own rate",
     }
     m = bc.machine()
+    # The core's peak, in a fresh process at one thread: before the grid and after it (the
+    # better of the two is the peak; both are kept, as other load moves them).
+    peak_n, peak_repeats = (
+        (QUICK_PEAK_N, QUICK_PEAK_REPEATS) if args.quick else (PEAK_N, PEAK_REPEATS)
+    )
+    peak_payload = {"mode": "peak", "n": peak_n, "repeats": peak_repeats}
+    peak_before = run_worker(peak_payload)
     rows: list[dict[str, Any]] = []
     for hidden in hiddens:
         for seq_len in seq_lens:
@@ -229,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
                 }
                 packed = run_worker({**base, "mode": "packed"})
                 alone = run_worker({**base, "mode": "one_by_one"})
+                flops = step_flops(args.cell, hidden, seq_len)
                 row = {
                     "k": k,
                     "hidden": hidden,
@@ -250,15 +356,50 @@ def main(argv: list[str] | None = None) -> int:
                     "max_rel_diff_final_val_loss": max_rel_diff(
                         packed["final_val_loss"], alone["final_val_loss"]
                     ),
+                    "flops_per_model_step": flops["total"],
+                    "flops_per_model_step_forward": flops["forward"],
+                    "flops_per_model_step_backward": flops["backward"],
+                    "packed_gflops": flops["total"] * packed["steps_per_s"] / 1e9,
+                    "one_by_one_gflops": flops["total"] * alone["steps_per_s"] / 1e9,
+                    "packed_gflops_cpu_time": flops["total"]
+                    * packed["model_steps"]
+                    / packed["cpu_seconds"]
+                    / 1e9,
+                    "one_by_one_gflops_cpu_time": flops["total"]
+                    * alone["model_steps"]
+                    / alone["cpu_seconds"]
+                    / 1e9,
                 }
                 rows.append(row)
                 print(
                     f"K={k:3d} H={hidden:4d} T={seq_len:3d}: packed "
                     f"{row['packed_steps_per_s']:9.1f} steps/s, one by one "
-                    f"{row['one_by_one_steps_per_s']:9.1f} steps/s, x{row['speedup']:.2f}",
+                    f"{row['one_by_one_steps_per_s']:9.1f} steps/s, x{row['speedup']:.2f}, "
+                    f"packed {row['packed_gflops']:.2f} GFLOP/s",
                     file=sys.stderr,
                     flush=True,
                 )
+
+    peak_after = run_worker(peak_payload)
+    peak = max(peak_before["gflops"], peak_after["gflops"])
+    peak_cpu = max(peak_before["gflops_cpu_time"], peak_after["gflops_cpu_time"])
+    settings["peak"] = {
+        "gflops": peak,
+        "gflops_cpu_time": peak_cpu,
+        "gflops_before_grid": peak_before["gflops"],
+        "gflops_after_grid": peak_after["gflops"],
+        "gflops_cpu_time_before_grid": peak_before["gflops_cpu_time"],
+        "gflops_cpu_time_after_grid": peak_after["gflops_cpu_time"],
+        "matmul": f"torch.mm of two {peak_n}x{peak_n} float32 matrices, one torch thread, "
+        f"best of {peak_repeats} after a warm-up, in a fresh subprocess before and after "
+        "the grid; the better of the two, in wall time and in process CPU time",
+    }
+    settings["load_avg_1m_end"] = bc.load_average()
+    for row in rows:
+        row["packed_fraction_of_peak"] = row["packed_gflops"] / peak
+        row["one_by_one_fraction_of_peak"] = row["one_by_one_gflops"] / peak
+        row["packed_fraction_of_peak_cpu_time"] = row["packed_gflops_cpu_time"] / peak_cpu
+        row["one_by_one_fraction_of_peak_cpu_time"] = row["one_by_one_gflops_cpu_time"] / peak_cpu
 
     targets = []
     for seq_len in seq_lens:
@@ -313,6 +454,11 @@ def markdown(
         "speedup (CPU time)",
         "packed peak RSS (MiB)",
         "one-by-one peak RSS (MiB)",
+        "MFLOP per model-step",
+        "packed GFLOP/s (% of peak)",
+        "one-by-one GFLOP/s (% of peak)",
+        "packed GFLOP/s in CPU time (% of peak)",
+        "one-by-one GFLOP/s in CPU time (% of peak)",
     ]
     body = [
         [
@@ -325,6 +471,11 @@ def markdown(
             f"{r['speedup_cpu_time']:.2f}x",
             f"{r['packed_peak_rss_mib']:,.0f}",
             f"{r['one_by_one_peak_rss_mib']:,.0f}",
+            f"{r['flops_per_model_step'] / 1e6:,.2f}",
+            _rate(r["packed_gflops"], r["packed_fraction_of_peak"]),
+            _rate(r["one_by_one_gflops"], r["one_by_one_fraction_of_peak"]),
+            _rate(r["packed_gflops_cpu_time"], r["packed_fraction_of_peak_cpu_time"]),
+            _rate(r["one_by_one_gflops_cpu_time"], r["one_by_one_fraction_of_peak_cpu_time"]),
         ]
         for r in rows
     ]
@@ -339,15 +490,33 @@ def markdown(
         f"Peak RSS: ru_maxrss of a fresh process "
         f"per (config, mode)."
     )
+    peak = settings["peak"]
+    flops_note = (
+        f"GFLOP/s: the matmul flops of a model-step counted analytically (forward: x Wxh, "
+        f"h Whh for T - 1 steps, h Why on the steps the loss reads; backward: the recurrent "
+        f"and output products twice, dL/dWxh once; 2 m n k each; elementwise ops not "
+        f"counted) times model-steps/s; the whole call is timed, so this is a lower bound on "
+        f"the steps' own rate; in CPU time, the same over process CPU seconds, less "
+        f"sensitive to other load. Core peak: **{peak['gflops']:,.1f} GFLOP/s** in wall time, "
+        f"**{peak['gflops_cpu_time']:,.1f}** in CPU time ({peak['matmul']}; wall "
+        f"{peak['gflops_before_grid']:,.1f} before, {peak['gflops_after_grid']:,.1f} after). "
+        f"Load average at start {m.get('load_avg_1m')}, at end {settings['load_avg_1m_end']}."
+    )
     return "\n\n".join(
         [
             "### Packed vs one-by-one training",
             bc.table(headers, body),
             note,
+            flops_note,
             bc.machine_line(m),
             bc.target_lines(targets),
         ]
     )
+
+
+def _rate(gflops: float, fraction: float) -> str:
+    """A GFLOP/s cell with its share of the peak."""
+    return f"{gflops:,.2f} ({100 * fraction:.1f} %)"
 
 
 if __name__ == "__main__":
