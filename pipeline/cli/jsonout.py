@@ -18,6 +18,7 @@ import typer
 if TYPE_CHECKING:
     from pipeline.check import CheckReport
     from pipeline.storage import StudyCounts
+    from pipeline.studyspec import StudySpec
 
 JsonFlag = typer.Option(
     "--json", metavar="", help="Print one JSON object (stable keys; see docs/cli.md)."
@@ -105,3 +106,14 @@ def check(report: CheckReport) -> dict[str, Any]:
         "grid_points": report.grid_points,
         "problems": list(report.problems),
     }
+
+
+def stages(spec: StudySpec) -> list[dict[str, object]]:
+    """A tuned protocol's two studies and their trials, for ``validate --json``."""
+    from pipeline.protocolspec import TUNE_SUFFIX, stage_trials
+
+    tune, measure = stage_trials(spec)
+    return [
+        {"stage": "tune", "study": spec.name + TUNE_SUFFIX, "trials": tune},
+        {"stage": "measure", "study": spec.name, "trials": measure},
+    ]

@@ -349,9 +349,7 @@ def ui(
         return
     exposed = exposure_warning(host, port)
     if exposed is not None:
-        err_console.print(
-            f"[yellow]warning:[/] {term(exposed)}", highlight=False, soft_wrap=True
-        )
+        err_console.print(f"[yellow]warning:[/] {term(exposed)}", highlight=False, soft_wrap=True)
     try:
         server = start_ui(tracking, host=host, port=port)
     except RuntimeError as exc:

@@ -80,7 +80,7 @@ def validate(
                 "study": spec.name,
                 "sampler": spec.sampler,
                 "trials": spec.n_trials_planned,
-                "stages": _stages(spec) if spec.protocol.tuned else None,
+                "stages": jsonout.stages(spec) if spec.protocol.tuned else None,
                 "estimated_cpu_seconds": spec.estimated_cpu_seconds(),
                 "needs_yes": warning is not None,
                 "searched": list(spec.searched()),
@@ -124,17 +124,6 @@ def _print_warnings(lines: Sequence[str]) -> None:
     """Warnings about a spec or a study's results, one line each."""
     for line in lines:
         err_console.print(f"[yellow]warning:[/] {term(line)}", highlight=False, soft_wrap=True)
-
-
-def _stages(spec: StudySpec) -> list[dict[str, object]]:
-    """A tuned protocol's two studies and their trials, for ``validate --json``."""
-    from pipeline.protocolspec import TUNE_SUFFIX, stage_trials
-
-    tune, measure = stage_trials(spec)
-    return [
-        {"stage": "tune", "study": spec.name + TUNE_SUFFIX, "trials": tune},
-        {"stage": "measure", "study": spec.name, "trials": measure},
-    ]
 
 
 def _print_stages(spec: StudySpec) -> None:
