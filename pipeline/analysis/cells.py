@@ -153,8 +153,12 @@ a cell and break the seed pairing: all but the ``seed`` the pairs are joined on.
 
 
 def _label(keys: list[str], key: tuple[Hashable, ...]) -> str:
-    """``"seq_len=10, device_type='cpu'"``: a cell in messages."""
-    return ", ".join(f"{k}={v!r}" for k, v in zip(keys, key, strict=True))
+    """``"seq_len=10, device_type='cpu'"``: a cell in messages (a NumPy scalar, as pandas 2
+    gives group keys, shown as its Python value)."""
+    return ", ".join(
+        f"{k}={v.item() if isinstance(v, np.generic) else v!r}"
+        for k, v in zip(keys, key, strict=True)
+    )
 
 
 def _pairs(ta: pd.DataFrame, tb: pd.DataFrame, label: str) -> pd.DataFrame:
