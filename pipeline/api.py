@@ -35,6 +35,7 @@ from pipeline.frontend import (
     check_run_options,
     check_study_name,
     check_url,
+    design_check,
     load_spec,
     one_line,
     quiet_libraries,
@@ -281,7 +282,8 @@ def run_study(
     ``spec`` is a spec file, YAML text or a mapping; ``overrides`` are ``--set`` items
     (``"trial.max_epochs=5"``). The other arguments are ``initstudy run``'s options; ``yes``
     is ``--yes`` (a study of more than :data:`CONFIRM_TRIALS` trials or
-    :data:`CONFIRM_CPU_HOURS` estimated CPU-hours is refused without it), ``progress``
+    :data:`CONFIRM_CPU_HOURS` estimated CPU-hours, or whose design cannot judge a claim it
+    lists (:func:`pipeline.frontend.design_check`), is refused without it), ``progress``
     shows the progress bar (off: a notebook is no terminal).
 
     A tuned protocol runs both stages (:func:`pipeline.protocol.run_protocol`) and returns
@@ -290,7 +292,8 @@ def run_study(
     warning, not an error: ``study.outcome.failed`` lists them, and a rerun retries them.
 
     Raises:
-        SpecError: the spec or an override is bad (the CLI's one line).
+        SpecError: the spec or an override is bad (the CLI's one line), or its design cannot
+            judge a claim it lists and ``yes`` is not given (with it: a warning).
         ValueError: another argument is bad, or the study is too large without ``yes``.
         StudyError: the study exists with a different spec, or cannot be opened.
         StudyBusy: another live driver holds the study.
@@ -315,6 +318,8 @@ def run_study(
         study_name=study_name,
     )
     check_run_options(options, api_option)
+    for line in design_check(parsed, yes, "pass yes=True"):
+        warnings.warn(line, stacklevel=2)
     warning = size_warning(parsed, study_name or parsed.name)
     if warning is not None and not yes:
         raise ValueError(f"{warning}; pass yes=True to start it")
