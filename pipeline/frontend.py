@@ -466,7 +466,8 @@ def pilot_power(
     from pipeline.storage import StudyError
 
     nothing: dict[str, object] = {"text": NO_PILOT, "seeds_needed": None, "enough": None}
-    declared = [c for c in parse_claims(spec.claims or []) if isinstance(c, Comparison)]
+    claims = parse_claims(spec.claims) if spec.claims else []
+    declared = [c for c in claims if isinstance(c, Comparison)]
     seeds = spec.seeds_per_cell()
 
     def enough(needed: int | None) -> bool | None:

@@ -82,7 +82,7 @@ def design_problems(spec: StudySpec) -> list[DesignProblem]:
             problem = _comparison(spec, claim)
         elif claim == "C4":
             c4 = Comparison("C4", XAVIER, UNIFORM, 2.0, 10.0)
-            problem = _arms(spec, c4, "C4", "Xavier 2-10x faster than uniform[0,1] (C4)")
+            problem = _arms(spec, c4, "C4", "Xavier 2-10x faster than uniform[0,1]")
         else:
             problem = None
         if problem is not None:
@@ -257,7 +257,9 @@ def _model(spec: StudySpec, c: Comparison) -> DesignProblem | None:
         (counts.get(k, {}).get(s, 0.0) for k in counts or [()] for s in (c.faster, c.than)),
         default=0.0,
     )
-    if counts and low >= need:
+    total = spec.n_trials or 0
+    start = min(spec.startup_trials or total, total)  # TPE's random draws
+    if counts and low >= need and (spec.is_grid or low * start / max(1, total) >= MIN_N):
         return None
     if not counts:
         why = (
@@ -270,15 +272,26 @@ def _model(spec: StudySpec, c: Comparison) -> DesignProblem | None:
     if spec.is_grid:
         why = f"the grid gives each scheme {low:g} trials{per}, fewer than {MIN_N}"
         return DesignProblem(c.id, c.text, why, f"add seeds (>= {MIN_N} per cell)")
-    total = spec.n_trials or 0
-    enough = math.ceil(total * need / low - 1e-9) if low > 0 else None
-    why = (
-        f"a {spec.sampler} study of {total} trials gives each scheme about {low:.3g} trials"
-        f"{per} (an expectation: {spec.sampler} draws scatter"
-        f"{', and TPE favours the scheme it finds better' if spec.sampler == 'tpe' else ''}),"
-        f" fewer than the {need} ({SAMPLED_MARGIN} x the {MIN_N} the AFT model needs) asked"
-    )
+    whys, fixes = [], []
+    if low < need:
+        tpe = ", and TPE favours the scheme it finds better" if spec.sampler == "tpe" else ""
+        whys.append(
+            f"a {spec.sampler} study of {total} trials is expected to give each scheme about"
+            f" {low:.3g} trials{per}, fewer than the {need} asked ({SAMPLED_MARGIN} x the AFT"
+            f" model's {MIN_N}: draws scatter{tpe})"
+        )
+        if low > 0:
+            fixes.append(f"n_trials >= {math.ceil(total * need / low - 1e-9)}")
+    share = low / max(1, total)  # expected trials of the rarest arm per trial drawn
+    if start < total and share * start < MIN_N:
+        whys.append(
+            f"TPE draws only its first {start} trials at random and may give a scheme it finds"
+            f" slower none after them; those give each scheme about {share * start:.3g}"
+            f" trials{per}, fewer than {MIN_N}"
+        )
+        if share > 0:
+            fixes.append(f"sampler_options.n_startup_trials >= {math.ceil(MIN_N / share - 1e-9)}")
     axes = " and ".join([c.on, *regime])
     grid = f"give {axes} as grid axes (sampler: grid) with >= {MIN_N} seeds"
-    fix = f"give n_trials >= {enough}, or {grid}" if enough else grid
-    return DesignProblem(c.id, c.text, why, fix)
+    fix = f"give {' and '.join(fixes)}, or {grid}" if fixes else grid
+    return DesignProblem(c.id, c.text, "; ".join(whys), fix)
