@@ -460,7 +460,6 @@ def pilot_power(
     ``faster``/``than`` comparison, its own arms and claimed range (``claim``, ``faster``,
     ``than``, ``text``, ``seeds_needed``, ``enough``)."""
     from pipeline.analysis.power import comparison_power
-    from pipeline.analysis.stats import power_estimate
     from pipeline.claimspec import Comparison, parse_claims
     from pipeline.results import load_tables
     from pipeline.storage import StudyError
@@ -478,14 +477,11 @@ def pilot_power(
     except StudyError:
         trials = None
     if trials is None:
-        return nothing, [{**nothing, "claim": c.id, "faster": c.faster, "than": c.than}
+        return nothing, [{"claim": c.id, "faster": c.faster, "than": c.than, **nothing}
                          for c in declared]  # fmt: skip
-    per_claim = [
-        {**e, "enough": enough(e["seeds_needed"])} for e in comparison_power(trials, declared)
+    c4 = Comparison("C4", "xavier", "uniform01", 2.0, 10.0)  # C4_RANGE
+    head, *per_claim = [
+        {**e, "enough": enough(e["seeds_needed"])}
+        for e in comparison_power(trials, [c4, *declared])
     ]
-    if trials.empty or not {"xavier", "uniform01"} <= set(trials["init"].astype(str)):
-        nothing["text"] = "the pilot has no xavier-vs-uniform01 pairs to estimate noise from"
-        return nothing, per_claim
-    est = power_estimate(trials, "xavier", "uniform01", ["seq_len", "hidden"])
-    needed = None if est["seeds_needed"] is None else int(est["seeds_needed"])
-    return {"text": est["text"], "seeds_needed": needed, "enough": enough(needed)}, per_claim
+    return {k: head[k] for k in nothing}, per_claim
