@@ -7,8 +7,9 @@ why and what design would. It applies the rules the verdicts apply later:
 * **A grid** is judged by the Kaplan-Meier speedup rule
   (:mod:`pipeline.analysis.speedup_rule`): in every cell (task, cell, hidden, seq_len and
   every searched setting) both compared schemes need :data:`MIN_N` trials at gain 1 (scale
-  1, no recurrent override, unless the claim's ``where`` says otherwise). Where no shared
-  cell has that many, the verdict falls back to the AFT model, as for a sampled study.
+  1, no recurrent override, unless the claim's ``where`` says otherwise). Where its cells
+  have fewer, the verdict falls back to the AFT model, which needs :data:`MIN_N` trials of
+  each scheme per regime (each listed hidden and seq_len value, the rest pooled).
 * **A sampled study** (random, QMC, TPE) is judged by the AFT model
   (:mod:`pipeline.analysis.aft_study`): its trials are draws, so the check counts the
   trials each scheme is *expected* to get (``n_trials`` over the scheme's choices and over
@@ -16,7 +17,8 @@ why and what design would. It applies the rules the verdicts apply later:
   listed hidden and seq_len value) when it depends on it, so each regime needs
   :data:`MIN_N` trials of each scheme as a Kaplan-Meier cell would, and, since draws
   scatter and TPE gives the scheme it finds better more of them, the check asks
-  :data:`SAMPLED_MARGIN` times that in expectation.
+  :data:`SAMPLED_MARGIN` times that in expectation; and TPE, which draws only its first
+  ``n_startup_trials`` at random, :data:`MIN_N` within those.
 
 Built-in claims listed under ``claims:`` are checked where it is cheap to tell: C4 needs
 xavier and uniform01 among the schemes. A scheme that is not searched at all, a gain that
@@ -197,10 +199,8 @@ def _comparison(spec: StudySpec, c: Comparison) -> DesignProblem | None:
     problem = _arms(spec, c, c.id, c.text)
     if problem is not None:
         return problem
-    if spec.is_grid:
-        km, problem = _grid_cells(spec, c)
-        if km:
-            return problem
+    if spec.is_grid and _grid_cells(spec, c):
+        return None
     return _model(spec, c)
 
 
@@ -210,10 +210,10 @@ def _names(spec: StudySpec, c: Comparison, extra: Iterable[str]) -> list[str]:
     return sorted(names)
 
 
-def _grid_cells(spec: StudySpec, c: Comparison) -> tuple[bool, DesignProblem | None]:
-    """The Kaplan-Meier rule on a grid: whether it judges the claim (some shared cell has
-    :data:`MIN_N` trials per arm; else the AFT model does), and its problem when some
-    shared cells have fewer."""
+def _grid_cells(spec: StudySpec, c: Comparison) -> bool:
+    """Whether the Kaplan-Meier rule judges the claim on a grid: some cell holds both schemes
+    at gain 1 and every such cell :data:`MIN_N` trials of each (a grid is a full product, so
+    its cells hold equally many; else the AFT model judges it)."""
     settings = [s for s in SETTINGS if _searched(spec, s) and s != "data_seed"]
     combos, each = _weights(spec, _names(spec, c, settings))
     cell_keys = [*_CELL, *settings]
@@ -222,21 +222,8 @@ def _grid_cells(spec: StudySpec, c: Comparison) -> tuple[bool, DesignProblem | N
         if _kept(spec, c, row, model=False):
             arm = counts.setdefault(tuple(row[k] for k in cell_keys), {})
             arm[row[c.on]] = arm.get(row[c.on], 0.0) + each
-    shared = {k: v for k, v in counts.items() if len(v) == 2}
-    small = {k: min(v.values()) for k, v in shared.items() if min(v.values()) < MIN_N}
-    if not shared or len(small) == len(shared):
-        return False, None
-    if not small:
-        return True, None
-    varying = [k for i, k in enumerate(cell_keys) if len({key[i] for key in shared}) > 1]
-    cells = ", ".join(
-        " ".join(f"{k} {key[cell_keys.index(k)]}" for k in varying) or "the cell"
-        for key in sorted(small, key=str)
-    )
-    n = int(min(small.values()))
-    why = f"{n} trials per scheme at gain 1 in {cells}, where the speedup rule needs {MIN_N}"
-    fix = f"add seeds (>= {MIN_N} per cell), or drop those cells from the grid"
-    return True, DesignProblem(c.id, c.text, why, fix)
+    shared = [min(v.values()) for v in counts.values() if len(v) == 2]
+    return bool(shared) and min(shared) >= MIN_N
 
 
 def _model(spec: StudySpec, c: Comparison) -> DesignProblem | None:
