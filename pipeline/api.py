@@ -35,6 +35,7 @@ from pipeline.frontend import (
     check_run_options,
     check_study_name,
     check_url,
+    design_check,
     load_spec,
     one_line,
     quiet_libraries,
@@ -282,7 +283,8 @@ def run_study(
     ``spec`` is a spec file, YAML text or a mapping; ``overrides`` are ``--set`` items
     (``"trial.max_epochs=5"``). The other arguments are ``initstudy run``'s options; ``yes``
     is ``--yes`` (a study of more than :data:`CONFIRM_TRIALS` trials or
-    :data:`CONFIRM_CPU_HOURS` estimated CPU-hours is refused without it), ``progress``
+    :data:`CONFIRM_CPU_HOURS` estimated CPU-hours, or whose design cannot judge a claim it
+    lists (:func:`pipeline.frontend.design_check`), is refused without it), ``progress``
     shows the progress bar (off: a notebook is no terminal). MLflow that cannot be reached
     at start refuses the run (a ``StudyError``) unless ``offline_tracking`` (``run
     --offline-tracking``): then nothing is logged, and ``initstudy sync`` logs it later.
@@ -295,7 +297,8 @@ def run_study(
     warning, not an error: ``study.outcome.failed`` lists them, and a rerun retries them.
 
     Raises:
-        SpecError: the spec or an override is bad (the CLI's one line).
+        SpecError: the spec or an override is bad (the CLI's one line), or its design cannot
+            judge a claim it lists and ``yes`` is not given (with it: a warning).
         ValueError: another argument is bad, or the study is too large without ``yes``.
         StudyError: the study exists with a different spec, or cannot be opened, or
             MLflow cannot be reached (without ``offline_tracking``).
@@ -323,6 +326,8 @@ def run_study(
         offline_tracking=offline_tracking,
     )
     check_run_options(options, api_option)
+    for line in design_check(parsed, yes, "pass yes=True"):
+        warnings.warn(line, stacklevel=2)
     warning = size_warning(parsed, study_name or parsed.name)
     if warning is not None and not yes:
         raise ValueError(f"{warning}; pass yes=True to start it")

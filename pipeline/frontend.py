@@ -426,3 +426,69 @@ def _task_dims(task: str, corpus: str | None, seq_len: int) -> tuple[int | None,
 
     built = get_task(task, seq_len, corpus)  # already checked by check_task_data
     return built.input_dim, built.output_dim
+
+
+# --------------------------------------------------------------------------- the design
+
+
+def design_check(spec: StudySpec, yes: bool, confirm: str) -> list[str]:
+    """Whether the study's design can judge the claims it lists
+    (:func:`pipeline.analysis.design.design_problems`), checked before anything trains.
+
+    Args:
+        yes: the person confirmed (``--yes``, ``yes=True``): the problems are warnings.
+        confirm: how to confirm, for the message (``add --yes``, ``pass yes=True``).
+
+    Returns:
+        One line per claim the design cannot judge (warnings, with ``yes``); empty: none.
+
+    Raises:
+        SpecError: a claim cannot be judged and ``yes`` is not given (one line: each claim,
+            why, what design would).
+    """
+    from pipeline.analysis.design import design_problems
+    from pipeline.specerrors import SpecError
+
+    lines = [p.line for p in design_problems(spec)]
+    if lines and not yes:
+        raise SpecError(f"{spec.name}: {'; '.join(lines)}; or {confirm} to run it anyway")
+    return lines
+
+
+NO_PILOT = "no earlier results of this study to estimate the noise from"
+
+
+def pilot_power(
+    spec: StudySpec, storage_url: str | None
+) -> tuple[dict[str, object], list[dict[str, object]]]:
+    """From a pilot (the same study's earlier results): the seeds per cell that tell a 2x
+    speedup of Xavier over uniform01 from 10x, as ``{"text", "seeds_needed", "enough"}``
+    (``enough`` null without a number to compare), and one such estimate per declared
+    ``faster``/``than`` comparison, its own arms and claimed range (``claim``, ``faster``,
+    ``than``, ``text``, ``seeds_needed``, ``enough``)."""
+    from pipeline.analysis.power import comparison_power
+    from pipeline.claimspec import Comparison, parse_claims
+    from pipeline.results import load_tables
+    from pipeline.storage import StudyError
+
+    nothing: dict[str, object] = {"text": NO_PILOT, "seeds_needed": None, "enough": None}
+    claims = parse_claims(spec.claims) if spec.claims else []
+    declared = [c for c in claims if isinstance(c, Comparison)]
+    seeds = spec.seeds_per_cell()
+
+    def enough(needed: int | None) -> bool | None:
+        return None if needed is None else seeds is not None and seeds >= needed
+
+    try:
+        trials = None if storage_url is None else load_tables(spec.name, storage_url).trials
+    except StudyError:
+        trials = None
+    if trials is None:
+        return nothing, [{"claim": c.id, "faster": c.faster, "than": c.than, **nothing}
+                         for c in declared]  # fmt: skip
+    c4 = Comparison("C4", "xavier", "uniform01", 2.0, 10.0)  # C4_RANGE
+    head, *per_claim = [
+        {**e, "enough": enough(e["seeds_needed"])}
+        for e in comparison_power(trials, [c4, *declared])
+    ]
+    return {k: head[k] for k in nothing}, per_claim

@@ -9,8 +9,9 @@ This module is pure numpy/pandas.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -27,7 +28,10 @@ from pipeline.analysis.cells import (
 from pipeline.analysis.speedups import _FINITE, _LOWER, _check_boot, _speedup_rows
 from pipeline.analysis.survival import _km_median_codes, km_median, time_to_event
 
-__all__ = ["MIN_PILOT", "POWER_CELL_COLUMNS", "power_estimate"]
+if TYPE_CHECKING:
+    from pipeline.claimspec import Comparison
+
+__all__ = ["MIN_PILOT", "POWER_CELL_COLUMNS", "comparison_power", "power_estimate"]
 
 MIN_PILOT = 2
 """Pilot trials per scheme and cell below which :func:`power_estimate` does not simulate."""
@@ -395,3 +399,53 @@ def _why_no_seeds(
     if km_median(b_d, b_e).median is None:
         return f"the baseline {b}'s median is not reached within the budget: {longer}"
     return f"more than {max_seeds} seeds per cell would be needed"
+
+
+def comparison_power(
+    trials: pd.DataFrame, claims: Sequence[Comparison], **settings: Any
+) -> list[dict[str, Any]]:
+    """:func:`power_estimate` for each declared ``faster``/``than`` comparison, on the trials
+    its verdict reads (its ``where``, its compared column, gain 1 as in
+    ``speedup_rule.judge_declared``), with its claimed range and the speedup rule's cells.
+
+    Returns:
+        One dict per comparison, in order: ``claim`` (its id), ``faster``, ``than``,
+        ``text`` (:func:`power_estimate`'s, or why none could be made, e.g. a pilot with
+        several trials per scheme and seed in a cell, as a sampled one has) and
+        ``seeds_needed`` (None where no number suffices or none was estimated).
+    """
+    from pipeline.analysis.judging import plain_scheme, select_rows
+    from pipeline.analysis.speedup_rule import speedup_cells  # (it imports power, via stats)
+
+    out: list[dict[str, Any]] = []
+    for c in claims:
+        rows = trials
+        if c.on == "init_recurrent" and not rows.empty:
+            rows = rows[rows["init_recurrent"].notna()]
+            rows = rows.assign(init=rows["init_recurrent"], init_recurrent=pd.NA)
+        elif not {"scale", "recurrent_scale", "init_recurrent"} & set(c.where):
+            rows = plain_scheme(rows)
+        rows = select_rows(rows, c.where) if not rows.empty else rows
+        entry: dict[str, Any] = {"claim": c.id, "faster": c.faster, "than": c.than}
+        schemes = set(rows["init"].astype(str)) if not rows.empty else set()
+        if not {c.faster, c.than} <= schemes:
+            entry.update(
+                text=f"the pilot has no {c.faster}-vs-{c.than} pairs at gain 1 to estimate"
+                " noise from",
+                seeds_needed=None,
+            )
+        else:
+            by = [k for k in speedup_cells(rows) if k in rows]
+            try:
+                est = power_estimate(
+                    rows, c.faster, c.than, by, claimed=(c.low, c.high), **settings
+                )
+            except ValueError as exc:
+                entry.update(text=f"not estimated: {exc}", seeds_needed=None)
+            else:
+                needed = est["seeds_needed"]
+                entry.update(
+                    text=est["text"], seeds_needed=None if needed is None else int(needed)
+                )
+        out.append(entry)
+    return out

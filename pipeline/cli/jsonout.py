@@ -54,8 +54,12 @@ VALIDATE_KEYS = (
     "warnings",
     "seeds_per_cell",
     "power",
+    "design",
+    "comparisons",
 )
 POWER_KEYS = ("text", "seeds_needed", "enough")
+COMPARISON_POWER_KEYS = ("claim", "faster", "than", "text", "seeds_needed", "enough")
+"""``validate --json``'s ``comparisons`` entries: a power estimate per declared comparison."""
 
 
 def emit(document: dict[str, Any]) -> None:

@@ -36,7 +36,14 @@ from pipeline.cli.base import (
     stores,
     study_tables,
 )
-from pipeline.frontend import check_memory, check_run_options, cli_option, load_spec
+from pipeline.frontend import (
+    check_memory,
+    check_run_options,
+    cli_option,
+    design_check,
+    load_spec,
+    pilot_power,
+)
 from pipeline.frontend import duration as _duration
 from pipeline.frontend import size_warning as _size_warning
 from pipeline.safeout import cell, term
@@ -60,20 +67,21 @@ def validate(
     run_dir: RunDir = Path("runs"),
     storage: Storage = None,
     overrides: Overrides = None,
+    yes: Annotated[bool, typer.Option("--yes", metavar="", help=YES_DESIGN)] = False,
     as_json: Annotated[bool, jsonout.JsonFlag] = False,
 ) -> None:
-    """Check a study spec; print its trial count, seeds per cell and, from earlier
-    results of the same study (a pilot), the seeds needed to tell 2x from 10x."""
+    """Check a study spec and whether its design can judge the claims it lists; print its
+    trial count, seeds per cell and, from earlier results of the same study (a pilot), the
+    seeds needed to tell 2x from 10x and each declared comparison's range."""
     spec, _ = _load_spec(spec_file, overrides or ())
     check_url("--storage", storage, STORAGE_SCHEMES)
+    design = checked(design_check, spec, yes, "add --yes")
     warning = _size_warning(spec, spec.name)
     seeds = spec.seeds_per_cell()
-    if storage is None and not (run_dir / "optuna.db").exists():
-        power: dict[str, object] = {"text": NO_PILOT, "seeds_needed": None, "enough": None}
-    else:
-        power = _power(spec.name, storage or default_storage_url(run_dir), seeds)
+    pilot = storage or (default_storage_url(run_dir) if (run_dir / "optuna.db").exists() else None)
+    power, per_claim = pilot_power(spec, pilot)
     if as_json:
-        _print_warnings(spec.warnings())
+        _print_warnings([*spec.warnings(), *design])
         jsonout.emit(
             {
                 "spec": str(spec_file),
@@ -87,6 +95,8 @@ def validate(
                 "warnings": list(spec.warnings()),
                 "seeds_per_cell": seeds,
                 "power": power,
+                "design": design,
+                "comparisons": per_claim,
             }
         )
         return
@@ -107,17 +117,18 @@ def validate(
             highlight=False,
         )
     console.print(f"searched: {', '.join(spec.searched()) or 'nothing'}")
-    _print_warnings(spec.warnings())
+    _print_warnings([*spec.warnings(), *design])
     if seeds is not None:
         console.print(f"seeds per cell: {seeds}")
-    note = ""
-    if power["enough"] is not None:
-        verdict = "enough" if power["enough"] else "not enough"
-        note = f" ({seeds if seeds is not None else 'no'} seeds given: {verdict})"
-    console.print(f"power: {term(str(power['text']))}{note}", highlight=False)
+    for head, est in [("power", power)] + [
+        (f"power ({e['claim']}: {e['faster']} vs {e['than']})", e) for e in per_claim
+    ]:
+        verdict = {None: "", True: ": enough", False: ": not enough"}[est["enough"]]  # type: ignore[index]
+        note = f" ({seeds if seeds is not None else 'no'} seeds given{verdict})" if verdict else ""
+        console.print(f"{head}: {term(str(est['text']))}{note}", highlight=False)
 
 
-NO_PILOT = "no earlier results of this study to estimate the noise from"
+YES_DESIGN = "Only warn when the design cannot judge a claim it lists (refused without it)."
 
 
 def _print_warnings(lines: Sequence[str]) -> None:
@@ -152,27 +163,6 @@ def _print_stages(spec: StudySpec) -> None:
     )
 
 
-def _power(study: str, storage_url: str, seeds: int | None) -> dict[str, object]:
-    """From a pilot: how many seeds per cell tell a 2x speedup from a 10x one, as
-    ``{"text", "seeds_needed", "enough"}`` (``enough`` null without a number to compare)."""
-    from pipeline.analysis.stats import power_estimate
-    from pipeline.results import load_tables
-    from pipeline.storage import StudyError
-
-    nothing: dict[str, object] = {"text": NO_PILOT, "seeds_needed": None, "enough": None}
-    try:
-        trials = load_tables(study, storage_url).trials
-    except StudyError:
-        return nothing
-    if trials.empty or not {"xavier", "uniform01"} <= set(trials["init"].astype(str)):
-        nothing["text"] = "the pilot has no xavier-vs-uniform01 pairs to estimate noise from"
-        return nothing
-    est = power_estimate(trials, "xavier", "uniform01", ["seq_len", "hidden"])
-    needed = None if est["seeds_needed"] is None else int(est["seeds_needed"])
-    enough = None if needed is None else seeds is not None and seeds >= needed
-    return {"text": est["text"], "seeds_needed": needed, "enough": enough}
-
-
 @app.command()
 def run(
     spec_file: Annotated[Path, typer.Argument(metavar="SPEC", help="Study spec (YAML).")],
@@ -203,7 +193,8 @@ def run(
             "--yes",
             metavar="",
             help=f"Start a study of more than {CONFIRM_TRIALS:,} trials or"
-            f" {CONFIRM_CPU_HOURS:g} estimated CPU-hours (refused without it).",
+            f" {CONFIRM_CPU_HOURS:g} estimated CPU-hours, or whose design cannot judge a"
+            " claim it lists (refused without it).",
         ),
     ] = False,
     overrides: Overrides = None,
@@ -263,6 +254,7 @@ def run(
         memory_per_task=memory,
         gpu=gpus_per_trial > 0,
     )
+    _print_warnings(checked(design_check, spec, yes, "add --yes"))
     warning = _size_warning(spec, study_name or spec.name)
     if warning is not None:
         if not yes:
