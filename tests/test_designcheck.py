@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from conftest import Done
 
 from pipeline.analysis.design import SAMPLED_MARGIN, design_problems
 from pipeline.analysis.judging import MIN_N
@@ -18,7 +19,6 @@ from pipeline.analysis.power import comparison_power
 from pipeline.claimspec import Comparison
 from pipeline.frontend import design_check, load_spec, pilot_power
 from pipeline.specerrors import SpecError
-from tests.conftest import Done
 
 # The study of issue 26: TPE over two schemes and two hidden sizes, 16 trials.
 USER = """\
