@@ -53,6 +53,8 @@ from pipeline.live import Interrupts, Live
 from pipeline.plan import Pending
 from pipeline.progress import Reporter
 from pipeline.resources import check_address, check_embedded
+from pipeline.samplerspec import REPLICATE, replicate_seed, without_replicate
+from pipeline.space import Choice, Range
 from pipeline.studylog import StudyLog
 from pipeline.studyspec import StudySpec
 from pipeline.studystore import StoredTrial, StudyStore
@@ -218,6 +220,10 @@ class Driver:
         self.outcome: StudyOutcome | None = None
         self._claimed: set[int] = set()
         """Numbers of the RUNNING trials this driver has taken to run."""
+        self._dists = without_replicate(spec.distributions())
+        """What the sampler is given and each trial stores: never the seed's distribution."""
+        self._seeds = spec.space.get(REPLICATE) if REPLICATE in spec.searched() else None
+        """The study's seeds when it has several (each trial's an attribute), else None."""
         self._live: st.StudyCounts | None = None
         """The study's counts kept up to date by this driver while it runs packs (read
         from the storage once, then moved on by each tell, so progress costs no reads)."""
@@ -256,12 +262,18 @@ class Driver:
         return rerun
 
     def _take(self, store: StudyStore, t: StoredTrial) -> Pending:
-        """Claim a RUNNING trial for this driver: its spec and key (set if missing); the
-        params an interrupted ask left out (a dead driver, a dropped connection) are drawn."""
-        distributions = self.spec.distributions()
-        params = t.params
-        if set(params) != set(distributions):
-            params = store.finish_ask(t, distributions)
+        """Claim a RUNNING trial for this driver: its spec, key and seed (set if missing);
+        the params an interrupted ask left out (a dead driver, a dropped connection) are
+        drawn; a sampled trial's seed is its number's (:func:`samplerspec.replicate_seed`)."""
+        params = {name: v for name, v in t.params.items() if name != REPLICATE}
+        if set(params) != set(self._dists):
+            params = store.finish_ask(t, self._dists)
+        if self._seeds is not None:
+            seed = t.params.get(REPLICATE)
+            if seed is None:
+                seed = self._seed_of(t.number)
+                store.set_seed(t.trial_id, seed)
+            params[REPLICATE] = seed
         spec = self.spec.trial_spec(params)
         key = self._key(spec, t.number)
         if t.key is None:
@@ -271,15 +283,21 @@ class Driver:
         self._claimed.add(t.number)
         return Pending(t.number, t.trial_id, spec, key)
 
+    def _seed_of(self, number: int) -> int:
+        """A sampled trial's seed: the study's seeds in turn, by trial number."""
+        seeds = self._seeds
+        assert isinstance(seeds, Choice | Range)
+        return replicate_seed(seeds if isinstance(seeds, Range) else seeds.choices, number)
+
     def _ask_grid(self, store: StudyStore) -> list[Pending]:
         """Create a RUNNING trial for every grid point that has no live trial, and claim
         every RUNNING trial not claimed yet (plus any enqueued, WAITING ones)."""
         present = store.live_keys()
-        distributions = self.spec.distributions()
         for params in self.spec.grid_points():
             key = self._key(self.spec.trial_spec(params), 0)
             if key not in present:
-                store.create_running(params, distributions, key)
+                seed = params.pop(REPLICATE, None)
+                store.create_running(params, self._dists, key, seed)
                 present.add(key)
         pending = self._take_unclaimed(store)
         for _ in range(store.n_waiting()):
@@ -289,7 +307,7 @@ class Driver:
     def _ask(self, store: StudyStore) -> list[Pending]:
         """Ask Optuna for one trial (an enqueued one first) and claim it; if the ask's
         reply was lost after it landed, claim the trial it left instead."""
-        asked = store.ask(self.spec.distributions(), self._claimed)
+        asked = store.ask(self._dists, self._claimed)
         return [self._take(store, asked)] if asked else self._take_unclaimed(store)
 
     def _take_unclaimed(self, store: StudyStore) -> list[Pending]:

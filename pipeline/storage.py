@@ -35,6 +35,10 @@ RESULT = "initstudy.result"
 """Trial user attribute: the TrialResult as JSON, written before the trial is told."""
 OUTCOME = "initstudy.outcome"
 """Trial user attribute: the outcome (``TrialResult.outcome``)."""
+SEED = "initstudy.seed"
+"""Trial user attribute: the trial's seed, an int, when the study's space searches
+``seed`` (a replicate, never a sampled parameter: no trial holds a seed distribution;
+trials stored before keep it among their params)."""
 ERROR = "initstudy.error"
 """Trial user attribute: why the infrastructure failed this trial."""
 SPEC_HASH = "initstudy.spec_hash"

@@ -65,10 +65,12 @@ class StoredTrial:
 
 
 def _stored(t: FrozenTrial | optuna.trial.Trial) -> StoredTrial:
+    """The driver's view of a trial; its seed (an attribute) among its params."""
     attrs = t.user_attrs
-    return StoredTrial(
-        t.number, t._trial_id, dict(t.params), attrs.get(st.KEY), attrs.get(st.RESULT)
-    )
+    params = dict(t.params)
+    if st.SEED in attrs:
+        params["seed"] = attrs[st.SEED]
+    return StoredTrial(t.number, t._trial_id, params, attrs.get(st.KEY), attrs.get(st.RESULT))
 
 
 def _unless_landed(write: Callable[[], object], landed: Callable[[], bool]) -> Callable[[], None]:
@@ -246,8 +248,13 @@ class StudyStore:
             trials = self.study.get_trials(deepcopy=False)
             return any(t.user_attrs.get(st.RETRY_OF) == trial.number for t in trials)
 
+        params = {name: v for name, v in trial.params.items() if name != "seed"}
+        attrs: dict[str, Any] = {st.RETRY_OF: trial.number}
+        if "seed" in trial.params:  # the same replicate, an attribute (never a param)
+            attrs[st.SEED] = trial.params["seed"]
+
         def write() -> None:
-            self.study.enqueue_trial(trial.params, user_attrs={st.RETRY_OF: trial.number})
+            self.study.enqueue_trial(params, user_attrs=attrs)
 
         self.call(f"retry trial {trial.number}", _unless_landed(write, landed))
 
@@ -259,12 +266,18 @@ class StudyStore:
     # -- new trials --------------------------------------------------------------------
 
     def create_running(
-        self, params: dict[str, Any], distributions: dict[str, BaseDistribution], key: str
+        self,
+        params: dict[str, Any],
+        distributions: dict[str, BaseDistribution],
+        key: str,
+        seed: int | None = None,
     ) -> None:
-        """Create one grid point's trial, RUNNING, with its params and key, in one write
-        (what ``enqueue_trial`` then ``ask`` would leave, at a constant cost per trial: each
-        ``ask`` scans the waiting trials, which made enqueueing a large grid quadratic).
-        A retry first checks that the failed try did not land."""
+        """Create one grid point's trial, RUNNING, with its params, key and seed (an
+        attribute, :data:`storage.SEED`), in one write (what ``enqueue_trial`` then ``ask``
+        would leave, at a constant cost per trial: each ``ask`` scans the waiting trials,
+        which made enqueueing a large grid quadratic). A retry first checks that the
+        failed try did not land."""
+        attrs: dict[str, Any] = {st.KEY: key} if seed is None else {st.KEY: key, st.SEED: seed}
         template = FrozenTrial(
             number=-1,
             state=TrialState.RUNNING,
@@ -273,7 +286,7 @@ class StudyStore:
             datetime_complete=None,
             params=params,
             distributions=distributions,
-            user_attrs={st.KEY: key},
+            user_attrs=attrs,
             system_attrs={},
             intermediate_values={},
             trial_id=-1,
@@ -358,6 +371,9 @@ class StudyStore:
 
     def set_key(self, trial_id: int, key: str) -> None:
         self.call("set a trial's key", lambda: self._set_attr(trial_id, st.KEY, key))
+
+    def set_seed(self, trial_id: int, seed: int) -> None:
+        self.call("set a trial's seed", lambda: self._set_attr(trial_id, st.SEED, seed))
 
     def store_result(self, trial_id: int, result_json: str, outcome: str) -> None:
         """Store a trial's result (the worker's JSON, as it is) and outcome, before the
