@@ -28,11 +28,13 @@ packed and ordered is :mod:`pipeline.plan`; where packs train, :mod:`pipeline.ex
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from models.spec import TrialResult, TrialSpec
 from pipeline import plan, urls
@@ -186,6 +188,80 @@ def open_store(
     return store
 
 
+def sampled_seed(seeds: object, number: int) -> int:
+    """A sampled trial's seed: the study's seeds (a choice or a range) in turn, by number."""
+    assert isinstance(seeds, Choice | Range)
+    return replicate_seed(seeds if isinstance(seeds, Range) else seeds.choices, number)
+
+
+class GridWindow:
+    """A grid's trials, created as slots need them (a window, :func:`plan.grid_window`).
+
+    The keys of the points that have a live trial are read once (one query); the other
+    points are created in grid order (seeds fastest, so that a cell's replicates share a
+    pack) and claimed for the driver. A Ctrl-C stops the creation between two trials.
+    """
+
+    def __init__(self, driver: Driver, store: StudyStore) -> None:
+        self.driver, self.store = driver, store
+        self.present = store.live_keys()
+        grid = driver.spec.grid()
+        names = sorted(grid, key=lambda name: name == REPLICATE)
+        values = itertools.product(*(grid[name] for name in names))
+        self.points: Iterator[dict[str, Any]] | None = (
+            dict(zip(names, v, strict=True)) for v in values
+        )
+        """The points not looked at yet (None: every one has been)."""
+
+    def first(self, pending: list[Pending]) -> list[Pending]:
+        """The enqueued (WAITING) trials, and new ones up to one pack with ``pending``."""
+        d = self.driver
+        waiting = [p for _ in range(self.store.n_waiting()) for p in d._ask(self.store)]
+        first = (d.options.pack_size or plan.MAX_AUTO_PACK) - len(pending) - len(waiting)
+        return waiting + self.create(max(1, first))
+
+    def top_up(
+        self,
+        queue: list[list[Pending]],
+        in_flight: Iterable[list[Pending]],
+        slots: int,
+        size: int,
+        limit: Callable[[TrialSpec], int] | None,
+        live: Live,
+    ) -> list[list[Pending]]:
+        """New packs of ``size`` while fewer than the window's trials are unfinished
+        (queued or training), at most one pack per slot at a time."""
+        unfinished = sum(map(len, queue)) + sum(map(len, in_flight))
+        room = min(plan.grid_window(slots, size) - unfinished, slots * size) // size * size
+        more = self.create(room) if room > 0 else []
+        live.queued(more)
+        if self.driver._live is not None:
+            self.driver._live = self.driver._live.after_create(len(more))
+        return plan.make_packs(more, size, limit)
+
+    def create(self, n: int) -> list[Pending]:
+        """Create (RUNNING, claimed) the trials of up to ``n`` points with no live trial."""
+        d, out = self.driver, list[Pending]()
+        while len(out) < n and self.points is not None and not d.interrupts.stopping:
+            params = next(self.points, None)
+            if params is None:
+                self.points = None
+                break
+            spec = d.spec.trial_spec(params)
+            key = d._key(spec, 0)
+            if key in self.present:
+                continue
+            seed = params.pop(REPLICATE, None)
+            created = self.store.create_running(params, d._dists, key, seed)
+            self.present.add(key)
+            if created is None:  # a retried creation had landed: take it as it is
+                out += d._take_unclaimed(self.store)
+                continue
+            d._claimed.add(created[0])
+            out.append(Pending(created[0], created[1], spec, key))
+        return out
+
+
 class Driver:
     """Runs one study to completion (or resumes it).
 
@@ -224,6 +300,8 @@ class Driver:
         """What the sampler is given and each trial stores: never the seed's distribution."""
         self._seeds = spec.space.get(REPLICATE) if REPLICATE in spec.searched() else None
         """The study's seeds when it has several (each trial's an attribute), else None."""
+        self._grid: GridWindow | None = None
+        """A grid's points to create, as slots need them (None: a sampled study)."""
         self._live: st.StudyCounts | None = None
         """The study's counts kept up to date by this driver while it runs packs (read
         from the storage once, then moved on by each tell, so progress costs no reads)."""
@@ -255,6 +333,8 @@ class Driver:
         """Trials left RUNNING by a dead driver: tell stored results, rerun the rest."""
         rerun = []
         for t in store.running():
+            if self.interrupts.stopping:
+                break  # the rest stay RUNNING, for the next run
             if t.result_json:
                 self._tell(store, t.number, t.trial_id, _trained(t.result_json))
             else:
@@ -271,7 +351,7 @@ class Driver:
         if self._seeds is not None:
             seed = t.params.get(REPLICATE)
             if seed is None:
-                seed = self._seed_of(t.number)
+                seed = sampled_seed(self._seeds, t.number)
                 store.set_seed(t.trial_id, seed)
             params[REPLICATE] = seed
         spec = self.spec.trial_spec(params)
@@ -283,27 +363,6 @@ class Driver:
         self._claimed.add(t.number)
         return Pending(t.number, t.trial_id, spec, key)
 
-    def _seed_of(self, number: int) -> int:
-        """A sampled trial's seed: the study's seeds in turn, by trial number."""
-        seeds = self._seeds
-        assert isinstance(seeds, Choice | Range)
-        return replicate_seed(seeds if isinstance(seeds, Range) else seeds.choices, number)
-
-    def _ask_grid(self, store: StudyStore) -> list[Pending]:
-        """Create a RUNNING trial for every grid point that has no live trial, and claim
-        every RUNNING trial not claimed yet (plus any enqueued, WAITING ones)."""
-        present = store.live_keys()
-        for params in self.spec.grid_points():
-            key = self._key(self.spec.trial_spec(params), 0)
-            if key not in present:
-                seed = params.pop(REPLICATE, None)
-                store.create_running(params, self._dists, key, seed)
-                present.add(key)
-        pending = self._take_unclaimed(store)
-        for _ in range(store.n_waiting()):
-            pending += self._ask(store)
-        return pending
-
     def _ask(self, store: StudyStore) -> list[Pending]:
         """Ask Optuna for one trial (an enqueued one first) and claim it; if the ask's
         reply was lost after it landed, claim the trial it left instead."""
@@ -314,19 +373,6 @@ class Driver:
         """Claim every RUNNING trial this driver has not claimed yet."""
         running = store.running()
         return [self._take(store, t) for t in running if t.number not in self._claimed]
-
-    def _ask_more(self, store: StudyStore, free_slots: int) -> list[Pending]:
-        """Non-grid samplers: ask as :func:`plan.sampled_batch` says, never past n_trials."""
-        c = store.counts()
-        room = self.spec.n_trials_planned - c.complete - c.running - c.waiting
-        n = plan.sampled_batch(
-            self.spec.startup_trials,
-            c.complete,
-            c.running + c.waiting,
-            free_slots,
-            self.options.pack_size,
-        )
-        return [p for _ in range(max(0, min(n, room))) for p in self._ask(store)]
 
     # -- results -------------------------------------------------------------------------
 
@@ -360,30 +406,35 @@ class Driver:
         try:
             if opts.storage is None or opts.tracking_uri is None:
                 check_space(opts.run_dir)  # an embedded store is written there
-            store = self._open()
-            self.outcome = StudyOutcome(self.name, store.counts())
-            with store.locked(), self.interrupts, self.log.writing():
-                # MLflow (a new store runs its migrations) is made ready on a thread while this
-                # one prepares the trials and starts Ray; the first log waits for it.
-                tracking = _InBackground(lambda: self._prepare_tracking(store))
-                try:
-                    pending = self._recover(store)
-                    for failed in [] if self.spec.is_grid else store.failed():
-                        store.retry(failed)  # asked again first (a grid recreates its points)
-                    if self.spec.is_grid:
-                        pending += self._ask_grid(store)
-                    self.reporter.start(self.name, store.counts())
+            with self.interrupts:  # from here a Ctrl-C is a flag: no store write is cut
+                store = self._open()
+                self.outcome = StudyOutcome(self.name, store.counts())
+                with store.locked(), self.log.writing():
+                    # MLflow (a new store runs its migrations) is made ready on a thread while this
+                    # one prepares the trials and starts Ray; the first log waits for it.
+                    tracking = _InBackground(lambda: self._prepare_tracking(store))
                     try:
-                        self._execute(store, pending, tracking)
-                    finally:
-                        self.reporter.stop()
-                except BaseException:
-                    tracking.join(reraise=False)  # the error in hand is the one to report
-                    raise
-                tracking.join()
-                self.log.backfill(store)
-                self.outcome.counts = store.counts()
-                self.log.close(self.outcome.counts, self.outcome.interrupted is not None)
+                        pending = self._recover(store)
+                        for failed in [] if self.spec.is_grid else store.failed():
+                            store.retry(failed)  # asked again first (a grid recreates its points)
+                        if self.spec.is_grid and not self.interrupts.stopping:
+                            self._grid = GridWindow(self, store)
+                            pending += self._grid.first(pending)
+                        self.reporter.start(self.name, store.counts())
+                        try:
+                            self._execute(store, pending, tracking)
+                        finally:
+                            self.reporter.stop()
+                    except BaseException:
+                        tracking.join(reraise=False)  # the error in hand is the one to report
+                        raise
+                    tracking.join()
+                    if (
+                        self.outcome.interrupted is None
+                    ):  # else the next run's, not a Ctrl-C's wait
+                        self.log.backfill(store)
+                    self.outcome.counts = store.counts()
+                    self.log.close(self.outcome.counts, self.outcome.interrupted is not None)
         finally:
             if connected is not None:
                 connected.shutdown()
@@ -431,21 +482,33 @@ class Driver:
             session = {"started": self._started, "slots": slots, "cpus_per_trial": resources.cpus}
             store.record_session(session)  # for the report's efficiency figure
             if not grid:
-                pending += self._ask_more(store, slots)
+                pending += ask_more(self, store, slots)
                 self._live = store.counts()
-            size, limit = plan.pack_sizes(opts.pack_size, len(pending), slots, resources.gpus > 0)
+            todo = max(len(pending), counts.remaining if grid else 0)  # a grid's: to create
+            size, limit = plan.pack_sizes(opts.pack_size, todo, slots, resources.gpus > 0)
             queue = plan.make_packs(pending, size, limit)
             live = Live.watch(store, self.log, counts, pending)
             in_flight: dict[int, list[Pending]] = {}
             next_id = 0
-            while (queue or in_flight) and not self.interrupts.stop_now:
+
+            def submit() -> None:
+                nonlocal next_id
                 while queue and len(in_flight) < slots and not self.interrupts.stopping:
                     pack = queue.pop(0)
                     executor.submit(next_id, [p.spec for p in pack], resources)
                     in_flight[next_id] = pack
                     next_id += 1
+
+            grid_left = lambda: self._grid is not None and self._grid.points is not None  # noqa: E731
+            while (queue or in_flight or grid_left()) and not self.interrupts.stop_now:
+                submit()
+                if self._grid is not None and self._grid.points is not None:
+                    queue += self._grid.top_up(queue, in_flight.values(), slots, size, limit, live)
+                    submit()
                 if not in_flight:
-                    break  # stopping, and every running pack has finished
+                    if self.interrupts.stopping or not (queue or grid_left()):
+                        break  # stopping, and every running pack has finished
+                    continue
                 for pack_id, event in executor.wait(timeout=0.5):
                     tracking.join()
                     if isinstance(event, Started | Epochs):
@@ -454,7 +517,7 @@ class Driver:
                     live.ended(pack_id, in_flight[pack_id])
                     self._finish(store, in_flight.pop(pack_id), event)
                     if not grid and not queue and not self.interrupts.stopping:
-                        more = self._ask_more(store, slots - len(in_flight))
+                        more = ask_more(self, store, slots - len(in_flight))
                         live.queued(more)
                         queue += plan.make_packs(more, size, limit)
                         self._live = store.counts()
@@ -497,3 +560,17 @@ class Driver:
             self.outcome.trained += 1
             failpoint("driver.after_tell")  # a test hook; see pipeline/faults.py
             self.log.trial(p.key, p.number, trained)
+
+
+def ask_more(d: Driver, store: StudyStore, free_slots: int) -> list[Pending]:
+    """Non-grid samplers: ask as :func:`plan.sampled_batch` says, never past n_trials."""
+    c = store.counts()
+    room = d.spec.n_trials_planned - c.complete - c.running - c.waiting
+    n = plan.sampled_batch(
+        d.spec.startup_trials,
+        c.complete,
+        c.running + c.waiting,
+        free_slots,
+        d.options.pack_size,
+    )
+    return [p for _ in range(max(0, min(n, room))) for p in d._ask(store)]

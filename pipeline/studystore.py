@@ -229,8 +229,7 @@ class StudyStore:
         return self.call("read the trials", self._live_keys)
 
     def _live_keys(self) -> set[str | None]:
-        trials = self.study.get_trials(False, states=st.LIVE_STATES)
-        return {t.user_attrs.get(st.KEY) for t in trials}
+        return st.live_keys(self.study)
 
     def failed(self) -> list[StoredTrial]:
         """The FAIL trials a rerun retries (:func:`storage.unretried_failures`): a grid's
@@ -271,12 +270,11 @@ class StudyStore:
         distributions: dict[str, BaseDistribution],
         key: str,
         seed: int | None = None,
-    ) -> None:
+    ) -> tuple[int, int] | None:
         """Create one grid point's trial, RUNNING, with its params, key and seed (an
-        attribute, :data:`storage.SEED`), in one write (what ``enqueue_trial`` then ``ask``
-        would leave, at a constant cost per trial: each ``ask`` scans the waiting trials,
-        which made enqueueing a large grid quadratic). A retry first checks that the
-        failed try did not land."""
+        attribute) in one write (``enqueue_trial`` then ``ask`` made a large grid quadratic:
+        each ``ask`` scans the waiting trials): its number and id, or None when a retry
+        found its failed try had landed (a RUNNING trial not claimed yet)."""
         attrs: dict[str, Any] = {st.KEY: key} if seed is None else {st.KEY: key, st.SEED: seed}
         template = FrozenTrial(
             number=-1,
@@ -291,14 +289,16 @@ class StudyStore:
             intermediate_values={},
             trial_id=-1,
         )
-        study = self.study
+        study, created = self.study, []
+        storage: Any = getattr(study._storage, "_backend", study._storage)  # number: no read
         self.call(
             "create a grid trial",
             _unless_landed(
-                lambda: study._storage.create_new_trial(study._study_id, template_trial=template),
+                lambda: created.append(storage._create_new_trial(study._study_id, template)),
                 lambda: key in self._live_keys(),
             ),
         )
+        return (created[0].number, created[0]._trial_id) if created else None
 
     def ask(
         self, distributions: dict[str, BaseDistribution], claimed: Collection[int]

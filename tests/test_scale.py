@@ -113,3 +113,103 @@ def test_a_grid_stored_with_seed_params_resumes_without_rerunning(run_dir: Path)
     assert keys == sorted(spec.trial_spec(p).key("") for p in spec.grid_points())
     table = load_tables(study.name, study.options.storage_url).trials
     assert sorted(table["seed"].astype(int)) == [0, 0, 1, 1]
+
+
+class FirstPack(InProcessExecutor):
+    """Counts the study's trials when the first pack is submitted, then Ctrl-Cs the driver
+    (the running packs finish, nothing more is created)."""
+
+    def __init__(self, study: Study, slots: int) -> None:
+        super().__init__(slots)
+        self.study = study
+        self.driver: drv.Driver | None = None
+        self.created_at_first: int | None = None
+
+    def submit(self, pack_id: int, specs: list[object], resources: object) -> None:  # type: ignore[override]
+        if self.created_at_first is None:
+            self.created_at_first = len(self.study.trials())
+            assert self.driver is not None
+            self.driver.interrupts.stopping = True
+        super().submit(pack_id, specs, resources)  # type: ignore[arg-type]
+
+
+def test_a_100000_cell_grid_trains_its_first_pack_before_creating_its_trials(
+    run_dir: Path,
+) -> None:
+    space = {"init": ["xavier", "uniform01"], "seed": {"low": 0, "high": 49_999}}
+    study = Study(run_dir, *spec_of(sampler="grid", space=space))
+    assert study.spec.n_trials_planned == 100_000
+    executor = FirstPack(study, slots=2)
+    driver = drv.Driver(
+        study.spec, study.text, study.options, Reporter(enabled=False), lambda: executor
+    )
+    executor.driver = driver
+    outcome = driver.run()
+    # the first pack (16 trials, MAX_AUTO_PACK) was submitted after its own creation only
+    assert executor.created_at_first is not None and executor.created_at_first <= 16
+    window = drv.plan.grid_window(2, 16)
+    trials = study.trials()
+    assert len(trials) <= window, "a Ctrl-C stops the creation; the window bounds it"
+    assert outcome.interrupted == "finished" and outcome.trained == len(executor.submitted[0])
+    assert all("seed" not in t.distributions for t in trials)  # type: ignore[attr-defined]
+
+
+KILLED_DRIVER = """
+import sys
+from pathlib import Path
+import yaml
+from pipeline import driver as drv
+from pipeline.execution import InProcessExecutor
+from pipeline.progress import Reporter
+from pipeline.studyspec import parse_study_spec
+
+doc = yaml.safe_load(Path(sys.argv[1]).read_text())
+spec = parse_study_spec(doc, "grid")
+options = drv.RunOptions(run_dir=Path(sys.argv[2]), study_name=sys.argv[3], pack_size=4)
+make = lambda: InProcessExecutor(2)  # noqa: E731
+outcome = drv.Driver(spec, yaml.safe_dump(doc), options, Reporter(enabled=False), make).run()
+print("trained", outcome.trained)
+"""
+
+
+@pytest.mark.slow
+def test_a_grid_killed_mid_creation_resumes_exactly_once(tmp_path: Path) -> None:
+    """SIGKILL after the 10th tell of a 120-cell grid (packs of 4, 2 slots: a window of
+    16): part complete, part created RUNNING, the rest not created; a resume completes
+    every point exactly once, in Optuna and in MLflow."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from pipeline.faults import ENV
+    from pipeline.tracking import read_trials
+
+    doc = {"name": "killed", "sampler": "grid", "trial": TINY}
+    doc["space"] = {"init": ["xavier", "uniform01"], "seed": {"low": 0, "high": 59}}
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(doc))
+    (tmp_path / "driver.py").write_text(KILLED_DRIVER)
+    run_dir = tmp_path / "run"
+    args = [sys.executable, str(tmp_path / "driver.py"), str(tmp_path / "grid.yaml")]
+    env = {**os.environ, ENV: "driver.after_tell:10"}
+    killed = subprocess.run([*args, str(run_dir), "killed"], env=env, capture_output=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
+
+    spec = parse_study_spec(doc, "grid")
+    study = Study(run_dir, spec, yaml.safe_dump(doc))
+    study.name = "killed"
+    study.options = drv.RunOptions(run_dir=run_dir, study_name="killed", pack_size=4)
+    before = study.trials()
+    states = [t.state for t in before]  # type: ignore[attr-defined]
+    assert states.count(TrialState.COMPLETE) == 10
+    assert states.count(TrialState.RUNNING) > 0 and len(before) <= 10 + 16 < 120
+
+    outcome = study.driver().run()
+    assert outcome.trained == 120 - 10 and outcome.failed == []
+    after = study.trials()
+    assert len(after) == 120 and {t.state for t in after} == {TrialState.COMPLETE}  # type: ignore[attr-defined]
+    keys = sorted(t.user_attrs[st.KEY] for t in after)  # type: ignore[attr-defined]
+    assert keys == sorted(spec.trial_spec(p).key("") for p in spec.grid_points())
+    runs = read_trials(study.options.tracking, "killed")
+    assert sorted(str(r["key"]) for r in runs) == keys
+    assert {r["status"] for r in runs} == {"FINISHED"}
