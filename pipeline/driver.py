@@ -121,6 +121,12 @@ class StudyOutcome:
     """Trials this driver had taken and left unfinished (interrupted), for a resume."""
 
 
+CTRL_C_WAIT = 1.0
+"""Seconds a Ctrl-C that came before any trial finished waits for MLflow to be ready (a
+new store's migrations take seconds); after that the run ends without it: this run has
+nothing to log, and the next run back-fills what any earlier one left."""
+
+
 class _InBackground:
     """Runs a function on a thread; :meth:`join` waits for it and re-raises its error."""
 
@@ -137,13 +143,17 @@ class _InBackground:
         self._thread = threading.Thread(target=target, name="initstudy-prepare", daemon=True)
         self._thread.start()
 
-    def join(self, reraise: bool = True) -> None:
+    def join(self, reraise: bool = True, within: float | None = None) -> bool:
+        """Wait for the function (at most ``within`` seconds): whether it has ended."""
         if self._joined:
-            return
-        self._thread.join()
+            return True
+        self._thread.join(within)
+        if self._thread.is_alive():
+            return False
         self._joined = True
         if self._error is not None and reraise:
             raise self._error
+        return True
 
 
 def _trained(text: str) -> Trained:
@@ -186,6 +196,19 @@ def open_store(
     # a stage of a tuned protocol (pipeline.protocolspec) pins what it is and its lrs
     store.pin_attrs({st.STAGE: spec.stage, st.CHOSEN_LR: spec.chosen_lr})
     return store
+
+
+def open_tracker(d: Driver) -> None:
+    """Find or create the study's MLflow experiment and parent run, with its params."""
+    spec = d.spec
+    params = {
+        "study": d.name,
+        "sampler": spec.sampler,
+        "n_trials": str(spec.n_trials_planned),
+        "objective": spec.objective.metric,
+        "claim": d.claim,
+    }
+    d.log.open(d.spec_text, params)
 
 
 def sampled_seed(seeds: object, number: int) -> int:
@@ -300,6 +323,8 @@ class Driver:
         """What the sampler is given and each trial stores: never the seed's distribution."""
         self._seeds = spec.space.get(REPLICATE) if REPLICATE in spec.searched() else None
         """The study's seeds when it has several (each trial's an attribute), else None."""
+        self._abandoned = threading.Event()
+        """Set when a Ctrl-C ended the run without waiting for MLflow to be ready."""
         self._grid: GridWindow | None = None
         """A grid's points to create, as slots need them (None: a sampled study)."""
         self._live: st.StudyCounts | None = None
@@ -310,17 +335,6 @@ class Driver:
 
     def _open(self) -> StudyStore:
         return open_store(self.spec, self.spec_text, self.options, self.name, self.reporter.note)
-
-    def _open_tracker(self) -> None:
-        spec = self.spec
-        params = {
-            "study": self.name,
-            "sampler": spec.sampler,
-            "n_trials": str(spec.n_trials_planned),
-            "objective": spec.objective.metric,
-            "claim": self.claim,
-        }
-        self.log.open(self.spec_text, params)
 
     def _key(self, spec: TrialSpec, number: int) -> str:
         """Grid trials are keyed by spec and claim; sampled ones also by number (may repeat)."""
@@ -428,13 +442,13 @@ class Driver:
                     except BaseException:
                         tracking.join(reraise=False)  # the error in hand is the one to report
                         raise
-                    tracking.join()
-                    if (
-                        self.outcome.interrupted is None
-                    ):  # else the next run's, not a Ctrl-C's wait
-                        self.log.backfill(store)
                     self.outcome.counts = store.counts()
-                    self.log.close(self.outcome.counts, self.outcome.interrupted is not None)
+                    if tracking.join(within=None if self.outcome.trained else CTRL_C_WAIT):
+                        if self.outcome.interrupted is None:  # else the next run's
+                            self.log.backfill(store)
+                        self.log.close(self.outcome.counts, self.outcome.interrupted is not None)
+                    else:  # a Ctrl-C before any result: nothing to log, MLflow not waited for
+                        self._abandoned.set()
         finally:
             if connected is not None:
                 connected.shutdown()
@@ -442,7 +456,11 @@ class Driver:
         return self.outcome
 
     def _prepare_tracking(self, store: StudyStore) -> None:
-        self._open_tracker()
+        open_tracker(self)
+        if self._abandoned.is_set():  # a Ctrl-C did not wait: write nothing more
+            if self.log.tracker is not None:
+                self.log.tracker.stop_writers(cancel=True)
+            return
         self.log.backfill(store)
 
     def sync(self) -> StudyOutcome:
@@ -450,7 +468,7 @@ class Driver:
         store = self._open()
         self.outcome = StudyOutcome(self.name, store.counts())
         with store.locked(), self.log.writing():
-            self._open_tracker()
+            open_tracker(self)
             self.log.backfill(store)
             self.outcome.counts = store.counts()
             self.log.close(self.outcome.counts, interrupted=False)  # reopened by open

@@ -213,3 +213,57 @@ def test_a_grid_killed_mid_creation_resumes_exactly_once(tmp_path: Path) -> None
     runs = read_trials(study.options.tracking, "killed")
     assert sorted(str(r["key"]) for r in runs) == keys
     assert {r["status"] for r in runs} == {"FINISHED"}
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_a_big_grid_is_created_ends_the_run_at_once(tmp_path: Path) -> None:
+    """SIGINT once the first trials of a 100,000-cell grid exist (a fresh run folder, so
+    MLflow's store is still being made): the resume command is printed within a second or
+    two (not after creating every trial, as before) and the exit code is 130."""
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    doc = {"name": "big", "sampler": "grid", "trial": TINY}
+    doc["space"] = {"init": ["xavier", "uniform01"], "seed": {"low": 0, "high": 49_999}}
+    spec = tmp_path / "big.yaml"
+    spec.write_text(yaml.safe_dump(doc))
+    run_dir = tmp_path / "run"
+    args = ["run", str(spec), "--run-dir", str(run_dir), "--yes", "--pack-size", "64"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "400"},
+    )
+    lines: list[tuple[float, str]] = []
+
+    def read(stream: object) -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            lines.append((time.monotonic(), line))
+
+    for stream in (proc.stdout, proc.stderr):
+        threading.Thread(target=read, args=(stream,), daemon=True).start()
+
+    def created() -> int:
+        try:
+            with sqlite3.connect(run_dir / "optuna.db", timeout=0.1) as db:
+                return int(db.execute("SELECT count(*) FROM trials").fetchone()[0])
+        except sqlite3.Error:
+            return 0
+
+    deadline = time.monotonic() + 120
+    while created() == 0 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None and created() > 0, "".join(line for _, line in lines)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130
+    said = [at - sent for at, line in lines if "Resume with: initstudy run" in line]
+    assert said and said[0] < 3.0, (said, "".join(line for _, line in lines))
+    assert created() < 200  # the creation stopped at the Ctrl-C (64 + 64 at most)
