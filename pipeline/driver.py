@@ -360,12 +360,14 @@ class Driver:
         the params an interrupted ask left out (a dead driver, a dropped connection) are
         drawn; a sampled trial's seed is its number's (:func:`samplerspec.replicate_seed`)."""
         params = {name: v for name, v in t.params.items() if name != REPLICATE}
+        seed = t.params.get(REPLICATE)
         if set(params) != set(self._dists):
             params = store.finish_ask(t, self._dists)
+            seed = params.pop(REPLICATE, seed)  # an enqueued one
         if self._seeds is not None:
-            seed = t.params.get(REPLICATE)
             if seed is None:
                 seed = sampled_seed(self._seeds, t.number)
+            if REPLICATE not in t.params:
                 store.set_seed(t.trial_id, seed)
             params[REPLICATE] = seed
         spec = self.spec.trial_spec(params)

@@ -7,10 +7,9 @@ before the connection dropped is checked first: a trial already told is not told
 grid point's trial is not created twice, and an ask that created its trial is not asked
 again. The store also holds the study's lock (:class:`DriverLock`) while the driver runs.
 
-Optuna has no public API for some of this (creating a RUNNING trial with its params in one
-call, a tell that skips the sampler, drawing the params of an interrupted ask, writing an
-attribute by trial id): every use of its private API in initstudy is in this module, so an
-Optuna upgrade is checked here (and by ``tests/cluster/test_storage_contract.py``).
+Optuna has no public API for some of this (a RUNNING trial with its params in one call, a
+tell that skips the sampler, the params of an interrupted ask, an attribute by trial id):
+its private API is used in this module only (checked by tests/cluster/test_storage_contract).
 """
 
 from __future__ import annotations
@@ -258,9 +257,15 @@ class StudyStore:
         self.call(f"retry trial {trial.number}", _unless_landed(write, landed))
 
     def _frozen(self, *states: TrialState) -> list[FrozenTrial]:
-        return self.call(
-            "read the trials", lambda: self.study.get_trials(deepcopy=False, states=states or None)
-        )
+        """The trials in ``states`` (all if none), those from the database alone: Optuna's
+        cache loads every trial first (a resume of 100,000 trials reads its RUNNING ones)."""
+        backend: Any = getattr(self.study._storage, "_backend", None)
+        if states and hasattr(backend, "_get_trials"):
+            sid = self.study._study_id
+            return self.call(
+                "read the trials", lambda: backend._get_trials(sid, states, set(), -1)
+            )
+        return self.call("read the trials", lambda: self.study.get_trials(False, states=None))
 
     # -- new trials --------------------------------------------------------------------
 
@@ -271,10 +276,9 @@ class StudyStore:
         key: str,
         seed: int | None = None,
     ) -> tuple[int, int] | None:
-        """Create one grid point's trial, RUNNING, with its params, key and seed (an
-        attribute) in one write (``enqueue_trial`` then ``ask`` made a large grid quadratic:
-        each ``ask`` scans the waiting trials): its number and id, or None when a retry
-        found its failed try had landed (a RUNNING trial not claimed yet)."""
+        """Create one grid point's trial, RUNNING, with its params, key and seed (an attribute)
+        in one write (``enqueue_trial`` then ``ask`` scanned the waiting trials): its number
+        and id, or None when a retry found its failed try had landed (RUNNING, unclaimed)."""
         attrs: dict[str, Any] = {st.KEY: key} if seed is None else {st.KEY: key, st.SEED: seed}
         template = FrozenTrial(
             number=-1,
@@ -327,13 +331,15 @@ class StudyStore:
     def finish_ask(
         self, trial: StoredTrial, distributions: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
-        """The params of a RUNNING trial whose ask was interrupted (a dead driver, a
-        dropped connection): those it lacks are drawn now as the ask would have (enqueued
-        values first, then the sampler)."""
+        """The params of a RUNNING trial whose ask was interrupted (a dead driver, a dropped
+        connection): those it lacks drawn as the ask would have (enqueued values first, then
+        the sampler), and an enqueued seed (never drawn: no distribution)."""
 
         def draw() -> dict[str, Any]:
             live = optuna.trial.Trial(self.study, trial.trial_id)
-            return {name: live._suggest(name, d) for name, d in distributions.items()}
+            drawn = {name: live._suggest(name, d) for name, d in distributions.items()}
+            fixed = self.storage.get_trial_system_attrs(trial.trial_id).get("fixed_params") or {}
+            return drawn | ({"seed": fixed["seed"]} if "seed" in fixed else {})
 
         return self.call("finish an interrupted ask", draw)
 
