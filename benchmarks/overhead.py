@@ -502,10 +502,10 @@ def breakdown(profile: cProfile.Profile | str, wall: float, n: int) -> dict[str,
     for func, (_, ncalls, _, cumtime, _) in raw.items():
         if func[0].endswith("pipeline/driver.py") and func[2] in (
             "_open",
-            "_open_tracker",
+            "open_tracker",
             "_backfill",
             "_recover",
-            "_ask_grid",
+            "create",
             "_execute",
             "_finish",
             "_tell",

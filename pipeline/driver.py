@@ -50,10 +50,13 @@ from pipeline.execution import (
     Trained,
 )
 from pipeline.faults import failpoint
+from pipeline.gridwindow import GridWindow
 from pipeline.live import Interrupts, Live
 from pipeline.plan import Pending
 from pipeline.progress import Reporter
 from pipeline.resources import check_address, check_embedded
+from pipeline.samplerspec import REPLICATE, replicate_seed, without_replicate
+from pipeline.space import Choice, Range
 from pipeline.studylog import StudyLog
 from pipeline.studyspec import StudySpec
 from pipeline.studystore import StoredTrial, StudyStore
@@ -163,6 +166,12 @@ def _connected(make: Callable[[], Executor], address: str | None) -> Executor:
         raise st.StudyError(f"--address: {address}: {first}") from None
 
 
+CTRL_C_WAIT = 1.0
+"""Seconds a Ctrl-C that came before any trial finished waits for MLflow to be ready (a
+new store's migrations take seconds); after that the run ends without it: this run has
+nothing to log, and the next run back-fills what any earlier one left."""
+
+
 class _InBackground:
     """Runs a function on a thread; :meth:`join` waits for it and re-raises its error."""
 
@@ -179,13 +188,17 @@ class _InBackground:
         self._thread = threading.Thread(target=target, name="initstudy-prepare", daemon=True)
         self._thread.start()
 
-    def join(self, reraise: bool = True) -> None:
+    def join(self, reraise: bool = True, within: float | None = None) -> bool:
+        """Wait for the function (at most ``within`` seconds): whether it has ended."""
         if self._joined:
-            return
-        self._thread.join()
+            return True
+        self._thread.join(within)
+        if self._thread.is_alive():
+            return False
         self._joined = True
         if self._error is not None and reraise:
             raise self._error
+        return True
 
 
 def _trained(text: str) -> Trained:
@@ -230,6 +243,25 @@ def open_store(
     return store
 
 
+def open_tracker(d: Driver) -> None:
+    """Find or create the study's MLflow experiment and parent run, with its params."""
+    spec = d.spec
+    params = {
+        "study": d.name,
+        "sampler": spec.sampler,
+        "n_trials": str(spec.n_trials_planned),
+        "objective": spec.objective.metric,
+        "claim": d.claim,
+    }
+    d.log.open(d.spec_text, params)
+
+
+def sampled_seed(seeds: object, number: int) -> int:
+    """A sampled trial's seed: the study's seeds (a choice or a range) in turn, by number."""
+    assert isinstance(seeds, Choice | Range)
+    return replicate_seed(seeds if isinstance(seeds, Range) else seeds.choices, number)
+
+
 class Driver:
     """Runs one study to completion (or resumes it).
 
@@ -265,6 +297,14 @@ class Driver:
         self.outcome: StudyOutcome | None = None
         self._claimed: set[int] = set()
         """Numbers of the RUNNING trials this driver has taken to run."""
+        self._dists = without_replicate(spec.distributions())
+        """What the sampler is given and each trial stores: never the seed's distribution."""
+        self._seeds = spec.space.get(REPLICATE) if REPLICATE in spec.searched() else None
+        """The study's seeds when it has several (each trial's an attribute), else None."""
+        self._abandoned = threading.Event()
+        """Set when a Ctrl-C ended the run without waiting for MLflow to be ready."""
+        self._grid: GridWindow | None = None
+        """A grid's points to create, as slots need them (None: a sampled study)."""
         self._live: st.StudyCounts | None = None
         """The study's counts kept up to date by this driver while it runs packs (read
         from the storage once, then moved on by each tell, so progress costs no reads)."""
@@ -273,17 +313,6 @@ class Driver:
 
     def _open(self) -> StudyStore:
         return open_store(self.spec, self.spec_text, self.options, self.name, self.reporter.note)
-
-    def _open_tracker(self) -> None:
-        spec = self.spec
-        params = {
-            "study": self.name,
-            "sampler": spec.sampler,
-            "n_trials": str(spec.n_trials_planned),
-            "objective": spec.objective.metric,
-            "claim": self.claim,
-        }
-        self.log.open(self.spec_text, params)
 
     def _key(self, spec: TrialSpec, number: int) -> str:
         """Grid trials are keyed by spec and claim; sampled ones also by number (may repeat)."""
@@ -296,6 +325,8 @@ class Driver:
         """Trials left RUNNING by a dead driver: tell stored results, rerun the rest."""
         rerun = []
         for t in store.running():
+            if self.interrupts.stopping:
+                break  # the rest stay RUNNING, for the next run
             if t.result_json:
                 self._tell(store, t.number, t.trial_id, _trained(t.result_json))
             else:
@@ -303,12 +334,20 @@ class Driver:
         return rerun
 
     def _take(self, store: StudyStore, t: StoredTrial) -> Pending:
-        """Claim a RUNNING trial for this driver: its spec and key (set if missing); the
-        params an interrupted ask left out (a dead driver, a dropped connection) are drawn."""
-        distributions = self.spec.distributions()
-        params = t.params
-        if set(params) != set(distributions):
-            params = store.finish_ask(t, distributions)
+        """Claim a RUNNING trial for this driver: its spec, key and seed (set if missing);
+        the params an interrupted ask left out (a dead driver, a dropped connection) are
+        drawn; a sampled trial's seed is its number's (:func:`samplerspec.replicate_seed`)."""
+        params = {name: v for name, v in t.params.items() if name != REPLICATE}
+        seed = t.params.get(REPLICATE)
+        if set(params) != set(self._dists):
+            params = store.finish_ask(t, self._dists)
+            seed = params.pop(REPLICATE, seed)  # an enqueued one
+        if self._seeds is not None:
+            if seed is None:
+                seed = sampled_seed(self._seeds, t.number)
+            if REPLICATE not in t.params:
+                store.set_seed(t.trial_id, seed)
+            params[REPLICATE] = seed
         spec = self.spec.trial_spec(params)
         key = self._key(spec, t.number)
         if t.key is None:
@@ -318,44 +357,16 @@ class Driver:
         self._claimed.add(t.number)
         return Pending(t.number, t.trial_id, spec, key)
 
-    def _ask_grid(self, store: StudyStore) -> list[Pending]:
-        """Create a RUNNING trial for every grid point that has no live trial, and claim
-        every RUNNING trial not claimed yet (plus any enqueued, WAITING ones)."""
-        present = store.live_keys()
-        distributions = self.spec.distributions()
-        for params in self.spec.grid_points():
-            key = self._key(self.spec.trial_spec(params), 0)
-            if key not in present:
-                store.create_running(params, distributions, key)
-                present.add(key)
-        pending = self._take_unclaimed(store)
-        for _ in range(store.n_waiting()):
-            pending += self._ask(store)
-        return pending
-
     def _ask(self, store: StudyStore) -> list[Pending]:
         """Ask Optuna for one trial (an enqueued one first) and claim it; if the ask's
         reply was lost after it landed, claim the trial it left instead."""
-        asked = store.ask(self.spec.distributions(), self._claimed)
+        asked = store.ask(self._dists, self._claimed)
         return [self._take(store, asked)] if asked else self._take_unclaimed(store)
 
     def _take_unclaimed(self, store: StudyStore) -> list[Pending]:
         """Claim every RUNNING trial this driver has not claimed yet."""
         running = store.running()
         return [self._take(store, t) for t in running if t.number not in self._claimed]
-
-    def _ask_more(self, store: StudyStore, free_slots: int) -> list[Pending]:
-        """Non-grid samplers: ask as :func:`plan.sampled_batch` says, never past n_trials."""
-        c = store.counts()
-        room = self.spec.n_trials_planned - c.complete - c.running - c.waiting
-        n = plan.sampled_batch(
-            self.spec.startup_trials,
-            c.complete,
-            c.running + c.waiting,
-            free_slots,
-            self.options.pack_size,
-        )
-        return [p for _ in range(max(0, min(n, room))) for p in self._ask(store)]
 
     # -- results -------------------------------------------------------------------------
 
@@ -391,30 +402,35 @@ class Driver:
             if opts.storage is None or opts.tracking_uri is None:
                 check_space(opts.run_dir)  # an embedded store is written there
             self.log.check()  # MLflow answers (or --offline-tracking), before any store
-            store = self._open()
-            self.outcome = StudyOutcome(self.name, store.counts())
-            with store.locked(), self.interrupts, self.log.writing():
-                # MLflow (a new store runs its migrations) is made ready on a thread while this
-                # one prepares the trials and starts Ray; the first log waits for it.
-                tracking = _InBackground(lambda: self._prepare_tracking(store))
-                try:
-                    pending = self._recover(store)
-                    for failed in [] if self.spec.is_grid else store.failed():
-                        store.retry(failed)  # asked again first (a grid recreates its points)
-                    if self.spec.is_grid:
-                        pending += self._ask_grid(store)
-                    self.reporter.start(self.name, store.counts())
+            with self.interrupts:  # from here a Ctrl-C is a flag: no store write is cut
+                store = self._open()
+                self.outcome = StudyOutcome(self.name, store.counts())
+                with store.locked(), self.log.writing():
+                    # MLflow (a new store runs its migrations) is made ready on a thread while this
+                    # one prepares the trials and starts Ray; the first log waits for it.
+                    tracking = _InBackground(lambda: self._prepare_tracking(store))
                     try:
-                        self._execute(store, pending, tracking)
-                    finally:
-                        self.reporter.stop()
-                except BaseException:
-                    tracking.join(reraise=False)  # the error in hand is the one to report
-                    raise
-                tracking.join()
-                self.log.backfill(store)
-                self.outcome.counts = store.counts()
-                self.log.close(self.outcome.counts, self.outcome.interrupted is not None)
+                        pending = self._recover(store)
+                        for failed in [] if self.spec.is_grid else store.failed():
+                            store.retry(failed)  # asked again first (a grid recreates its points)
+                        if self.spec.is_grid and not self.interrupts.stopping:
+                            self._grid = GridWindow(self, store)
+                            pending += self._grid.first(pending)
+                        self.reporter.start(self.name, store.counts())
+                        try:
+                            self._execute(store, pending, tracking)
+                        finally:
+                            self.reporter.stop()
+                    except BaseException:
+                        tracking.join(reraise=False)  # the error in hand is the one to report
+                        raise
+                    self.outcome.counts = store.counts()
+                    if tracking.join(within=None if self.outcome.trained else CTRL_C_WAIT):
+                        if self.outcome.interrupted is None:  # else the next run's
+                            self.log.backfill(store)
+                        self.log.close(self.outcome.counts, self.outcome.interrupted is not None)
+                    else:  # a Ctrl-C before any result: nothing to log, MLflow not waited for
+                        self._abandoned.set()
         finally:
             if connected is not None:
                 connected.shutdown()
@@ -422,7 +438,11 @@ class Driver:
         return self.outcome
 
     def _prepare_tracking(self, store: StudyStore) -> None:
-        self._open_tracker()
+        open_tracker(self)
+        if self._abandoned.is_set():  # a Ctrl-C did not wait: write nothing more
+            if self.log.tracker is not None:
+                self.log.tracker.stop_writers(cancel=True)
+            return
         self.log.backfill(store)
 
     def sync(self) -> StudyOutcome:
@@ -430,7 +450,7 @@ class Driver:
         store = self._open()
         self.outcome = StudyOutcome(self.name, store.counts())
         with store.locked(), self.log.writing():
-            self._open_tracker()
+            open_tracker(self)
             self.log.backfill(store)
             self.outcome.counts = store.counts()
             self.log.close(self.outcome.counts, interrupted=False)  # reopened by open
@@ -463,21 +483,33 @@ class Driver:
             session = {"started": self._started, "slots": slots, "cpus_per_trial": resources.cpus}
             store.record_session(session)  # for the report's efficiency figure
             if not grid:
-                pending += self._ask_more(store, slots)
+                pending += ask_more(self, store, slots)
                 self._live = store.counts()
-            size, limit = plan.pack_sizes(opts.pack_size, len(pending), slots, resources.gpus > 0)
+            todo = max(len(pending), counts.remaining if grid else 0)  # a grid's: to create
+            size, limit = plan.pack_sizes(opts.pack_size, todo, slots, resources.gpus > 0)
             queue = plan.make_packs(pending, size, limit)
             live = Live.watch(store, self.log, counts, pending)
             in_flight: dict[int, list[Pending]] = {}
             next_id = 0
-            while (queue or in_flight) and not self.interrupts.stop_now:
+
+            def submit() -> None:
+                nonlocal next_id
                 while queue and len(in_flight) < slots and not self.interrupts.stopping:
                     pack = queue.pop(0)
                     executor.submit(next_id, [p.spec for p in pack], resources)
                     in_flight[next_id] = pack
                     next_id += 1
+
+            grid_left = lambda: self._grid is not None and self._grid.points is not None  # noqa: E731
+            while (queue or in_flight or grid_left()) and not self.interrupts.stop_now:
+                submit()
+                if self._grid is not None and self._grid.points is not None:
+                    queue += self._grid.top_up(queue, in_flight.values(), slots, size, limit, live)
+                    submit()
                 if not in_flight:
-                    break  # stopping, and every running pack has finished
+                    if self.interrupts.stopping or not (queue or grid_left()):
+                        break  # stopping, and every running pack has finished
+                    continue
                 for pack_id, event in executor.wait(timeout=0.5):
                     tracking.join()
                     if isinstance(event, Started | Epochs):
@@ -486,7 +518,7 @@ class Driver:
                     live.ended(pack_id, in_flight[pack_id])
                     self._finish(store, in_flight.pop(pack_id), event)
                     if not grid and not queue and not self.interrupts.stopping:
-                        more = self._ask_more(store, slots - len(in_flight))
+                        more = ask_more(self, store, slots - len(in_flight))
                         live.queued(more)
                         queue += plan.make_packs(more, size, limit)
                         self._live = store.counts()
@@ -528,3 +560,17 @@ class Driver:
             self.outcome.trained += 1
             failpoint("driver.after_tell")  # a test hook; see pipeline/faults.py
             self.log.trial(p.key, p.number, trained)
+
+
+def ask_more(d: Driver, store: StudyStore, free_slots: int) -> list[Pending]:
+    """Non-grid samplers: ask as :func:`plan.sampled_batch` says, never past n_trials."""
+    c = store.counts()
+    room = d.spec.n_trials_planned - c.complete - c.running - c.waiting
+    n = plan.sampled_batch(
+        d.spec.startup_trials,
+        c.complete,
+        c.running + c.waiting,
+        free_slots,
+        d.options.pack_size,
+    )
+    return [p for _ in range(max(0, min(n, room))) for p in d._ask(store)]

@@ -79,6 +79,8 @@ class Live:
     _seen: dict[int, int] = field(default_factory=dict)
     """Trial number -> its max_epochs, for every trial this driver has queued."""
     _finished_epochs: int = 0
+    _seen_epochs: int = 0
+    """The sum of ``_seen``'s budgets, kept as trials are queued (progress reads no list)."""
 
     @classmethod
     def watch(
@@ -109,6 +111,7 @@ class Live:
     def queued(self, pack: Sequence[Pending]) -> None:
         """Trials this driver will train (their budgets replace the nominal one)."""
         for p in pack:
+            self._seen_epochs += p.spec.max_epochs - self._seen.get(p.number, 0)
             self._seen[p.number] = p.spec.max_epochs
 
     def started(self, pack_id: int, pack: Sequence[Pending], event: Started) -> None:
@@ -177,7 +180,7 @@ class Live:
     def progress(self) -> LiveProgress:
         members = [m for ms in self._members.values() for m in ms]
         unseen = max(0, self.planned - len(self._seen) - self.done_before)
-        total = sum(self._seen.values()) + (self.done_before + unseen) * self.nominal_epochs
+        total = self._seen_epochs + (self.done_before + unseen) * self.nominal_epochs
         done = (
             self.done_before * self.nominal_epochs
             + self._finished_epochs

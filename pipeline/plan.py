@@ -207,6 +207,15 @@ def sampled_batch(
     return max(0, free_slots) * (pack_size or 1)
 
 
+def grid_window(slots: int, pack_size: int) -> int:
+    """How many created, unfinished trials a grid keeps at most (queued or training): two
+    packs per slot, one training and one ready for the moment it ends, so no slot waits for
+    trials to be created, and the first pack starts after ``pack_size`` creations whatever
+    the grid's size. Creating further ahead buys nothing: it only delays the first pack
+    and leaves more RUNNING trials for a resume to take over after a crash."""
+    return 2 * max(1, slots) * max(1, pack_size)
+
+
 # -- packing ---------------------------------------------------------------------------
 
 

@@ -47,9 +47,11 @@ __all__ = [
     "distribution",
     "make_sampler",
     "options_hash_part",
+    "replicate_seed",
     "sampler_warnings",
     "startup_trials",
     "take_options_seed",
+    "without_replicate",
 ]
 
 SAMPLERS: tuple[str, ...] = ("grid", "random", "qmc", "tpe")
@@ -195,6 +197,28 @@ def distribution(param: Range) -> BaseDistribution:
         return IntDistribution(int(param.low), int(param.high), log=param.log, step=step)
     step_f = None if param.step is None else float(param.step)
     return FloatDistribution(float(param.low), float(param.high), log=param.log, step=step_f)
+
+
+REPLICATE = "seed"
+"""The parameter that is a replicate, never searched: no sampler sees it and no trial
+stores a distribution of it (a grid lists each of its values once per cell; a sampled
+study gives trial ``n`` the ``n``-th seed in turn, :func:`replicate_seed`)."""
+
+
+def replicate_seed(seeds: Range | list[Any], number: int) -> int:
+    """The seed of a sampled study's trial ``number``: the study's seeds in turn (a
+    choice's in the order given, a range's from ``low``), so every seed is used equally
+    often and the draw is independent of the sampler and of the results; the same on a
+    resume, since it depends on the trial's number only."""
+    if isinstance(seeds, Range):
+        step = int(seeds.step or 1)
+        return int(seeds.low) + (number % seeds.count()) * step
+    return int(seeds[number % len(seeds)])
+
+
+def without_replicate(distributions: dict[str, BaseDistribution]) -> dict[str, BaseDistribution]:
+    """The distributions a sampler is given and a trial stores: all but the seed's."""
+    return {name: d for name, d in distributions.items() if name != REPLICATE}
 
 
 def sampler_warnings(sampler: str, n_trials: int, options: SamplerOptions | None) -> list[str]:

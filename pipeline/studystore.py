@@ -7,10 +7,9 @@ before the connection dropped is checked first: a trial already told is not told
 grid point's trial is not created twice, and an ask that created its trial is not asked
 again. The store also holds the study's lock (:class:`DriverLock`) while the driver runs.
 
-Optuna has no public API for some of this (creating a RUNNING trial with its params in one
-call, a tell that skips the sampler, drawing the params of an interrupted ask, writing an
-attribute by trial id): every use of its private API in initstudy is in this module, so an
-Optuna upgrade is checked here (and by ``tests/cluster/test_storage_contract.py``).
+Optuna has no public API for some of this (a RUNNING trial with its params in one call, a
+tell that skips the sampler, the params of an interrupted ask, an attribute by trial id):
+its private API is used in this module only (checked by tests/cluster/test_storage_contract).
 """
 
 from __future__ import annotations
@@ -65,10 +64,12 @@ class StoredTrial:
 
 
 def _stored(t: FrozenTrial | optuna.trial.Trial) -> StoredTrial:
+    """The driver's view of a trial; its seed (an attribute) among its params."""
     attrs = t.user_attrs
-    return StoredTrial(
-        t.number, t._trial_id, dict(t.params), attrs.get(st.KEY), attrs.get(st.RESULT)
-    )
+    params = dict(t.params)
+    if st.SEED in attrs:
+        params["seed"] = attrs[st.SEED]
+    return StoredTrial(t.number, t._trial_id, params, attrs.get(st.KEY), attrs.get(st.RESULT))
 
 
 def _unless_landed(write: Callable[[], object], landed: Callable[[], bool]) -> Callable[[], None]:
@@ -227,8 +228,7 @@ class StudyStore:
         return self.call("read the trials", self._live_keys)
 
     def _live_keys(self) -> set[str | None]:
-        trials = self.study.get_trials(False, states=st.LIVE_STATES)
-        return {t.user_attrs.get(st.KEY) for t in trials}
+        return st.live_keys(self.study)
 
     def failed(self) -> list[StoredTrial]:
         """The FAIL trials a rerun retries (:func:`storage.unretried_failures`): a grid's
@@ -246,25 +246,40 @@ class StudyStore:
             trials = self.study.get_trials(deepcopy=False)
             return any(t.user_attrs.get(st.RETRY_OF) == trial.number for t in trials)
 
+        params = {name: v for name, v in trial.params.items() if name != "seed"}
+        attrs: dict[str, Any] = {st.RETRY_OF: trial.number}
+        if "seed" in trial.params:  # the same replicate, an attribute (never a param)
+            attrs[st.SEED] = trial.params["seed"]
+
         def write() -> None:
-            self.study.enqueue_trial(trial.params, user_attrs={st.RETRY_OF: trial.number})
+            self.study.enqueue_trial(params, user_attrs=attrs)
 
         self.call(f"retry trial {trial.number}", _unless_landed(write, landed))
 
     def _frozen(self, *states: TrialState) -> list[FrozenTrial]:
-        return self.call(
-            "read the trials", lambda: self.study.get_trials(deepcopy=False, states=states or None)
-        )
+        """The trials in ``states`` (all if none), those from the database alone: Optuna's
+        cache loads every trial first (a resume of 100,000 trials reads its RUNNING ones)."""
+        backend: Any = getattr(self.study._storage, "_backend", None)
+        if states and hasattr(backend, "_get_trials"):
+            sid = self.study._study_id
+            return self.call(
+                "read the trials", lambda: backend._get_trials(sid, states, set(), -1)
+            )
+        return self.call("read the trials", lambda: self.study.get_trials(False, states=None))
 
     # -- new trials --------------------------------------------------------------------
 
     def create_running(
-        self, params: dict[str, Any], distributions: dict[str, BaseDistribution], key: str
-    ) -> None:
-        """Create one grid point's trial, RUNNING, with its params and key, in one write
-        (what ``enqueue_trial`` then ``ask`` would leave, at a constant cost per trial: each
-        ``ask`` scans the waiting trials, which made enqueueing a large grid quadratic).
-        A retry first checks that the failed try did not land."""
+        self,
+        params: dict[str, Any],
+        distributions: dict[str, BaseDistribution],
+        key: str,
+        seed: int | None = None,
+    ) -> tuple[int, int] | None:
+        """Create one grid point's trial, RUNNING, with its params, key and seed (an attribute)
+        in one write (``enqueue_trial`` then ``ask`` scanned the waiting trials): its number
+        and id, or None when a retry found its failed try had landed (RUNNING, unclaimed)."""
+        attrs: dict[str, Any] = {st.KEY: key} if seed is None else {st.KEY: key, st.SEED: seed}
         template = FrozenTrial(
             number=-1,
             state=TrialState.RUNNING,
@@ -273,19 +288,21 @@ class StudyStore:
             datetime_complete=None,
             params=params,
             distributions=distributions,
-            user_attrs={st.KEY: key},
+            user_attrs=attrs,
             system_attrs={},
             intermediate_values={},
             trial_id=-1,
         )
-        study = self.study
+        study, created = self.study, []
+        storage: Any = getattr(study._storage, "_backend", study._storage)  # number: no read
         self.call(
             "create a grid trial",
             _unless_landed(
-                lambda: study._storage.create_new_trial(study._study_id, template_trial=template),
+                lambda: created.append(storage._create_new_trial(study._study_id, template)),
                 lambda: key in self._live_keys(),
             ),
         )
+        return (created[0].number, created[0]._trial_id) if created else None
 
     def ask(
         self, distributions: dict[str, BaseDistribution], claimed: Collection[int]
@@ -314,13 +331,15 @@ class StudyStore:
     def finish_ask(
         self, trial: StoredTrial, distributions: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
-        """The params of a RUNNING trial whose ask was interrupted (a dead driver, a
-        dropped connection): those it lacks are drawn now as the ask would have (enqueued
-        values first, then the sampler)."""
+        """The params of a RUNNING trial whose ask was interrupted (a dead driver, a dropped
+        connection): those it lacks drawn as the ask would have (enqueued values first, then
+        the sampler), and an enqueued seed (never drawn: no distribution)."""
 
         def draw() -> dict[str, Any]:
             live = optuna.trial.Trial(self.study, trial.trial_id)
-            return {name: live._suggest(name, d) for name, d in distributions.items()}
+            drawn = {name: live._suggest(name, d) for name, d in distributions.items()}
+            fixed = self.storage.get_trial_system_attrs(trial.trial_id).get("fixed_params") or {}
+            return drawn | ({"seed": fixed["seed"]} if "seed" in fixed else {})
 
         return self.call("finish an interrupted ask", draw)
 
@@ -358,6 +377,9 @@ class StudyStore:
 
     def set_key(self, trial_id: int, key: str) -> None:
         self.call("set a trial's key", lambda: self._set_attr(trial_id, st.KEY, key))
+
+    def set_seed(self, trial_id: int, seed: int) -> None:
+        self.call("set a trial's seed", lambda: self._set_attr(trial_id, st.SEED, seed))
 
     def store_result(self, trial_id: int, result_json: str, outcome: str) -> None:
         """Store a trial's result (the worker's JSON, as it is) and outcome, before the

@@ -46,6 +46,7 @@ SCRIPTS = {
     "overhead": ["--quick"],
     "vs_tune": ["--quick"],
     "efficiency": ["--quick"],
+    "scale": ["--quick"],
 }
 
 
@@ -293,3 +294,33 @@ def test_efficiency(launched: dict[str, Launched]) -> None:
     assert r["line"].startswith(f"Wall {r['wall_s']:.1f} s; training floor")
     assert r["line"] in stdout
     assert doc["targets"][0]["passed"] in (True, False)
+
+
+def test_scale(launched: dict[str, Launched]) -> None:
+    _, doc = finished(launched, "scale")
+    assert doc["settings"]["sizes"] == [20]
+    (row,) = doc["results"]
+    assert row["n"] == row["complete"] == 20
+    for key in (
+        "wall_s",
+        "first_result_s",
+        "created_per_s",
+        "trials_per_s",
+        "ms_per_trial",
+        "optuna_bytes_per_trial",
+        "mlflow_bytes_per_trial",
+        "result_bytes_per_trial",
+        "stores_bytes_per_trial_without_results",
+        "driver_peak_rss_mib",
+    ):
+        assert positive(row[key]), (key, row[key])
+    assert row["first_result_s"] < row["wall_s"]
+    assert row["result_bytes_per_trial"] < row["optuna_bytes_per_trial"]
+    names = [t["name"] for t in doc["targets"]]
+    assert names == [
+        "first result",
+        "trials created",
+        "storage per finished trial",
+        "flat overhead",
+    ]
+    assert doc["targets"][3]["passed"] is None  # one N: nothing to compare

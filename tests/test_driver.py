@@ -231,5 +231,5 @@ def test_a_changed_spec_is_refused_before_anything_runs_and_a_new_name_runs_it(
     renamed = Harness(run_dir, changed, text)
     outcome = renamed.run()
     assert outcome.trained == outcome.counts.complete == 6
-    assert {t.params["seed"] for t in renamed.trials()} == {0, 1, 2}
+    assert {t.user_attrs[st.SEED] for t in renamed.trials()} == {0, 1, 2}
     assert all(s.max_epochs == 3 for s in renamed.trained_specs())

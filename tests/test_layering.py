@@ -91,7 +91,7 @@ LAYERS: list[tuple[str, ...]] = [
         "pipeline.live",
         "pipeline.resources",
     ),
-    ("pipeline.driver",),
+    ("pipeline.driver", "pipeline.gridwindow"),
     # efficiency reads trial records only, so the storage reader (results) may use it
     ("pipeline.analysis.tables", "pipeline.analysis.efficiency", "pipeline.results"),
     ("pipeline.analysis",),

@@ -231,7 +231,7 @@ def test_both_stages_run_once_and_stage_two_uses_the_chosen_lrs(
     assert measure.user_attrs[st.STAGE] == "measure"
     assert measure.user_attrs[st.CHOSEN_LR] == {p.key: p.lr for p in done.picks}
     assert len(measure.trials) == 4
-    assert {t.params["seed"] for t in measure.trials} == set(MEASURE)
+    assert {t.user_attrs[st.SEED] for t in measure.trials} == set(MEASURE)
     assert all("lr" not in t.params for t in measure.trials)
     assert tuned.study(proto.tune_name(tuned.name)).user_attrs[st.STAGE] == "tune"
     runs = read_trials(tuned.options.tracking, tuned.name)

@@ -171,7 +171,8 @@ def test_the_smoke_study_best_trial_is_optunas(smoke, smoke_study) -> None:
     best = optuna_study.best_trial
     assert summary.best is not None
     assert summary.best.number == best.number and summary.best.value == best.value
-    assert summary.best.params == best.params  # the searched parameters, as Optuna has them
+    # the searched parameters as Optuna has them, and the seed (an attribute, not a param)
+    assert summary.best.params == {**best.params, "seed": best.user_attrs[st.SEED]}
     assert [p.name for p in summary.params] == ["init", "seq_len", "seed"]
     imp = param_importances(smoke)
     assert set(imp.values) == {"init", "seed"} and imp.left_out == ["seq_len (one value)"]

@@ -353,7 +353,7 @@ def test_store_never_repeats_a_retried_write_that_landed(
         store.create_running({"init": "xavier", "seed": 1}, DISTRIBUTIONS, "k-1")
     inner = store.study._storage
     target, name = {
-        "create": (inner, "create_new_trial"),
+        "create": (getattr(inner, "_backend", inner), "_create_new_trial"),  # what it calls
         "ask": (store.study, "ask"),
         "tell-direct": (inner, "set_trial_state_values"),
         "tell": (store.study, "tell"),

@@ -146,7 +146,8 @@ def test_a_trial_whose_ask_was_cut_short_is_rerun_with_its_grid_point(tmp_path: 
 
     [pending] = driver._recover(store)
     assert pending.spec == spec.trial_spec(point) and pending.key == key
-    assert store.study.trials[0].params == point
+    trial = store.study.trials[0]
+    assert {**trial.params, "seed": trial.user_attrs[st.SEED]} == point  # the seed: an attribute
 
 
 def test_an_ask_whose_reply_was_lost_is_not_asked_again(
