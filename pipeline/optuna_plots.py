@@ -160,7 +160,7 @@ def interactive_plots(
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # experimental-API and sparse-data warnings
                 figure = draw()
-        except (ValueError, RuntimeError, ZeroDivisionError) as exc:
+        except (ValueError, RuntimeError, ZeroDivisionError, TypeError, KeyError) as exc:
             notes.append(f"{PLOTS[plot]}: not drawn: {' '.join(str(exc).split())}")
             continue
         if plot == "param_importances":
