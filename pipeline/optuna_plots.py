@@ -166,6 +166,8 @@ def interactive_plots(
         if plot == "param_importances":
             ranked = _ranked(figure, params)
         figure.update_layout(title=None, template="plotly_white")
+        if plot == "contour":  # a matrix of panels: room for each
+            figure.update_layout(height=220 * min(len(params), MAX_CONTOUR_PARAMS) + 120)
         drawn[plot] = figure.to_json()
     plots = [(p, PLOTS[p], drawn[p]) for p in PLOTS if p in drawn]
     return InteractivePlots(plots, notes, name)
