@@ -43,8 +43,9 @@ def tuning_section(tables: StudyTables, url: str) -> Tuning | None:
 
 
 def report_files(files: dict[str, Path]) -> list[Path]:
-    """Every file ``write_report`` wrote, from what it returned: the documents,
-    ``verdicts.json`` and each figure's PNG and the SVG beside it. This, and nothing else
+    """Every file ``write_report`` wrote, from what it returned: the documents
+    (``interactive.html`` among them), ``verdicts.json`` and each figure's PNG and the SVG
+    beside it. This, and nothing else
     that lies in the report's folder, is what goes to MLflow."""
     out = []
     for path in files.values():

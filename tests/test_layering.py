@@ -93,11 +93,18 @@ LAYERS: list[tuple[str, ...]] = [
     ),
     ("pipeline.driver", "pipeline.gridwindow"),
     # efficiency reads trial records only, so the storage reader (results) may use it
-    ("pipeline.analysis.tables", "pipeline.analysis.efficiency", "pipeline.results"),
+    # optuna_plots draws Optuna's plots from the trials table, as results' importances do
+    (
+        "pipeline.analysis.tables",
+        "pipeline.analysis.efficiency",
+        "pipeline.results",
+        "pipeline.optuna_plots",
+    ),
     ("pipeline.analysis",),
     (
         "pipeline.check",
         "pipeline.ui",
+        "pipeline.dashboard",
         "pipeline.protocol",
         "pipeline.frontend",
         "pipeline.publish",

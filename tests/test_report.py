@@ -44,7 +44,7 @@ def written(
 @pytest.mark.slow
 def test_every_file_is_written_and_every_figure_is_a_png(written) -> None:
     files, _ = written
-    assert set(files) == {"markdown", "html", "verdicts", *rp.FIGURES}
+    assert set(files) == {"markdown", "html", "interactive", "verdicts", *rp.FIGURES}
     assert {"learning_curves", "objective_vs_params"} <= set(rp.FIGURES)
     assert files["verdicts"].name == "verdicts.json"
     for name in rp.FIGURES:
@@ -170,7 +170,7 @@ def test_figures_without_the_data_say_so() -> None:
 def test_a_study_without_the_data_still_gets_every_file(tmp_path: Path) -> None:
     tables = only_xavier()
     files = rp.write_report(tables, tmp_path, n_boot=N_BOOT)
-    assert set(files) == {"markdown", "html", "verdicts", *rp.FIGURES}
+    assert set(files) == {"markdown", "html", "interactive", "verdicts", *rp.FIGURES}
     assert files["verdicts"].name == "verdicts.json"
     assert all(files[n].read_bytes().startswith(PNG_SIGNATURE) for n in rp.FIGURES)
     text = files["markdown"].read_text(encoding="utf-8")

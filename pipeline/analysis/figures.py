@@ -30,7 +30,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from models.spec import OUTCOMES
-from pipeline.analysis.binning import curve_labels, panel_labels
+from pipeline.analysis.binning import MAX_BINS, bin_labels, curve_labels, panel_labels
 from pipeline.analysis.judging import C4_RANGE, XAVIER
 from pipeline.analysis.survival import km_curve, time_to_event
 from pipeline.safeout import replace_file
@@ -45,9 +45,11 @@ __all__ = [
     "grad_norm_figure",
     "hidden_stats_figure",
     "km_figure",
+    "phase_axes",
     "phase_figure",
     "scheme_label",
     "speedup_figure",
+    "step_labels",
     "write_figures",
 ]
 
@@ -358,47 +360,75 @@ PHASE_PANELS = (
 """The outcome shares the phase diagram draws, with their colour maps."""
 
 
+PHASE_AXES = ("seq_len", "hidden", "scale", "lr")
+"""The axes the phase diagram may take, in order of preference: the first two the study
+searched (varied) are its x and y; hidden comes before scale, the question's axis."""
+
+
+def phase_axes(trials: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """The study's searched axes the phase diagram draws (x, then y; at most two) and those
+    it pools over."""
+    searched = [c for c in PHASE_AXES if c in trials and trials[c].nunique() > 1]
+    return searched[:2], searched[2:]
+
+
+def _binned(values: pd.Series) -> tuple[pd.Series, list[str]]:
+    """Each value's label (quantile bins past :data:`MAX_BINS` values) and the labels in
+    increasing order."""
+    labels = bin_labels(values, MAX_BINS).astype(str)
+    order = pd.to_numeric(values).groupby(labels).min().sort_values().index.astype(str)
+    return labels, order.tolist()
+
+
 def phase_figure(trials: pd.DataFrame) -> Figure:
-    """Outcome shares over scale x seq_len (or hidden x seq_len, or scheme x seq_len)."""
+    """Outcome shares over the study's searched axes (:func:`phase_axes`: seq_len, hidden,
+    scale, lr, the first two that vary; continuous ones in quantile bins), a row per
+    scheme; with one searched axis or none, the schemes are the y axis."""
     name = "phase_diagram"
     if trials.empty:
         return not_enough(name, "the study has no complete trials")
     frame = trials.copy()
     for outcome in OUTCOMES:
         frame[f"is_{outcome}"] = frame["outcome"] == outcome
-    if frame["scale"].nunique() > 1:
-        ydim = "scale"
-    elif frame["hidden"].nunique() > 1:
-        ydim = "hidden"
-    else:
+    (drawn, pooled) = phase_axes(frame)
+    order: dict[str, list[str]] = {}
+    for axis in drawn:
+        frame[axis], order[axis] = _binned(frame[axis])
+    xdim = drawn[0] if drawn else "seq_len"
+    if xdim not in order:
+        frame[xdim], order[xdim] = _binned(frame[xdim])
+    if len(drawn) < 2:
         ydim = "scheme"
-    if ydim == "scheme":
-        frame["scheme"] = scheme_label(frame)
+        frame["scheme"] = scheme_label(frame, with_scale=False)
+        order["scheme"] = sorted(set(frame["scheme"]))
         panels: list[tuple[str, pd.DataFrame]] = [("", frame)]
     else:
+        ydim = drawn[1]
         frame["panel"] = scheme_label(frame, with_scale=False)
         panels = [(str(k), g) for k, g in frame.groupby("panel", sort=True)]
-    lengths = sorted(frame["seq_len"].unique())
-    ys = sorted(frame[ydim].unique())
+    xs, ys = order[xdim], order[ydim]
     fig, axes = plt.subplots(
         len(panels),
         len(PHASE_PANELS),
-        figsize=(3.2 * len(PHASE_PANELS) + 1.5, 0.45 * len(ys) * len(panels) + 1.6 * len(panels)),
+        figsize=(
+            max(3.2, 0.7 * len(xs)) * len(PHASE_PANELS) + 1.5,
+            0.45 * len(ys) * len(panels) + 1.6 * len(panels),
+        ),
         squeeze=False,
     )
     for r, (panel, group) in enumerate(panels):
-        counts = group.groupby([ydim, "seq_len"]).agg(
+        counts = group.groupby([ydim, xdim]).agg(
             n=("trial_number", "size"),
             **{outcome: (f"is_{outcome}", "mean") for outcome in OUTCOMES},
         )
         for c, (outcome, cmap) in enumerate(PHASE_PANELS):
             ax = axes[r][c]
-            grid = np.full((len(ys), len(lengths)), np.nan)
-            for (yv, sv), row in counts.iterrows():
-                grid[ys.index(yv), lengths.index(sv)] = float(row[outcome])
+            grid = np.full((len(ys), len(xs)), np.nan)
+            for (yv, xv), row in counts.iterrows():
+                grid[ys.index(str(yv)), xs.index(str(xv))] = float(row[outcome])
             ax.imshow(grid, cmap=cmap, vmin=0, vmax=1, aspect="auto", origin="lower")
             for i in range(len(ys)):
-                for j in range(len(lengths)):
+                for j in range(len(xs)):
                     if not np.isnan(grid[i, j]):
                         ax.text(
                             j,
@@ -409,13 +439,14 @@ def phase_figure(trials: pd.DataFrame) -> Figure:
                             fontsize=8,
                             color="black" if grid[i, j] < 0.6 else "white",
                         )
-            ax.set_xticks(range(len(lengths)), [str(s) for s in lengths])
-            ax.set_yticks(range(len(ys)), [_tick(y) for y in ys], fontsize=8)
-            ax.set_xlabel("seq_len")
+            ax.set_xticks(range(len(xs)), xs, fontsize=7, rotation=30 if len(xs) > 4 else 0)
+            ax.set_yticks(range(len(ys)), ys, fontsize=8)
+            ax.set_xlabel(xdim)
             if c == 0:
                 ax.set_ylabel(f"{panel}\n{ydim}" if panel else ydim)
             ax.set_title(outcome if r == 0 else "", fontsize=10)
-    fig.suptitle(FIGURE_TITLES[name], fontsize=11)
+    note = f"{xdim} x {ydim}" + pooled_note(pooled)
+    fig.suptitle(f"{FIGURE_TITLES[name]} ({note})", fontsize=11)
     fig.tight_layout()
     return fig
 
@@ -424,9 +455,20 @@ def _tick(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def step_labels(steps: pd.DataFrame) -> tuple[pd.Series, list[str]]:
+    """A curve label per row of ``steps``: the trial's scheme and, where they vary, its
+    scale and hidden size binned over the trials (:func:`curve_labels`, one row per trial),
+    so at most :data:`~pipeline.analysis.binning.MAX_LEGEND` lines where the schemes allow;
+    and the parameters pooled."""
+    first = steps.drop_duplicates("trial_number")
+    labels, pooled = curve_labels(first, scheme_label(first, with_scale=False))
+    by_trial = dict(zip(first["trial_number"], labels, strict=True))
+    return steps["trial_number"].map(by_trial).astype(str), pooled
+
+
 def _per_step(steps: pd.DataFrame, column: str) -> pd.DataFrame:
-    """Median of ``column`` over trials, per scheme label and time step."""
-    frame = steps.assign(label=scheme_label(steps))
+    """Median of ``column`` over trials, per curve label (``label``) and time step."""
+    frame = steps if "label" in steps else steps.assign(label=scheme_label(steps))
     return frame.groupby(["label", "step"])[column].median().unstack("label").sort_index()
 
 
@@ -437,7 +479,9 @@ def _predictions(steps: pd.DataFrame) -> dict[str, Any]:
     from models.theory import predict
 
     out: dict[str, Any] = {}
-    frame = steps[steps["step"] == 0].assign(label=scheme_label(steps[steps["step"] == 0]))
+    frame = steps[steps["step"] == 0]
+    if "label" not in frame:
+        frame = frame.assign(label=scheme_label(frame))
     keys = ["task", "cell", "hidden", "seq_len"]
     for label, group in frame.groupby("label", sort=True):
         sizes = group.groupby(keys).size()
@@ -467,6 +511,8 @@ def hidden_stats_figure(steps: pd.DataFrame) -> Figure:
     name = "hidden_stats"
     if steps.empty:
         return not_enough(name, "the study recorded no per-step init diagnostics")
+    labels, pooled = step_labels(steps)
+    steps = steps.assign(label=labels)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     variance = _per_step(steps, "hidden_var")
     saturation = _per_step(steps, "hidden_sat")
@@ -489,7 +535,7 @@ def hidden_stats_figure(steps: pd.DataFrame) -> Figure:
         ax.set_xlabel("time step t")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
-    fig.suptitle(FIGURE_TITLES[name], fontsize=11)
+    fig.suptitle(FIGURE_TITLES[name] + pooled_note(pooled), fontsize=11)
     fig.tight_layout()
     return fig
 
@@ -503,13 +549,14 @@ def grad_norm_figure(steps: pd.DataFrame) -> Figure:
     positive = values.where(values > 0)  # 0 = underflow; a log axis cannot show it
     if not np.isfinite(positive).any():
         return not_enough(name, "every recorded gradient norm is zero or missing")
-    frame = steps.assign(grad_norm=positive)
-    lengths = sorted(frame["seq_len"].unique())
-    labels = sorted(set(scheme_label(frame)))
+    curves, pooled = step_labels(steps)
+    frame = steps.assign(grad_norm=positive, label=curves)
+    frame["panel"], lengths = panel_labels(frame["seq_len"])
+    labels = sorted(set(frame["label"]))
     colours = colours_of(labels)
     fig, axes = grid_of(len(lengths))
     for ax, seq_len in zip(axes, lengths, strict=True):
-        table = _per_step(frame[frame["seq_len"] == seq_len], "grad_norm")
+        table = _per_step(frame[frame["panel"] == seq_len], "grad_norm")
         for label in table.columns:
             few = int(table[label].notna().sum()) <= 3  # a lone point draws no line
             ax.plot(
@@ -520,7 +567,7 @@ def grad_norm_figure(steps: pd.DataFrame) -> Figure:
                 marker="o" if few else None,
                 markersize=4,
             )
-        predictions = _predictions(frame[frame["seq_len"] == seq_len])
+        predictions = _predictions(frame[frame["panel"] == seq_len])
         for label, pred in predictions.items():
             last = table[label].dropna() if label in table else pd.Series(dtype=float)
             if last.empty or not np.isfinite(pred.chi):
@@ -538,6 +585,7 @@ def grad_norm_figure(steps: pd.DataFrame) -> Figure:
         ax.set_title(f"seq_len {seq_len}", fontsize=10)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
-    fig.suptitle(FIGURE_TITLES[name] + " (zeros, i.e. underflow, not drawn)", fontsize=11)
+    note = " (zeros, i.e. underflow, not drawn" + pooled_note(pooled) + ")"
+    fig.suptitle(FIGURE_TITLES[name] + note, fontsize=11)
     fig.tight_layout()
     return fig

@@ -1,8 +1,10 @@
 """The study report: claim verdicts, censored statistics and figures, as Markdown and HTML.
 
 :func:`write_report` writes, into one folder, ``report.md``, a self-contained
-``report.html`` (figures embedded as base64 PNG, inline CSS, no external resources) and
-the figures as PNG files with an SVG beside each (:data:`FIGURES`, drawn by
+``report.html`` (figures embedded as base64 PNG, inline CSS, no script, no external
+resources), ``interactive.html`` (Optuna's plots with plotly.js inline:
+:mod:`pipeline.analysis.interactive`; report.html frames and links it) and the figures as
+PNG files with an SVG beside each (:data:`FIGURES`, drawn by
 :mod:`pipeline.analysis.figures` and :mod:`pipeline.analysis.figures_curves`).
 The set of files is always the same: a figure the study's data cannot support is still
 written, saying "not enough data: ..." and why. :func:`verdict_table` renders the
@@ -12,14 +14,10 @@ Both documents are Jinja2 templates (``templates/report.md`` and ``templates/rep
 the latter autoescaped) rendered from one plain data model, :class:`ReportData`, which
 :func:`report_data` builds from the tables, the statistics and the verdicts.
 
-Its "Study summary" section is :func:`pipeline.analysis.summary.study_summary` (the best
-trial, the objective against each searched parameter, with its figure) and the parameter
-importances of :func:`pipeline.results.param_importances`, the one thing it asks of Optuna
-(through that module, which builds an in-memory study from the trials table).
-
-This module reads tables (``pipeline.analysis.tables``), statistics
-(``pipeline.analysis.stats``) and verdicts (``pipeline.analysis.verdicts``); it imports
-nothing of Optuna, MLflow or Ray.
+Its "Study summary" section is :func:`pipeline.analysis.summary.study_summary` and the
+parameter importances of :func:`pipeline.results.param_importances`, which, like the
+interactive page's plots, builds an in-memory Optuna study from the trials table. This
+module imports nothing of Optuna, MLflow or Ray.
 """
 
 from __future__ import annotations
@@ -28,7 +26,7 @@ import base64
 import math
 import os
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
@@ -44,6 +42,7 @@ from pipeline.analysis.cells import group_summary
 from pipeline.analysis.efficiency import Efficiency
 from pipeline.analysis.figures import FIGURE_TITLES, FIGURES, save_figure, write_figures
 from pipeline.analysis.figures_curves import TUNING_TITLE, tuning_figure
+from pipeline.analysis.interactive import InteractiveSection, write_interactive
 from pipeline.analysis.judging import XAVIER, fmt, plain_scheme
 from pipeline.analysis.summary import MAX_LEVELS, StudySummary, display_tables, study_summary
 from pipeline.analysis.verdicts import (
@@ -180,6 +179,8 @@ class ReportData:
     """The study-efficiency line (:meth:`pipeline.analysis.efficiency.Efficiency.line`)."""
     aft: AFTSection | None = None
     """The AFT speedup of the study's comparisons (``pipeline.analysis.aft_study``)."""
+    interactive: InteractiveSection | None = None
+    """The interactive page beside the report (``pipeline.analysis.interactive``)."""
 
 
 @dataclass(frozen=True)
@@ -312,14 +313,14 @@ def write_report(
     importances: Importances | None = None,
     efficiency: Efficiency | None = None,
 ) -> dict[str, Path]:
-    """Write report.md, report.html, verdicts.json and the :data:`FIGURES` into ``out_dir``.
+    """Write report.md, report.html, interactive.html, verdicts.json and the :data:`FIGURES`
+    into ``out_dir``.
 
     Args:
         tables: the study's tables (``pipeline.results.load_tables``).
         out_dir: the folder to write into (created if missing; files are overwritten).
         verdicts: the claim verdicts; judged here (``pipeline.analysis.verdicts.judge``) if None.
-        n_boot: bootstrap resamples for speedup intervals computed here.
-        seed: seed for those resamples.
+        n_boot, seed: bootstrap resamples for speedup intervals computed here, their seed.
         tuning: a tuned study's stage-1 section (``pipeline.analysis.protocol.tuning``).
         importances: the searched parameters' importances; computed here
             (``pipeline.results.param_importances``) if None.
@@ -327,8 +328,8 @@ def write_report(
             (``pipeline.results.load_efficiency``); None: no footer.
 
     Returns:
-        ``{"markdown": ..., "html": ..., "verdicts": ..., "<figure name>": ...}``: the
-        path of every file.
+        ``{"markdown": ..., "html": ..., "interactive": ..., "verdicts": ...,
+        "<figure name>": ...}``: the path of every file.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -344,10 +345,12 @@ def write_report(
     files["verdicts"] = write_verdicts(verdicts, out_dir / "verdicts.json")
     if importances is None:
         importances = _importances(tables)
+    files["interactive"], views = write_interactive(tables, out_dir, importances)
     data = report_data(
         tables, verdicts, speedups, files, tuning, summary, importances, efficiency,
         aft_section(tables),
     )  # fmt: skip
+    data = replace(data, interactive=views)
     # each file replaces what was there: a link planted under its name is not followed
     md_path = replace_file(out_dir / "report.md", _render("report.md", data))
     html_path = replace_file(out_dir / "report.html", _render("report.html", data))
@@ -374,10 +377,7 @@ def verdict_table(verdicts: list[Verdict]) -> RichTable:
 
 def speedup_markdown(tables: StudyTables, *, speedups: pd.DataFrame | None = None) -> str:
     """The speedup of Xavier over each other scheme, one row per cell, as a Markdown table.
-
-    Args:
-        tables: the study's tables.
-        speedups: a table from :func:`~pipeline.analysis.verdicts.xavier_speedups` (or None).
+    ``speedups``: a table from :func:`~pipeline.analysis.verdicts.xavier_speedups` (or None).
     """
     frame = xavier_speedups(tables.trials) if speedups is None else speedups
     display = _speedup_display(frame)

@@ -13,10 +13,11 @@ database, 130 Ctrl-C.
 
 The commands are grouped in this package's modules: ``trial`` (one trial, its options made
 from ``models.fields.FIELDS``, and ``schemes``), ``studies`` (validate, run, status, check,
-sync, list, delete), ``outputs`` (results, query, report, ui) and ``suite`` (a folder of
-studies, one report); ``base`` holds what they share, and :mod:`pipeline.frontend` the
-checks and limits they share with the notebook API (:mod:`pipeline.api`). ``main`` is the
-console script; ``python -m pipeline.cli`` runs it too.
+sync, list, delete), ``outputs`` (results, query, report, ui), ``dashboard``
+(optuna-dashboard on a study's store) and ``suite`` (a folder of studies, one report);
+``base`` holds what they share, and :mod:`pipeline.frontend` the checks and limits they
+share with the notebook API (:mod:`pipeline.api`). ``main`` is the console script;
+``python -m pipeline.cli`` runs it too.
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ from pipeline.cli import studies as _studies  # noqa: F401
 
 # isort: split
 from pipeline.cli import outputs as _outputs  # noqa: F401
+
+# isort: split
+from pipeline.cli import dashboard as _dashboard  # noqa: F401
 
 # isort: split
 from pipeline.cli import suite as _suite  # noqa: F401

@@ -219,8 +219,9 @@ def report(
         option = "--out" if out is not None else "--run-dir"
         fail(f"{option}: cannot write the report to {str(folder)!r}: {exc.strerror or exc}")
     console.print(
-        f"wrote {term(str(files['markdown']))}, {term(str(files['html']))} and "
-        f"{term(str(files['verdicts']))} ({len(files) - 3} figures)",
+        f"wrote {term(str(files['markdown']))}, {term(str(files['html']))}, "
+        f"{term(str(files['interactive']))} and {term(str(files['verdicts']))} "
+        f"({len(files) - 4} figures)",
         highlight=False,
     )
 
