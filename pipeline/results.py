@@ -51,6 +51,7 @@ from pipeline.analysis.tables import (
     query,
     tables_from_results,
 )
+from pipeline.samplerspec import without_replicate
 from pipeline.urls import sqlite_file
 
 __all__ = [
@@ -234,6 +235,7 @@ def param_importances(tables: StudyTables, *, seed: int = 0) -> Importances:
             {}, name, f"not enough trials: {len(trials)} complete, needs {MIN_IMPORTANCE_TRIALS}"
         )
     dists, objective = _searched(tables)
+    dists = without_replicate(dists)  # the seed is a replicate, never a searched parameter
     kept: dict[str, BaseDistribution] = {}
     left_out: list[str] = []
     for param, dist in dists.items():

@@ -129,7 +129,7 @@ def test_best_val_loss_objective_counts_a_diverged_trial_as_worst(hand) -> None:
 def test_importances_sum_to_one_with_enough_trials(hand) -> None:
     imp = param_importances(hand)
     assert imp.enough and imp.evaluator in ("fANOVA", "PED-ANOVA")
-    assert set(imp.values) == {"init", "lr", "seed"}
+    assert set(imp.values) == {"init", "lr"}  # the seed is a replicate, never ranked
     assert math.isclose(sum(imp.values.values()), 1.0, abs_tol=1e-6)
     assert all(v >= 0 for v in imp.values.values())
     assert max(imp.values, key=imp.values.__getitem__) == "init"  # it decides convergence
@@ -141,7 +141,7 @@ def test_without_scikit_learn_the_importances_are_ped_anova(
     monkeypatch.setitem(sys.modules, "sklearn", None)  # `import sklearn` raises ImportError
     imp = param_importances(hand)
     assert imp.enough and imp.evaluator == "PED-ANOVA"
-    assert set(imp.values) <= {"init", "lr", "seed"}
+    assert set(imp.values) <= {"init", "lr"}
     assert math.isclose(sum(imp.values.values()), 1.0, abs_tol=1e-6)
 
 
@@ -153,7 +153,7 @@ def test_importances_say_not_enough_trials_rather_than_fail(hand) -> None:
     same = xavier.assign(lr=0.01, seed=0)  # every searched parameter takes one value
     imp = param_importances(replace(hand, trials=same))
     assert not imp.enough and "no searched parameter takes two values" in imp.note
-    assert set(imp.left_out) == {"init (one value)", "lr (one value)", "seed (one value)"}
+    assert set(imp.left_out) == {"init (one value)", "lr (one value)"}
 
 
 # --------------------------------------------------------------------------- smoke study
