@@ -10,10 +10,11 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
+from factories import diagnostics, history, numbered, trial_result
 from PIL import Image
 from rich.console import Console
 
-from models.spec import EpochRecord, InitDiagnostics, TrialResult, TrialSpec
+from models.spec import TrialSpec
 from pipeline.analysis import figures as fg
 from pipeline.analysis import report as rp
 from pipeline.analysis.summary import study_summary
@@ -141,16 +142,8 @@ def test_verdict_table_renders_every_claim(written) -> None:
 
 def only_xavier() -> StudyTables:
     spec = TrialSpec(init="xavier", seq_len=5, max_epochs=4)
-    res = TrialResult(
-        spec=spec,
-        converged_epoch=None,
-        diverged_epoch=None,
-        target_loss=0.05,
-        baseline_loss=0.167,
-        history=[EpochRecord(e, 0.2, 0.2, 1.0, 0.2, 0.0) for e in range(1, 5)],
-        diagnostics=InitDiagnostics(1.0, [0.2] * 5, [0.0] * 5, [0.0] * 5, 0.2),
-    )
-    return tables_from_results("lonely", [(0, "k0", res)])
+    res = trial_result(spec, history([0.2] * 4), diagnostics=diagnostics(5, grad_norm=[0.0] * 5))
+    return tables_from_results("lonely", numbered([res], key="k"))
 
 
 def figure_text(fig) -> str:
