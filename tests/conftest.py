@@ -14,6 +14,9 @@
   driver's default executor) trains on :class:`pipeline.execution.InProcessExecutor`
   instead of an embedded Ray, for tests of the CLI's and the driver's logic (not Ray's) run
   in-process with :func:`invoke_cli`.
+- The fast tier's time limit (tests/fastguard.py): under ``pytest -m "not slow"`` a test
+  not marked slow whose call takes over 2 s fails, telling to mark it slow or make it
+  faster (``INITSTUDY_FAST_LIMIT=SECONDS`` on a loaded machine, ``0`` for no limit).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from typing import Any
 from unittest import mock
 
 import pytest
+
+pytest_plugins = ["fastguard", "pytester"]
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE_SPEC = ROOT / "tests" / "data" / "smoke_tiny.yaml"
