@@ -197,6 +197,7 @@ def test_html_escapes_the_study_text_and_markdown_shows_it_as_text(tmp_path: Pat
     assert text.endswith("```yaml\nname: lonely  # <script>\n```\n")
 
 
+@pytest.mark.slow  # it renders a whole report, figures included
 def test_the_footer_gives_the_study_efficiency(tmp_path: Path) -> None:
     from pipeline.analysis.efficiency import DriverSession, TrialTiming, study_efficiency
 

@@ -365,6 +365,7 @@ def test_logged_trials_follows_page_tokens(
     assert tracker.logged_trials() == logged
 
 
+@pytest.mark.slow  # a second interpreter imports MLflow
 def test_fluent_search_runs_in_another_process(
     tracker: Tracker, uri: str, study: str, results: list[TrialResult]
 ) -> None:

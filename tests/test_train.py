@@ -143,6 +143,7 @@ def _first_streak(hits: list[bool], k: int) -> int | None:
     return None
 
 
+@pytest.mark.slow  # it trains packs or long trials: seconds
 def test_a_streak_broken_before_patience_does_not_converge() -> None:
     """Convergence needs `patience` consecutive evaluations: a lone crossing is not enough."""
     probe = train_trial(dataclasses.replace(TINY, stop_on_converge=False, max_epochs=8))
@@ -165,6 +166,7 @@ def test_patience_above_the_budget_is_refused() -> None:
         train_trial(dataclasses.replace(TINY, patience=TINY.max_epochs + 1))
 
 
+@pytest.mark.slow  # it trains packs or long trials: seconds
 def test_pack_members_match_solo_training() -> None:
     """A member's result equals the same spec trained alone, bit for bit (same CPU build)."""
     specs = [
@@ -195,6 +197,7 @@ def test_packing_is_exact_for_every_cell(cell: str) -> None:
         assert member.numbers() == train_trial(spec).numbers()
 
 
+@pytest.mark.slow  # it trains packs or long trials: seconds
 @pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
 def test_pack_compacts_as_members_stop_and_stays_exact(optimizer: str) -> None:
     """Members that stop at different epochs leave the pack; results stay bit-exact."""
@@ -226,6 +229,7 @@ def test_pack_compacts_as_members_stop_and_stays_exact(optimizer: str) -> None:
     assert solo[3].extra["member_epochs"] == 2 * lengths[3]
 
 
+@pytest.mark.slow  # it trains packs or long trials: seconds
 @pytest.mark.parametrize(
     ("cell", "task"), [(c, "adding") for c in sorted(CELLS)] + [("gru", "copy")]
 )
