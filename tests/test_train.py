@@ -40,6 +40,7 @@ def test_same_spec_gives_identical_results() -> None:
     assert len(a.history) == 3
 
 
+@pytest.mark.slow  # it trains two trials: seconds
 def test_different_seeds_give_different_results() -> None:
     a = train_trial(TINY)
     b = train_trial(dataclasses.replace(TINY, seed=1))
@@ -54,6 +55,7 @@ def test_result_round_trips_through_json() -> None:
     assert again.spec == spec
 
 
+@pytest.mark.slow  # it trains until the loss falls: seconds
 @pytest.mark.parametrize("cell", sorted(CELLS))
 def test_every_cell_learns(cell: str) -> None:
     spec = dataclasses.replace(TINY, cell=cell, max_epochs=4, batches_per_epoch=10)
@@ -62,6 +64,7 @@ def test_every_cell_learns(cell: str) -> None:
     assert result.history[-1].val_loss < 0.7 * result.diagnostics.initial_loss
 
 
+@pytest.mark.slow  # it trains until the loss falls: seconds
 @pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
 def test_every_optimizer_learns(optimizer: str) -> None:
     lr = {"sgd": 0.1, "adam": 0.01, "rmsprop": 0.003}[optimizer]
@@ -186,6 +189,7 @@ def test_pack_members_match_solo_training() -> None:
     assert solo[0].extra["pack_size"] == 1
 
 
+@pytest.mark.slow  # it trains a pack and solo trials of every cell: seconds
 @pytest.mark.parametrize("cell", sorted(CELLS))
 def test_packing_is_exact_for_every_cell(cell: str) -> None:
     specs = [
