@@ -160,6 +160,7 @@ def test_figures_without_the_data_say_so() -> None:
     assert "not enough data" not in figure_text(fg.km_figure(tables.trials))
 
 
+@pytest.mark.slow  # it renders a whole report: about 2 s of CPU
 def test_a_study_without_the_data_still_gets_every_file(tmp_path: Path) -> None:
     tables = only_xavier()
     files = rp.write_report(tables, tmp_path, n_boot=N_BOOT)
@@ -185,6 +186,7 @@ def test_docs_render_the_claim_rules_from_the_registry() -> None:
         assert claim.rule in text
 
 
+@pytest.mark.slow  # it renders a whole report: about 2 s of CPU
 def test_html_escapes_the_study_text_and_markdown_shows_it_as_text(tmp_path: Path) -> None:
     tables = replace(only_xavier(), claim="<b>x</b> & y", spec_text="name: lonely  # <script>\n")
     files = rp.write_report(tables, tmp_path, n_boot=N_BOOT)

@@ -145,6 +145,7 @@ def artifact_text(client: MlflowClient, run_id: str, path: str, folder: Path) ->
 # -- the contract, on both stores -----------------------------------------------------------
 
 
+@pytest.mark.slow  # it opens MLflow stores again and again: about 2 s
 def test_open_study_is_idempotent(store: Store, study: str, tmp_path: Path) -> None:
     first = Tracker(store.uri)
     parent = first.open_study(study, SPEC_TEXT, {"n_trials": "3"}, {"initstudy.code": "v1"})
