@@ -169,6 +169,7 @@ def test_open_study_is_idempotent(store: Store, study: str, tmp_path: Path) -> N
     assert spec_file.read_text() == SPEC_TEXT
 
 
+@pytest.mark.slow  # it opens MLflow stores again and again: seconds
 def test_open_study_completes_a_half_logged_parent_and_reopens_a_closed_one(
     uri: str, study: str
 ) -> None:

@@ -327,6 +327,7 @@ def test_a_study_closed_with_trials_left_waits_for_its_queued_writes(
     assert parent.status == "RUNNING"  # reopened by the next run
 
 
+@pytest.mark.slow  # writer threads and MLflow SQLite: seconds
 def test_a_failed_run_stops_its_writers_before_the_lock_is_released(
     uri: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
