@@ -3,7 +3,9 @@
 #   make test       - set up a virtualenv and run ruff, mypy and the whole test suite
 # and a quicker check while working:
 #   make test-fast  - ruff, mypy and the tests not marked slow (`pytest -m "not slow"`: no
-#                     study, Ray runtime, server or browser); about 2 minutes on 2 cores
+#                     study, Ray runtime, server or browser; a test whose call takes over
+#                     2 s fails, see tests/fastguard.py; on a machine loaded by other work
+#                     raise the limit: `INITSTUDY_FAST_LIMIT=6 make test-fast`)
 # and the reproduction suite (studies/reproduce/, about 30 minutes on 2 cores):
 #   make reproduce  - run it, write docs/results/ and the README's results section
 PYTHON ?= python3.11

@@ -55,6 +55,7 @@ def as_csv(frame: pd.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------- run_study
 
 
+@pytest.mark.slow  # it runs a study (in this process)
 def test_run_study_returns_the_study_with_its_tables_verdicts_and_sql(
     tmp_path: Path,
     in_process_executor: list[Any],
@@ -107,6 +108,7 @@ def test_run_study_returns_the_study_with_its_tables_verdicts_and_sql(
     assert got.to_dict("records") == [{"init": "uniform01", "n": 1}, {"init": "xavier", "n": 1}]
 
 
+@pytest.mark.slow  # it runs a study (in this process)
 def test_a_spec_as_text_or_dict_is_the_same_study_and_a_rerun_resumes(
     tmp_path: Path, in_process_executor: list[Any]
 ) -> None:
@@ -123,6 +125,7 @@ def test_a_spec_as_text_or_dict_is_the_same_study_and_a_rerun_resumes(
         api.run_study(data, run_dir=tmp_path, overrides=["trial.lr=0.02"])
 
 
+@pytest.mark.slow  # it runs a study (in this process)
 def test_a_tuned_spec_runs_both_stages(tmp_path: Path, in_process_executor: list[Any]) -> None:
     spec = {
         "name": "tuned",
@@ -147,6 +150,7 @@ def test_a_tuned_spec_runs_both_stages(tmp_path: Path, in_process_executor: list
     assert 4 <= tuned <= 4 + 2 * 2  # the grid, and up to 2 extensions per arm
 
 
+@pytest.mark.slow  # it runs a study (in this process)
 def test_failed_trials_are_a_warning_and_listed_on_the_outcome(
     tmp_path: Path, in_process_executor: list[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -170,6 +174,7 @@ def test_failed_trials_are_a_warning_and_listed_on_the_outcome(
     assert list(study.trials["init"]) == ["xavier"] and study.counts.failed == 1
 
 
+@pytest.mark.slow  # it runs a study (in this process)
 def test_the_run_example_of_the_docs_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_process_executor: list[Any]
 ) -> None:

@@ -1,6 +1,6 @@
 """The driver's logic on the in-process executor: recover, ask, execute, tell and log, with
-a real SQLite Optuna storage and a real SQLite MLflow store but no Ray (fast: tiny trials,
-trained in this process)."""
+a real SQLite Optuna storage and a real SQLite MLflow store but no Ray (tiny trials,
+trained in this process; each test runs a study, so the module is slow)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ from pipeline.execution import Finished, InProcessExecutor, TrainPack
 from pipeline.progress import Reporter
 from pipeline.studyspec import StudySpec, parse_study_spec
 from pipeline.tracking import TrackingError, read_trials
+
+pytestmark = pytest.mark.slow  # every test runs a study (in this process)
 
 TINY = {"task": "adding", "hidden": 4, "seq_len": 5, "batch_size": 8}
 TINY |= {"batches_per_epoch": 2, "max_epochs": 2, "val_size": 16}

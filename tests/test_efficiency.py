@@ -13,8 +13,9 @@ import optuna
 import pytest
 import yaml
 from conftest import SMOKE_SPEC, Done
+from factories import diagnostics, history, trial_result
 
-from models.spec import EpochRecord, InitDiagnostics, TrialResult, TrialSpec
+from models.spec import TrialResult, TrialSpec
 from pipeline import storage as st
 from pipeline.analysis import efficiency as ef
 from pipeline.analysis.efficiency import DriverSession, TrialTiming, study_efficiency
@@ -168,14 +169,10 @@ def result(pack_size: int, started_at: float | None) -> TrialResult:
     extra: dict = {"pack_size": pack_size}
     if started_at is not None:
         extra["started_at"] = started_at
-    return TrialResult(
-        spec=TrialSpec(init="xavier", seq_len=5, max_epochs=2),
-        converged_epoch=None,
-        diverged_epoch=None,
-        target_loss=0.05,
-        baseline_loss=0.167,
-        history=[EpochRecord(e, 0.2, 0.2, 1.0, 0.2, 0.0) for e in (1, 2)],
-        diagnostics=InitDiagnostics(1.0, [0.2] * 5, [0.0] * 5, [0.0] * 5, 0.2),
+    return trial_result(
+        TrialSpec(init="xavier", seq_len=5, max_epochs=2),
+        history([0.2, 0.2]),
+        diagnostics=diagnostics(5, grad_norm=[0.0] * 5),
         wall_seconds=3.0,
         node="host/1",
         extra=extra,

@@ -11,9 +11,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
+from factories import diagnostics, history, trial_result
 from PIL import Image
 
-from models.spec import EpochRecord, InitDiagnostics, TrialResult, TrialSpec
+from models.spec import TrialResult, TrialSpec
 from pipeline.analysis import figures as fg
 from pipeline.analysis import figures_curves as fc
 from pipeline.analysis.summary import study_summary
@@ -25,14 +26,12 @@ BUDGET = 6
 
 def result(init: str, seed: int, losses: list[float], converged: int | None) -> TrialResult:
     """A trial that ran ``len(losses)`` epochs with these validation losses."""
-    return TrialResult(
-        spec=TrialSpec(init=init, seed=seed, seq_len=5, hidden=8, max_epochs=BUDGET),
-        converged_epoch=converged,
-        diverged_epoch=None,
-        target_loss=TARGET,
-        baseline_loss=0.167,
-        history=[EpochRecord(e, v, v, 1.0, 0.2, 0.0) for e, v in enumerate(losses, start=1)],
-        diagnostics=InitDiagnostics(1.0, [0.2] * 5, [0.0] * 5, [0.1] * 5, 0.2),
+    return trial_result(
+        TrialSpec(init=init, seed=seed, seq_len=5, hidden=8, max_epochs=BUDGET),
+        history(losses),
+        diagnostics=diagnostics(5),
+        converged=converged,
+        target=TARGET,
     )
 
 

@@ -94,6 +94,7 @@ FUSED = {"lstm": LSTMRecurrence.apply, "gru": GRURecurrence.apply}
 REFERENCE = {"lstm": reference_lstm, "gru": reference_gru}
 
 
+@pytest.mark.slow  # gradcheck in float64: seconds per cell
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_gradcheck(cell: str) -> None:
     """Gradients w.r.t. the inputs, Wxh, the input bias, Whh (and GRU's recurrent bias).
@@ -104,6 +105,7 @@ def test_gradcheck(cell: str) -> None:
     assert torch.autograd.gradcheck(FUSED[cell], tuple(args), eps=1e-6, atol=1e-8, rtol=1e-6)
 
 
+@pytest.mark.slow  # gradcheck in float64: seconds per cell
 @pytest.mark.parametrize("cell", sorted(_ACTIVATIONS))
 def test_elman_recurrence_gradcheck_and_forward(cell: str) -> None:
     """The fused Elman recurrence: gradcheck, and its forward equals the cell's own step."""
@@ -120,6 +122,7 @@ def test_elman_recurrence_gradcheck_and_forward(cell: str) -> None:
         torch.testing.assert_close(fn(xw, whh)[:, s], h, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.slow  # gradcheck in float64: seconds per cell
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_gradcheck_catches_a_wrong_gradient(cell: str) -> None:
     """The check above can fail: a backward scaled by 1.01 does not pass."""
@@ -232,6 +235,7 @@ def _text(numbers: dict[str, Any]) -> str:
     return json.dumps(numbers, sort_keys=True)
 
 
+@pytest.mark.slow  # it trains packs and solo trials
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_linear"])
 def test_pack_members_match_solo_training_bit_for_bit(cell: str) -> None:
     """Packs of 2, 3 and 5 of the fused cells give each member's solo numbers exactly."""

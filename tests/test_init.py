@@ -210,11 +210,13 @@ def spectral_radius(w: torch.Tensor) -> float:
     return torch.linalg.eigvals(w.double()).abs().max().item()
 
 
+@pytest.mark.slow  # eigenvalues of large matrices: seconds
 def test_spectral_radius_xavier_close_to_one() -> None:
     # Circular law: N(0, 1/N) entries -> eigenvalues fill the unit disk.
     assert abs(spectral_radius(draw("xavier", 500, 500, "recurrent", seed=0)) - 1.0) < 0.1
 
 
+@pytest.mark.slow  # eigenvalues of large matrices: seconds
 def test_spectral_radius_uniform01_close_to_half_n() -> None:
     # Perron root of a positive matrix with mean entry 1/2 is about N/2.
     n = 500

@@ -28,6 +28,8 @@ from pipeline.progress import Reporter
 from pipeline.storage import StudyCounts
 from pipeline.studyspec import parse_study_spec
 
+pytestmark = pytest.mark.slow  # every test runs a study (in this process)
+
 TRIAL = {"task": "adding", "hidden": 4, "seq_len": 5, "batch_size": 8, "val_size": 16}
 TRIAL |= {"batches_per_epoch": 2, "max_epochs": 6, "stop_on_converge": False}
 GRID = {"init": ["xavier", "uniform01"], "seed": [0, 1, 2]}

@@ -17,9 +17,12 @@ from models import TrialResult, TrialSpec, train_trial
 from pipeline.tracking import KEY_TAG, KIND_TAG, Tracker, TrackingError, run_name
 from pipeline.tracking_runs import NOTE_TAG, training_span
 
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:The ``noload`` loader strategy is deprecated:DeprecationWarning"
-)
+pytestmark = [
+    pytest.mark.slow,  # every test opens a fresh MLflow SQLite store: its migrations take seconds
+    pytest.mark.filterwarnings(
+        "ignore:The ``noload`` loader strategy is deprecated:DeprecationWarning"
+    ),
+]
 
 SPEC_TEXT = (
     "name: live\ndescription: A tiny study of the live runs.\n"

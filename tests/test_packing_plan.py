@@ -273,6 +273,7 @@ def test_pack_memory_grows_with_every_size() -> None:
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
+@pytest.mark.slow  # it trains a 0.9 GB pack in a fresh process
 def test_pack_memory_estimate_is_calibrated_against_peak_rss() -> None:
     """The estimate is at least the measured peak RSS of a real pack (a fresh process,
     its VmHWM; about 5 s). Alone it measures 0.92-0.93 GB against 1.30 GB estimated

@@ -212,6 +212,7 @@ def tuned(run_dir: Path) -> Protocol:
     return Protocol(run_dir, parse_study_spec(d), yaml.safe_dump(d))
 
 
+@pytest.mark.slow  # it runs a study (in this process)
 def test_both_stages_run_once_and_stage_two_uses_the_chosen_lrs(
     tuned: Protocol, tmp_path: Path
 ) -> None:
@@ -262,6 +263,7 @@ def test_both_stages_run_once_and_stage_two_uses_the_chosen_lrs(
     assert {p.key: p.lr for p in again.picks} == {p.key: p.lr for p in done.picks}
 
 
+@pytest.mark.slow  # it runs a study (in this process)
 def test_a_changed_pick_on_resume_is_refused(
     tuned: Protocol, monkeypatch: pytest.MonkeyPatch
 ) -> None:

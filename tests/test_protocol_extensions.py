@@ -184,6 +184,7 @@ def test_the_tuning_table_marks_lrs_an_arm_did_not_try() -> None:
 _names = itertools.count()
 
 
+@pytest.mark.slow  # it runs a study (in this process)
 def test_an_edge_pick_is_tuned_again_on_the_same_study_and_resumes(tmp_path: Path) -> None:
     # two lrs: every round-0 pick is at an end, so every arm is extended once (the bound)
     d = tuned_doc(lr=[1e-3, 1e-2], extensions=1)

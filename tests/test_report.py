@@ -10,10 +10,11 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
+from factories import diagnostics, history, numbered, trial_result
 from PIL import Image
 from rich.console import Console
 
-from models.spec import EpochRecord, InitDiagnostics, TrialResult, TrialSpec
+from models.spec import TrialSpec
 from pipeline.analysis import figures as fg
 from pipeline.analysis import report as rp
 from pipeline.analysis.summary import study_summary
@@ -141,16 +142,8 @@ def test_verdict_table_renders_every_claim(written) -> None:
 
 def only_xavier() -> StudyTables:
     spec = TrialSpec(init="xavier", seq_len=5, max_epochs=4)
-    res = TrialResult(
-        spec=spec,
-        converged_epoch=None,
-        diverged_epoch=None,
-        target_loss=0.05,
-        baseline_loss=0.167,
-        history=[EpochRecord(e, 0.2, 0.2, 1.0, 0.2, 0.0) for e in range(1, 5)],
-        diagnostics=InitDiagnostics(1.0, [0.2] * 5, [0.0] * 5, [0.0] * 5, 0.2),
-    )
-    return tables_from_results("lonely", [(0, "k0", res)])
+    res = trial_result(spec, history([0.2] * 4), diagnostics=diagnostics(5, grad_norm=[0.0] * 5))
+    return tables_from_results("lonely", numbered([res], key="k"))
 
 
 def figure_text(fig) -> str:
@@ -167,6 +160,7 @@ def test_figures_without_the_data_say_so() -> None:
     assert "not enough data" not in figure_text(fg.km_figure(tables.trials))
 
 
+@pytest.mark.slow  # it renders a whole report: about 2 s of CPU
 def test_a_study_without_the_data_still_gets_every_file(tmp_path: Path) -> None:
     tables = only_xavier()
     files = rp.write_report(tables, tmp_path, n_boot=N_BOOT)
@@ -192,6 +186,7 @@ def test_docs_render_the_claim_rules_from_the_registry() -> None:
         assert claim.rule in text
 
 
+@pytest.mark.slow  # it renders a whole report: about 2 s of CPU
 def test_html_escapes_the_study_text_and_markdown_shows_it_as_text(tmp_path: Path) -> None:
     tables = replace(only_xavier(), claim="<b>x</b> & y", spec_text="name: lonely  # <script>\n")
     files = rp.write_report(tables, tmp_path, n_boot=N_BOOT)
@@ -204,6 +199,7 @@ def test_html_escapes_the_study_text_and_markdown_shows_it_as_text(tmp_path: Pat
     assert text.endswith("```yaml\nname: lonely  # <script>\n```\n")
 
 
+@pytest.mark.slow  # it renders a whole report, figures included
 def test_the_footer_gives_the_study_efficiency(tmp_path: Path) -> None:
     from pipeline.analysis.efficiency import DriverSession, TrialTiming, study_efficiency
 

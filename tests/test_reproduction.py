@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from test_verdicts import BASELINE, result, study
+from factories import BASELINE, result, study
 
 from models.spec import TrialResult
 from pipeline.analysis.judging import MIN_N, NOT_REPRODUCED, R_STAY_FRACTION, REPRODUCED

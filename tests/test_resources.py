@@ -51,6 +51,7 @@ def test_workers_beyond_the_machines_cpus_are_capped_with_a_warning() -> None:
         check_embedded(RunOptions(workers=1, cpus_per_trial=2), notes.append)
 
 
+@pytest.mark.slow  # it imports Ray: seconds
 def test_the_run_command_caps_workers_at_the_machines_cpus(
     tmp_path: Path,
     cli_here: Callable[..., Done],

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from factories import diagnostics, history, trial_result
 from optuna.trial import TrialState
 
 from models import fields
-from models.spec import EpochRecord, InitDiagnostics, TrialResult, TrialSpec
+from models.spec import TrialResult, TrialSpec
 from pipeline import results, urls
 from pipeline import storage as st
 from pipeline.analysis import tables as tables_module
@@ -265,31 +266,23 @@ def _result(
     **spec: object,
 ) -> TrialResult:
     s = TrialSpec(max_epochs=10, seq_len=3, **spec)  # type: ignore[arg-type]
-    history = [
-        EpochRecord(
-            epoch=i + 1,
-            train_loss=1.0 / (i + 1),
-            val_loss=math.inf if diverged == i + 1 else 0.5 / (i + 1),
-            grad_norm=1.0,
+    return trial_result(
+        s,
+        history(
+            [math.inf if diverged == e else 0.5 / e for e in range(1, epochs + 1)],
+            train_losses=[1.0 / e for e in range(1, epochs + 1)],
             hidden_var=0.1,
-            hidden_sat=0.0,
-        )
-        for i in range(epochs)
-    ]
-    return TrialResult(
-        spec=s,
-        converged_epoch=converged,
-        diverged_epoch=diverged,
-        target_loss=0.05,
-        baseline_loss=0.17,
-        history=history,
-        diagnostics=InitDiagnostics(
-            spectral_radius=1.2,
+        ),
+        diagnostics=diagnostics(
+            radius=1.2,
             hidden_var=[0.1, 0.2, 0.3],
             hidden_sat=[0.0, 0.1, 0.2],
             grad_norm=[3.0, 2.0, 1.0],
             initial_loss=0.9,
         ),
+        converged=converged,
+        diverged=diverged,
+        baseline=0.17,
         wall_seconds=1.5,
         device=device,
         node="n1",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from test_verdicts import OPTS, result, study
+from factories import OPTS, result, study
 
 from models.spec import TrialResult
 from models.theory import predict

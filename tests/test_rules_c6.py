@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from test_verdicts import OPTS, T, chi_norms, result, study
+from factories import OPTS, T, chi_norms, result, study
 
 from models.spec import TrialResult
 from pipeline.analysis import verdicts as vd

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from test_verdicts import BASELINE, TARGET, result, study
+from factories import BASELINE, TARGET, result, study
 
 from models.spec import TrialResult
 from pipeline.analysis.judging import (

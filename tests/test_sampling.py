@@ -13,10 +13,11 @@ from typing import Any
 import optuna
 import pytest
 import yaml
+from factories import diagnostics, history, numbered, trial_result
 from optuna.trial import FrozenTrial, TrialState
 
 from models.fields import SEARCHABLE
-from models.spec import EpochRecord, InitDiagnostics, TrialResult, TrialSpec
+from models.spec import TrialResult, TrialSpec
 from pipeline import results, urls
 from pipeline import storage as st
 from pipeline.analysis import advice
@@ -169,31 +170,19 @@ def result(
     **spec: Any,
 ) -> TrialResult:
     s = TrialSpec(**{"max_epochs": 3, "seq_len": 3, **spec})
-    history = [
-        EpochRecord(
-            epoch=i + 1,
-            train_loss=1.0,
-            val_loss=math.inf if diverged == i + 1 else 0.5,
-            grad_norm=1.0,
+    return trial_result(
+        s,
+        history(
+            [math.inf if diverged == e else 0.5 for e in range(1, epochs + 1)],
+            train_losses=[1.0] * epochs,
             hidden_var=0.1,
-            hidden_sat=0.0,
-        )
-        for i in range(epochs)
-    ]
-    return TrialResult(
-        spec=s,
-        converged_epoch=converged,
-        diverged_epoch=diverged,
-        target_loss=0.05,
-        baseline_loss=1.0,
-        history=history,
-        diagnostics=InitDiagnostics(
-            spectral_radius=1.0,
-            hidden_var=[0.1, 0.2],
-            hidden_sat=[0.0, 0.1],
-            grad_norm=[2.0, 1.0],
-            initial_loss=0.9,
         ),
+        diagnostics=diagnostics(
+            hidden_var=[0.1, 0.2], hidden_sat=[0.0, 0.1], grad_norm=[2.0, 1.0], initial_loss=0.9
+        ),
+        converged=converged,
+        diverged=diverged,
+        baseline=1.0,
     )
 
 
@@ -230,8 +219,7 @@ def test_a_searched_lr_and_clip_reach_the_epochs_table() -> None:
 
 
 def tables_of(doc: dict[str, Any], rows: list[TrialResult]) -> results.StudyTables:
-    numbered = [(i, f"k{i}", r) for i, r in enumerate(rows)]
-    return results.tables_from_results("s", numbered, spec_text=yaml.safe_dump(doc))
+    return results.tables_from_results("s", numbered(rows, key="k"), spec_text=yaml.safe_dump(doc))
 
 
 def test_a_listed_choice_without_a_complete_trial_warns() -> None:

@@ -124,6 +124,7 @@ def test_the_secret_scan_finds_planted_secrets() -> None:
         assert secrets_in(text, ".env") == [], text
 
 
+@pytest.mark.slow  # it reads every file of the repository
 def test_no_secrets_in_the_repository() -> None:
     files = repository_files()
     assert len(files) > 20
@@ -471,6 +472,7 @@ executor.shutdown()
 """
 
 
+@pytest.mark.slow  # it starts Ray
 def test_the_embedded_ray_dashboard_is_on_loopback_behind_the_token(tmp_path: Path) -> None:
     """``run --dashboard PORT``'s Ray: on 127.0.0.1, refusing a caller without Ray's token
     (the dashboard takes jobs, so it runs code)."""

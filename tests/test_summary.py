@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 from conftest import Done
+from factories import diagnostics, history, trial_result
 
-from models.spec import EpochRecord, InitDiagnostics, TrialResult, TrialSpec
+from models.spec import TrialResult, TrialSpec
 from pipeline import storage as st
 from pipeline.analysis import summary as sm
 from pipeline.analysis.tables import StudyTables, tables_from_results
@@ -35,14 +36,11 @@ def result(init: str, lr: float, seed: int, converged: int | None) -> TrialResul
     """A trial of SPEC: converged at ``converged`` (None: censored after 6 epochs)."""
     epochs = 6 if converged is None else converged
     loss = 0.3 if converged is None else 0.01
-    return TrialResult(
-        spec=TrialSpec(init=init, lr=lr, seed=seed, seq_len=5, hidden=8, max_epochs=6),
-        converged_epoch=converged,
-        diverged_epoch=None,
-        target_loss=0.05,
-        baseline_loss=0.167,
-        history=[EpochRecord(e, loss, loss, 1.0, 0.2, 0.0) for e in range(1, epochs + 1)],
-        diagnostics=InitDiagnostics(1.0, [0.2] * 5, [0.0] * 5, [0.1] * 5, 0.2),
+    return trial_result(
+        TrialSpec(init=init, lr=lr, seed=seed, seq_len=5, hidden=8, max_epochs=6),
+        history([loss] * epochs),
+        diagnostics=diagnostics(5),
+        converged=converged,
     )
 
 

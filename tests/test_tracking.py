@@ -145,6 +145,7 @@ def artifact_text(client: MlflowClient, run_id: str, path: str, folder: Path) ->
 # -- the contract, on both stores -----------------------------------------------------------
 
 
+@pytest.mark.slow  # it opens MLflow stores again and again: about 2 s
 def test_open_study_is_idempotent(store: Store, study: str, tmp_path: Path) -> None:
     first = Tracker(store.uri)
     parent = first.open_study(study, SPEC_TEXT, {"n_trials": "3"}, {"initstudy.code": "v1"})
@@ -168,6 +169,7 @@ def test_open_study_is_idempotent(store: Store, study: str, tmp_path: Path) -> N
     assert spec_file.read_text() == SPEC_TEXT
 
 
+@pytest.mark.slow  # it opens MLflow stores again and again: seconds
 def test_open_study_completes_a_half_logged_parent_and_reopens_a_closed_one(
     uri: str, study: str
 ) -> None:
@@ -365,6 +367,7 @@ def test_logged_trials_follows_page_tokens(
     assert tracker.logged_trials() == logged
 
 
+@pytest.mark.slow  # a second interpreter imports MLflow
 def test_fluent_search_runs_in_another_process(
     tracker: Tracker, uri: str, study: str, results: list[TrialResult]
 ) -> None:

@@ -145,6 +145,7 @@ def background(uri: str, study: str = "bg") -> Tracker:
     return tracker
 
 
+@pytest.mark.slow  # writer threads and MLflow SQLite: about 2 s
 def test_background_writes_log_every_trial_once(uri: str, result: TrialResult) -> None:
     tracker = background(uri)
     assert tracker.background
@@ -207,6 +208,7 @@ def test_a_failed_background_write_surfaces_and_is_replaced_next_time(
     assert [(r["key"], r["run_id"], r["status"]) for r in runs] == [("k0", again, "FINISHED")]
 
 
+@pytest.mark.slow  # writer threads and MLflow SQLite: about 2 s
 def test_a_failed_write_stops_the_others_before_its_clean_up(
     uri: str, result: TrialResult, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -325,6 +327,7 @@ def test_a_study_closed_with_trials_left_waits_for_its_queued_writes(
     assert parent.status == "RUNNING"  # reopened by the next run
 
 
+@pytest.mark.slow  # writer threads and MLflow SQLite: seconds
 def test_a_failed_run_stops_its_writers_before_the_lock_is_released(
     uri: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

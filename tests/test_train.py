@@ -40,6 +40,7 @@ def test_same_spec_gives_identical_results() -> None:
     assert len(a.history) == 3
 
 
+@pytest.mark.slow  # it trains two trials: seconds
 def test_different_seeds_give_different_results() -> None:
     a = train_trial(TINY)
     b = train_trial(dataclasses.replace(TINY, seed=1))
@@ -54,6 +55,7 @@ def test_result_round_trips_through_json() -> None:
     assert again.spec == spec
 
 
+@pytest.mark.slow  # it trains until the loss falls: seconds
 @pytest.mark.parametrize("cell", sorted(CELLS))
 def test_every_cell_learns(cell: str) -> None:
     spec = dataclasses.replace(TINY, cell=cell, max_epochs=4, batches_per_epoch=10)
@@ -62,6 +64,7 @@ def test_every_cell_learns(cell: str) -> None:
     assert result.history[-1].val_loss < 0.7 * result.diagnostics.initial_loss
 
 
+@pytest.mark.slow  # it trains until the loss falls: seconds
 @pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
 def test_every_optimizer_learns(optimizer: str) -> None:
     lr = {"sgd": 0.1, "adam": 0.01, "rmsprop": 0.003}[optimizer]
@@ -143,6 +146,7 @@ def _first_streak(hits: list[bool], k: int) -> int | None:
     return None
 
 
+@pytest.mark.slow  # it trains packs or long trials: seconds
 def test_a_streak_broken_before_patience_does_not_converge() -> None:
     """Convergence needs `patience` consecutive evaluations: a lone crossing is not enough."""
     probe = train_trial(dataclasses.replace(TINY, stop_on_converge=False, max_epochs=8))
@@ -165,6 +169,7 @@ def test_patience_above_the_budget_is_refused() -> None:
         train_trial(dataclasses.replace(TINY, patience=TINY.max_epochs + 1))
 
 
+@pytest.mark.slow  # it trains packs or long trials: seconds
 def test_pack_members_match_solo_training() -> None:
     """A member's result equals the same spec trained alone, bit for bit (same CPU build)."""
     specs = [
@@ -184,6 +189,7 @@ def test_pack_members_match_solo_training() -> None:
     assert solo[0].extra["pack_size"] == 1
 
 
+@pytest.mark.slow  # it trains a pack and solo trials of every cell: seconds
 @pytest.mark.parametrize("cell", sorted(CELLS))
 def test_packing_is_exact_for_every_cell(cell: str) -> None:
     specs = [
@@ -195,6 +201,7 @@ def test_packing_is_exact_for_every_cell(cell: str) -> None:
         assert member.numbers() == train_trial(spec).numbers()
 
 
+@pytest.mark.slow  # it trains packs or long trials: seconds
 @pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
 def test_pack_compacts_as_members_stop_and_stays_exact(optimizer: str) -> None:
     """Members that stop at different epochs leave the pack; results stay bit-exact."""
@@ -226,6 +233,7 @@ def test_pack_compacts_as_members_stop_and_stays_exact(optimizer: str) -> None:
     assert solo[3].extra["member_epochs"] == 2 * lengths[3]
 
 
+@pytest.mark.slow  # it trains packs or long trials: seconds
 @pytest.mark.parametrize(
     ("cell", "task"), [(c, "adding") for c in sorted(CELLS)] + [("gru", "copy")]
 )

@@ -17,10 +17,11 @@ from collections.abc import Iterator
 import optuna
 import pytest
 import sqlalchemy.exc
+from factories import diagnostics, history, trial_result
 from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from models.spec import EpochRecord, InitDiagnostics, TrialResult, TrialSpec
+from models.spec import EpochRecord, TrialResult, TrialSpec
 from pipeline import storage as st
 from pipeline.studystore import DriverLock, StudyStore
 
@@ -55,32 +56,27 @@ def open_(
 
 def a_result(seed: int = 0, steps: int = 500) -> TrialResult:
     """A result with every kind of value a real one holds: None, NaN, infinity, long lists."""
-    history = [
-        EpochRecord(
-            epoch=e,
-            train_loss=1.0 / e,
-            val_loss=1.1 / e,
-            grad_norm=0.5,
-            hidden_var=0.9,
-            hidden_sat=0.0,
-        )
-        for e in range(1, 40)
-    ]
-    history.append(EpochRecord(40, math.inf, math.nan, math.inf, math.nan, 1.0))
-    return TrialResult(
-        spec=TrialSpec(seq_len=5, hidden=8, seed=seed, data_seed=seed, init_recurrent=None),
-        converged_epoch=None,
-        diverged_epoch=40,
-        target_loss=0.01,
-        baseline_loss=1 / 6,
-        history=history,
-        diagnostics=InitDiagnostics(
-            spectral_radius=1.25,
+    epochs = range(1, 40)
+    records = history(
+        [1.1 / e for e in epochs],
+        train_losses=[1.0 / e for e in epochs],
+        grad_norm=0.5,
+        hidden_var=0.9,
+    )
+    records.append(EpochRecord(40, math.inf, math.nan, math.inf, math.nan, 1.0))
+    return trial_result(
+        TrialSpec(seq_len=5, hidden=8, seed=seed, data_seed=seed, init_recurrent=None),
+        records,
+        diagnostics=diagnostics(
+            radius=1.25,
             hidden_var=[0.5 + i / steps for i in range(steps)],
             hidden_sat=[0.0] * steps,
             grad_norm=[math.exp(-i / 50) for i in range(steps)],
             initial_loss=0.2,
         ),
+        diverged=40,
+        target=0.01,
+        baseline=1 / 6,
         wall_seconds=1.5,
         device="cpu",
         node="host/0123456789ab",
