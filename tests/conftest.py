@@ -49,22 +49,6 @@ ARTIFACT_COLUMNS = (
 """Where MLflow's SQL store keeps absolute artifact URIs (rewritten in a copied run folder)."""
 SLOW_FIXTURES = frozenset({"smoke_study", "smoke_run"})
 """Fixtures that run a study: a test using any of them is marked ``slow``."""
-SLOW_ELSEWHERE = frozenset(
-    {
-        "test_aft.py::test_the_report_has_an_aft_section_with_its_model_check",
-        "test_aft.py::test_a_grid_with_too_few_seeds_per_cell_is_judged_by_the_model",
-        "test_aft.py::test_a_sampled_study_gets_its_declared_verdict_from_the_aft_model",
-        "test_aft.py::test_on_a_grid_study_the_aft_ratio_agrees_with_the_kaplan_meier_ratio",
-        "test_aft.py::test_a_faster_arm_past_its_budget_says_nothing",
-        "test_aft.py::test_a_regime_where_the_slower_arm_is_frozen_reads_unbounded_there",
-        "test_binning.py::test_a_study_without_uniform01_has_no_c4_column",
-        "test_cli_small.py::test_a_run_with_overrides_stores_the_overridden_spec_and_hashes_it",
-        "test_hostile_output.py::test_report_md_shows_outside_text_as_text",
-    }
-)
-"""Tests (``file::function`` under tests/) marked ``slow`` here until their modules carry
-the mark themselves: over the fast tier's 2 s (AFT fits with a report, a study run, whole
-report renders)."""
 
 
 @dataclass(frozen=True)
@@ -217,14 +201,12 @@ def smoke_run(smoke_study: SmokeRun) -> Path:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark ``slow`` every test under tests/reliability/ and tests/cluster/, every test
     that uses the session's smoke study (directly or through another fixture): it needs a
-    real study run, and every test named in :data:`SLOW_ELSEWHERE`."""
+    real study run."""
     tests = Path(__file__).resolve().parent
     slow_roots = [tests / name for name in SLOW_DIRS]
     for item in items:
         path = Path(item.path).resolve()
         in_slow_dir = any(path.is_relative_to(root) for root in slow_roots)
         uses_study = bool(set(getattr(item, "fixturenames", ())) & SLOW_FIXTURES)
-        name = f"{path.name}::{getattr(item, 'originalname', item.name)}"
-        listed = path.parent == tests and name in SLOW_ELSEWHERE
-        if in_slow_dir or uses_study or listed:
+        if in_slow_dir or uses_study:
             item.add_marker(pytest.mark.slow)

@@ -159,6 +159,7 @@ def test_a_frozen_slower_arm_is_unbounded_cannot_train() -> None:
     assert "cannot train" in result.notes[0]
 
 
+@pytest.mark.slow
 def test_a_regime_where_the_slower_arm_is_frozen_reads_unbounded_there() -> None:
     frame = draw(np.random.default_rng(8), n=80, per_hidden={16: 3.0, 64: 3.0})
     frozen = (frame["init"] == SLOW) & (frame["hidden"] == 64)
@@ -215,6 +216,7 @@ def test_a_slower_arm_that_barely_converges_gives_at_most_a_lower_bound() -> Non
     assert fit(frame, covariates=["lr"], high=math.inf).pooled.classification == WITHIN
 
 
+@pytest.mark.slow
 def test_a_faster_arm_past_its_budget_says_nothing() -> None:
     frame = draw(np.random.default_rng(6), n=24, ratio=1 / 30, budget=40.0)
     fast = frame.index[frame["init"] == FAST]
@@ -300,6 +302,7 @@ def grid_study(ratio: float, seeds: int = 10) -> StudyTables:
     return study(results, GRID_SPEC)
 
 
+@pytest.mark.slow
 def test_on_a_grid_study_the_aft_ratio_agrees_with_the_kaplan_meier_ratio() -> None:
     tables = grid_study(3.0)
     claim = comparisons(tables)[0]
@@ -343,6 +346,7 @@ def sampled_study(ratio: float, n: int = 40) -> StudyTables:
     return study(results, SAMPLED_SPEC)
 
 
+@pytest.mark.slow
 def test_a_sampled_study_gets_its_declared_verdict_from_the_aft_model() -> None:
     tables = sampled_study(4.0)
     verdict = judge(tables, n_boot=200)[0]
@@ -354,6 +358,7 @@ def test_a_sampled_study_gets_its_declared_verdict_from_the_aft_model() -> None:
     assert refuted.rule == AFT_RULE and refuted.verdict == REFUTED
 
 
+@pytest.mark.slow
 def test_a_grid_with_too_few_seeds_per_cell_is_judged_by_the_model() -> None:
     verdict = judge(grid_study(3.0, seeds=3), n_boot=200)[0]  # 3 per arm per cell, 6 in all
     assert verdict.rule == AFT_RULE and verdict.verdict in (SUPPORTED, INCONCLUSIVE)
@@ -366,6 +371,7 @@ def test_a_design_too_small_for_the_model_too_keeps_the_kaplan_meier_verdict() -
     assert verdict.rule == SPEEDUP_RULE and verdict.verdict == NOT_MEASURED
 
 
+@pytest.mark.slow
 def test_the_report_has_an_aft_section_with_its_model_check(tmp_path: Path) -> None:
     from pipeline.analysis.report import write_report
 

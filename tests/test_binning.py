@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from test_aft import sampled_study, trial
 
 from pipeline.analysis import figures as fg
@@ -82,6 +83,7 @@ def test_the_outcomes_table_bins_a_sampled_scale() -> None:
     assert table["n"].sum() == 40 and table["scale"].str.contains("-").all()
 
 
+@pytest.mark.slow
 def test_a_study_without_uniform01_has_no_c4_column(tmp_path: Path) -> None:
     from pipeline.analysis.report import write_report
 

@@ -93,6 +93,7 @@ def test_a_bad_override_is_one_line_and_exit_2(
     assert len(done.stderr.strip().splitlines()) == 1 and words in done.stderr
 
 
+@pytest.mark.slow
 def test_a_run_with_overrides_stores_the_overridden_spec_and_hashes_it(
     cli_here: Callable[..., Done], tmp_path: Path, in_process_executor: list[Any]
 ) -> None:

@@ -215,6 +215,7 @@ def test_report_replaces_planted_links_and_uploads_only_its_own_files(
 # --------------------------------------------------------------------------- report.md
 
 
+@pytest.mark.slow
 def test_report_md_shows_outside_text_as_text(tmp_path: Path) -> None:
     claim = f"[x](http://evil.example) <script>alert(1)</script> <!-- results:end --> {TITLE}"
     tables = replace(only_xavier(), claim=claim, spec_text="name: lonely  # ```\n")
