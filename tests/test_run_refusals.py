@@ -43,6 +43,10 @@ TRIAL = {"task": "adding", "hidden": 4, "seq_len": 5, "batch_size": 8, "val_size
 TRIAL |= {"batches_per_epoch": 2, "max_epochs": 3, "stop_on_converge": False}
 DOC = {"name": "tiny", "sampler": "grid", "trial": TRIAL, "space": {"seed": [0, 1]}}
 
+# Each test runs the CLI in a process (a second or more with its imports), and several train
+# a study, start a server or wait on a timeout: the whole module is the slow tier's.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def spec(tmp_path: Path) -> Path:
@@ -123,7 +127,6 @@ def _create_store(uri: str, name: str, barrier: Any, results: Any) -> None:
         results.put(("error", f"{type(exc).__name__}: {exc}"[:500]))
 
 
-@pytest.mark.slow
 def test_two_processes_creating_the_mlflow_store_at_once_both_succeed(tmp_path: Path) -> None:
     """Two drivers of different studies start on a new run folder: both create (and
     migrate) ``mlflow.db`` at once. MLflow's migrations collide (``table

@@ -296,6 +296,7 @@ def _slow(monkeypatch: pytest.MonkeyPatch, method: str, seconds: float) -> None:
     monkeypatch.setattr(MlflowClient, method, slow)
 
 
+@pytest.mark.slow  # MLflow writes on threads, about 2 s
 def test_a_study_closed_with_trials_left_waits_for_its_queued_writes(
     uri: str, result: TrialResult, monkeypatch: pytest.MonkeyPatch
 ) -> None:
