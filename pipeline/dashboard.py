@@ -37,6 +37,7 @@ from pipeline.ui import (
     _HeldSignals,
     _is_loopback,
     _spawn,
+    _start,
 )
 
 __all__ = [
@@ -95,17 +96,7 @@ def start_dashboard(
         with os.fdopen(fd, "wb") as log:
             process = _spawn(command, env, log)
         server = UiServer(process, host, chosen, Path(log_name))
-        try:
-            held.hand_to(server)
-            _wait_ready(server, timeout)
-        except RuntimeError as exc:
-            tail = server.log_tail()
-            server.stop()
-            output = f"\nlast server output:\n{tail}" if tail else " (no server output)"
-            raise RuntimeError(f"{exc}{output}") from None
-        except BaseException:
-            server.stop()
-            raise
+        _start(server, timeout, held, _wait_ready)
     return server
 
 

@@ -30,6 +30,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, Any
@@ -287,12 +288,18 @@ class _HeldSignals:
             signal.raise_signal(self.held[0])
 
 
-def _start(server: UiServer, timeout: float, held: _HeldSignals) -> None:
-    """Hand the signals to the server and wait for it; on any failure (or a stop signal)
-    stop it (which puts the signal handlers back) and re-raise."""
+def _start(
+    server: UiServer,
+    timeout: float,
+    held: _HeldSignals,
+    wait: Callable[[UiServer, float], None] | None = None,
+) -> None:
+    """Hand the signals to the server and wait for it (``wait``, by default the MLflow UI's
+    readiness check); on any failure (or a stop signal) stop it (which puts the signal
+    handlers back) and re-raise."""
     try:
         held.hand_to(server)
-        _wait_ready(server, timeout)
+        (wait or _wait_ready)(server, timeout)
     except RuntimeError as exc:
         tail = server.log_tail()
         server.stop()
