@@ -106,7 +106,7 @@ RAY_API = {
 TOP_CALLS = 8
 """Calls listed per profile group."""
 STORE_CALLS = (
-    ("optuna", "optuna.storages._cached_storage:_CachedStorage", "create_new_trial"),
+    ("optuna", "optuna.storages._rdb.storage:RDBStorage", "_create_new_trial"),
     ("optuna", "optuna.storages._cached_storage:_CachedStorage", "set_trial_user_attr"),
     ("optuna", "optuna.storages._cached_storage:_CachedStorage", "set_trial_state_values"),
     ("mlflow", "mlflow.tracking.client:MlflowClient", "create_run"),

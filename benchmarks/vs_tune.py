@@ -81,7 +81,10 @@ def run_initstudy(spec_path: Path, run_dir: Path, log: Path) -> tuple[float, dic
         if result is None:
             continue
         last = result.history[-1].val_loss if result.history else None
-        found[point_key(t.params)] = summary(result.converged_epoch, result.diverged_epoch, last)
+        params = dict(t.params)  # the seed is a trial attribute, not a param
+        if st.SEED in t.user_attrs:
+            params["seed"] = t.user_attrs[st.SEED]
+        found[point_key(params)] = summary(result.converged_epoch, result.diverged_epoch, last)
     return wall, found
 
 

@@ -77,6 +77,8 @@ class GridWindow:
             if params is None:
                 self.points = None
                 break
+            if not d.spec.trains(params):  # a tuning stage's ladder point it does not run
+                continue
             spec = d.spec.trial_spec(params)
             key = d._key(spec, 0)
             if key in self.present:

@@ -416,10 +416,8 @@ class StudySpec(StrictModel):
         return plan.study_seconds(self)
 
     def grid(self) -> dict[str, list[Any]]:
-        """The search space for ``optuna.samplers.GridSampler``: searched parameters only.
-
-        Fixed scalars are not in it (they are merged by :meth:`trial_spec`); int ranges are
-        expanded. Keys are sorted.
+        """The search space for ``optuna.samplers.GridSampler``: searched parameters only,
+        sorted by name, int ranges expanded (fixed scalars: :meth:`trial_spec` merges them).
 
         Raises:
             ValueError: if the space holds a float range.
@@ -436,16 +434,17 @@ class StudySpec(StrictModel):
         return out
 
     def grid_points(self) -> list[dict[str, Any]]:
-        """Every grid cell as a params dict (searched parameters only).
-
-        Order: the product over the sorted parameter names (the last name varies fastest),
-        values in the order given. This is also GridSampler's order before it shuffles.
-        """
+        """Every grid cell as a params dict (searched parameters only), in the product's
+        order over the sorted names (the last varies fastest), values as given."""
         grid = self.grid()
         names = list(grid)
         return [
             dict(zip(names, combo, strict=True)) for combo in itertools.product(*grid.values())
         ]
+
+    def trains(self, point: dict[str, Any]) -> bool:
+        """Whether this run trains grid point ``point``: all do (a tuning stage keeps fewer)."""
+        return True
 
     def distributions(self) -> dict[str, BaseDistribution]:
         """Distributions of the searched parameters, for ``study.ask(fixed_distributions=...)``.

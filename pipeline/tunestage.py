@@ -46,14 +46,12 @@ class TuneStage(StudySpec):
     def grid_points(self) -> list[dict[str, Any]]:
         """The ladder's grid points this run trains: each arm at the protocol's lrs and
         at its own extension lrs (in the plain grid's order)."""
-        names = arm_params(self)
-        base = set(self._base_lr)
+        return [p for p in super().grid_points() if self.trains(p)]
 
-        def kept(point: dict[str, Any]) -> bool:
-            arm = arm_key({k: point[k] for k in names})
-            return point["lr"] in base or point["lr"] in self._extra_lr.get(arm, ())
-
-        return [p for p in super().grid_points() if kept(p)]
+    def trains(self, point: dict[str, Any]) -> bool:
+        """Whether ``point`` is at the protocol's lrs or at its arm's extension lrs."""
+        arm = arm_key({k: point[k] for k in arm_params(self)})
+        return point["lr"] in self._base_lr or point["lr"] in self._extra_lr.get(arm, ())
 
     @property
     def n_trials_planned(self) -> int:

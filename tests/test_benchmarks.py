@@ -209,7 +209,7 @@ def test_overhead(launched: dict[str, Launched]) -> None:
     assert timing["wall_s"] > timing["ray_startup_s"] + timing["training_s"]
     # Every store call a trial costs was timed, once per trial (attributes: result, outcome).
     calls = {c["call"].rsplit(".", 1)[-1]: c for c in timing["store_calls"]}
-    assert calls["create_new_trial"]["calls"] == 10
+    assert calls["_create_new_trial"]["calls"] == 10
     assert calls["set_trial_user_attr"]["calls"] == 20
     assert calls["set_trial_state_values"]["calls"] == 10
     assert calls["log_artifacts"]["calls"] == 10
@@ -250,7 +250,7 @@ def test_overhead_cluster(tmp_path: Path) -> None:
     timing = doc["results"]["timing"]
     assert timing["trials"] == 10 and positive(timing["trials_per_s"])
     calls = {c["call"].rsplit(".", 1)[-1]: c for c in timing["store_calls"]}
-    assert calls["create_new_trial"]["calls"] == 10 and calls["log_artifacts"]["calls"] == 10
+    assert calls["_create_new_trial"]["calls"] == 10 and calls["log_artifacts"]["calls"] == 10
     assert calls["set_terminated"]["calls"] >= 10
     servers = timing["servers"]
     assert servers["left_after_stop"] == []
