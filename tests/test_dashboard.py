@@ -4,9 +4,11 @@ over HTTP, and the one-line refusals (not installed, no such study, bad options)
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -20,6 +22,16 @@ from pipeline.storage import make_storage
 from pipeline.urls import default_storage_url
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def need_dashboard() -> None:
+    """Skip without optuna-dashboard (the dev extra installs it); in CI, fail instead."""
+    if installed():
+        return
+    why = 'needs optuna-dashboard: pip install ".[dashboard]"'
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true but the test {why}")
+    pytest.skip(why)
 
 
 @pytest.fixture
@@ -88,8 +100,7 @@ def test_without_optuna_dashboard_it_says_how_to_install_it(
 
 @pytest.mark.slow
 def test_serves_the_study_on_loopback_and_stop_frees_the_port(run_dir: Path) -> None:
-    if not installed():
-        pytest.skip('needs optuna-dashboard: pip install ".[dashboard]"')
+    need_dashboard()
     port = free_port()
     with start_dashboard(default_storage_url(run_dir), port=port) as server:
         assert server.url == f"http://127.0.0.1:{port}"
@@ -109,8 +120,7 @@ def test_serves_the_study_on_loopback_and_stop_frees_the_port(run_dir: Path) -> 
 
 @pytest.mark.slow
 def test_the_command_prints_the_study_url_and_a_wide_bind_warns(run_dir: Path) -> None:
-    if not installed():
-        pytest.skip('needs optuna-dashboard: pip install ".[dashboard]"')
+    need_dashboard()
     port = free_port()
     argv = ["-m", "pipeline.cli", "dashboard", "tiny", "--run-dir", str(run_dir)]
     proc = subprocess.Popen(
@@ -120,15 +130,25 @@ def test_the_command_prints_the_study_url_and_a_wide_bind_warns(run_dir: Path) -
         stderr=subprocess.PIPE,
         text=True,
     )
+    assert proc.stdout is not None and proc.stderr is not None
+    lines: list[str] = []  # what the command printed so far, read on a thread
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or ()), daemon=True)
+    reader.start()
     try:
         deadline = time.monotonic() + 120
         while refuses(port) or get(f"http://127.0.0.1:{port}/api/studies")[0] != 200:
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "the dashboard did not answer"
             time.sleep(0.5)
+        # the server answers a moment before the command prints where to look
+        while not any("/dashboard/studies/" in line for line in lines):
+            assert proc.poll() is None and time.monotonic() < deadline, lines
+            time.sleep(0.1)
     finally:
         proc.terminate()
-        out, err = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
+        reader.join(timeout=60)
+    out, err = "".join(lines), proc.stderr.read()
     assert f"optuna-dashboard: http://127.0.0.1:{port}" in out
     assert f"http://127.0.0.1:{port}/dashboard/studies/" in out
     assert "warning: --host 0.0.0.0 is not loopback" in " ".join(err.split())
