@@ -20,11 +20,10 @@ from functools import partial
 from typing import Any
 
 import optuna
-from optuna.distributions import BaseDistribution
 from optuna.importance import BaseImportanceEvaluator
 
 from pipeline.analysis.tables import StudyTables
-from pipeline.results import _evaluator, _native, _searched
+from pipeline.results import _evaluator, params_study, varying_params
 from pipeline.studyspec import Objective
 
 __all__ = ["PLOTS", "InteractivePlots", "interactive_plots", "plotly_js"]
@@ -67,35 +66,13 @@ def _study(tables: StudyTables) -> tuple[optuna.Study | None, list[str], str]:
     trials = tables.trials
     if len(trials) < 2:
         return None, [], f"{len(trials)} complete trial(s), needs 2"
-    dists, objective = _searched(tables)
-    kept: dict[str, BaseDistribution] = {}
-    for param, dist in dists.items():
-        if param in REPLICATES or param not in trials.columns:
-            continue
-        observed = [_native(v) for v in trials[param]]
-        try:
-            inside = all(dist._contains(dist.to_internal_repr(v)) for v in observed)
-        except (ValueError, TypeError):
-            inside = False
-        if inside and len(set(map(repr, observed))) > 1:
-            kept[param] = dist
+    kept, _, objective = varying_params(tables)
+    kept = {p: d for p, d in kept.items() if p not in REPLICATES}
     if not kept:
         return None, [], "no searched parameter takes two values"
-    finite = objective.map(math.isfinite)
-    if finite.sum() < 2:
+    if objective.map(math.isfinite).sum() < 2:
         return None, [], "fewer than 2 trials with a finite objective"
-    study = optuna.create_study(direction="minimize", study_name=tables.study)
-    study.add_trials(
-        [
-            optuna.trial.create_trial(
-                params={p: _native(trials.at[i, p]) for p in kept},
-                distributions=kept,
-                value=float(objective.at[i]),
-            )
-            for i in trials.index
-            if finite.at[i]
-        ]
-    )
+    study = params_study(trials, kept, objective, tables.study)
     return study, list(kept), ""
 
 

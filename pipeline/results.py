@@ -217,6 +217,56 @@ def _searched(tables: StudyTables) -> tuple[dict[str, BaseDistribution], pd.Seri
     return dict(spec.distributions()), pd.Series(scores, index=trials.index, dtype=float)
 
 
+def varying_params(
+    tables: StudyTables,
+) -> tuple[dict[str, BaseDistribution], list[str], pd.Series]:
+    """The searched parameters (the seed, a replicate, never among them) that are columns of
+    the trials table, hold values inside their distribution and take two values; why each
+    other one was left out; and the objective per trial."""
+    trials = tables.trials
+    dists, objective = _searched(tables)
+    kept: dict[str, BaseDistribution] = {}
+    left_out: list[str] = []
+    for param, dist in without_replicate(dists).items():
+        if param not in trials.columns:
+            left_out.append(f"{param} (not a column of the trials table)")
+            continue
+        observed = [_native(v) for v in trials[param]]
+        try:
+            inside = all(dist._contains(dist.to_internal_repr(v)) for v in observed)
+        except (ValueError, TypeError):
+            inside = False
+        if not inside:
+            left_out.append(f"{param} (values outside its distribution)")
+        elif len(set(map(repr, observed))) < 2:
+            left_out.append(f"{param} (one value)")
+        else:
+            kept[param] = dist
+    return kept, left_out, objective
+
+
+def params_study(
+    trials: pd.DataFrame,
+    kept: dict[str, BaseDistribution],
+    objective: pd.Series,
+    name: str | None = None,
+) -> optuna.Study:
+    """An in-memory study of the trials with a finite objective, over the ``kept`` params."""
+    study = optuna.create_study(direction="minimize", study_name=name)
+    study.add_trials(
+        [
+            optuna.trial.create_trial(
+                params={p: _native(trials.at[i, p]) for p in kept},
+                distributions=kept,
+                value=float(objective.at[i]),
+            )
+            for i in trials.index
+            if math.isfinite(objective.at[i])
+        ]
+    )
+    return study
+
+
 def param_importances(tables: StudyTables, *, seed: int = 0) -> Importances:
     """Optuna's importance of the study's searched parameters, from its trials table.
 
@@ -234,25 +284,7 @@ def param_importances(tables: StudyTables, *, seed: int = 0) -> Importances:
         return Importances(
             {}, name, f"not enough trials: {len(trials)} complete, needs {MIN_IMPORTANCE_TRIALS}"
         )
-    dists, objective = _searched(tables)
-    dists = without_replicate(dists)  # the seed is a replicate, never a searched parameter
-    kept: dict[str, BaseDistribution] = {}
-    left_out: list[str] = []
-    for param, dist in dists.items():
-        if param not in trials.columns:
-            left_out.append(f"{param} (not a column of the trials table)")
-            continue
-        observed = [_native(v) for v in trials[param]]
-        try:
-            inside = all(dist._contains(dist.to_internal_repr(v)) for v in observed)
-        except (ValueError, TypeError):
-            inside = False
-        if not inside:
-            left_out.append(f"{param} (values outside its distribution)")
-        elif len(set(map(repr, observed))) < 2:
-            left_out.append(f"{param} (one value)")
-        else:
-            kept[param] = dist
+    kept, left_out, objective = varying_params(tables)
     why = ""
     if not kept:
         why = "no searched parameter takes two values"
@@ -260,17 +292,7 @@ def param_importances(tables: StudyTables, *, seed: int = 0) -> Importances:
         why = "every trial has the same objective value"
     if why:
         return Importances({}, name, f"not enough trials: {why}", left_out)
-    study = optuna.create_study(direction="minimize")
-    study.add_trials(
-        [
-            optuna.trial.create_trial(
-                params={p: _native(trials.at[i, p]) for p in kept},
-                distributions=kept,
-                value=float(objective.at[i]),
-            )
-            for i in trials.index
-        ]
-    )
+    study = params_study(trials, kept, objective)
     make, name = _evaluator(seed)
     try:
         with warnings.catch_warnings():
