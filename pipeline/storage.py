@@ -12,9 +12,7 @@ in :mod:`pipeline.studystore`.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import random
 import sqlite3
 import time
@@ -30,7 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from models.spec import TrialResult
 from pipeline.exitcodes import EXIT_STORE_CORRUPT as EXIT_STORE_CORRUPT
-from pipeline.urls import canonical_url, redact, sqlite_file, use_wal
+from pipeline.urls import canonical_url, folder_lock, redact, sqlite_file, use_wal
 
 KEY = "initstudy.key"
 """Trial user attribute: the identity key (hash of the TrialSpec and the claim)."""
@@ -114,14 +112,9 @@ def creating(url: str) -> Iterator[None]:
     if path is None:
         yield
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with folder_lock(path):
         check_store_file(path, "Optuna storage")
         yield
-    finally:
-        os.close(fd)  # releases the flock
 
 
 SQLITE_HEADER = b"SQLite format 3\x00"

@@ -9,8 +9,6 @@ requests and SQLAlchemy are imported lazily).
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -21,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import tenacity
 
 from pipeline import retry
-from pipeline.urls import canonical_url, sqlite_file, use_wal
+from pipeline.urls import canonical_url, folder_lock, sqlite_file, use_wal
 
 if TYPE_CHECKING:
     from mlflow.entities import Experiment
@@ -56,13 +54,8 @@ def creating(db: Path | None) -> Iterator[None]:
     if db is None:
         yield
         return
-    db.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(db.parent, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with folder_lock(db):
         yield
-    finally:
-        os.close(fd)  # releases the flock
 
 
 def writes_in_background(tracking_uri: str) -> bool:

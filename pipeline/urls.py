@@ -16,8 +16,12 @@ server) is the way to share a study between machines.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import re
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -118,3 +122,17 @@ def use_wal(path: Path) -> bool:
         return False
     finally:
         connection.close()
+
+
+@contextlib.contextmanager
+def folder_lock(db: Path) -> Iterator[None]:
+    """Hold the creation lock of the folder of SQLite file ``db`` (made if missing): an
+    exclusive ``flock`` on the folder itself, so no file is added. The Optuna and MLflow
+    stores of a run folder share it; reentrant only across processes, not within one."""
+    db.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(db.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
