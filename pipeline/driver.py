@@ -51,7 +51,7 @@ from pipeline.execution import (
 )
 from pipeline.faults import failpoint
 from pipeline.gridwindow import GridWindow
-from pipeline.live import Interrupts, Live
+from pipeline.live import Abandoned, Interrupts, Live
 from pipeline.plan import Pending
 from pipeline.progress import Reporter
 from pipeline.resources import check_address, check_embedded
@@ -166,7 +166,7 @@ def _connected(make: Callable[[], Executor], address: str | None) -> Executor:
         raise st.StudyError(f"--address: {address}: {first}") from None
 
 
-CTRL_C_WAIT = 1.0
+CTRL_C_WAIT = 0.5
 """Seconds a Ctrl-C that came before any trial finished waits for MLflow to be ready (a
 new store's migrations take seconds); after that the run ends without it: this run has
 nothing to log, and the next run back-fills what any earlier one left."""
@@ -469,12 +469,11 @@ class Driver:
 
     def _execute(self, store: StudyStore, pending: list[Pending], tracking: _InBackground) -> None:
         opts, grid, counts = self.options, self.spec.is_grid, store.counts()
-        if self.interrupts.stopping or (not pending and (grid or counts.remaining == 0)):
+        idle = self.interrupts.stopping or (not pending and (grid or counts.remaining == 0))
+        if idle or (executor := started(self)) is None:  # a Ctrl-C may cut Ray's start
             self._interrupted(pending)
             return
         self._live = counts
-        executor = self._cluster or self.executor()
-        self.interrupts.take_sigterm()  # back from Ray's, which ray.init installs
         if url := getattr(executor, "dashboard_url", None):
             self.reporter.info(f"Ray dashboard: {url} (token {executor.token_hint})")  # type: ignore[attr-defined]
         try:
@@ -560,6 +559,18 @@ class Driver:
             self.outcome.trained += 1
             failpoint("driver.after_tell")  # a test hook; see pipeline/faults.py
             self.log.trial(p.key, p.number, trained)
+
+
+def started(d: Driver) -> Executor | None:
+    """The run's executor; None when a Ctrl-C or SIGTERM came while it started (Ray's
+    start takes seconds; the signal cuts it short: ``pipeline.raysession.RayHost``)."""
+    try:
+        with d.interrupts.abortable():
+            executor = d._cluster or d.executor()
+    except Abandoned:
+        return None
+    d.interrupts.take_sigterm()  # back from Ray's, which ray.init on this thread installs
+    return executor
 
 
 def ask_more(d: Driver, store: StudyStore, free_slots: int) -> list[Pending]:

@@ -15,6 +15,7 @@ times; since a result depends only on its spec, a retried pack gives the same nu
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -31,7 +32,7 @@ from ray._private.parameter import RayParams
 from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]
 
 from models.spec import TrialResult, TrialSpec
-from pipeline.raysession import LOOPBACK, PrivateSession
+from pipeline.raysession import LOOPBACK, PrivateSession, RayHost
 
 MAX_RETRIES = 3
 """How many times Ray reruns a pack whose worker died."""
@@ -233,6 +234,15 @@ def _refresh_ray_auth() -> None:
     AuthenticationTokenLoader.instance().reset_cache()
 
 
+def _stop_abandoned() -> None:
+    """Shut down a Ray whose start was given up, once ``ray.init`` has returned (on its
+    host thread), and give Ray back the exit hook the giving-up took away."""
+    try:
+        ray.shutdown()
+    finally:
+        atexit.register(ray.shutdown, _exiting_interpreter=True)
+
+
 @contextlib.contextmanager
 def _local_only() -> Iterator[None]:
     """While a new Ray starts: Ray's local-only mode (its node's address 127.0.0.1, not
@@ -292,6 +302,7 @@ class RayExecutor:
         self.session_folder: Path | None = None
         """The embedded Ray's own folder (its temp dir), removed at :meth:`shutdown`."""
         self._session: PrivateSession | None = None
+        self._host: RayHost | None = None
         self._owned = not ray.is_initialized()
         if address == "local":  # ray.init would start a new, not private, local Ray
             address = None
@@ -335,28 +346,41 @@ class RayExecutor:
     def _init(self, kwargs: dict[str, Any]) -> Any:
         """Start a private embedded Ray (see the class's text)."""
         self._session = session = PrivateSession.open()
-        try:
-            _refresh_ray_auth()
+        self._host = host = RayHost()
+
+        def init() -> Any:
             with _local_only():
-                context = ray.init(
+                return ray.init(
                     **kwargs, _node_ip_address=LOOPBACK, _temp_dir=str(session.ray_dir)
                 )
+
+        try:
+            _refresh_ray_auth()
+            context = host.start(init, _stop_abandoned)  # a Ctrl-C meanwhile: at once
             ip = ray.util.get_node_ip_address()
             if ip != LOOPBACK:
                 raise NotPrivate(f"the embedded Ray's address is {ip}, not {LOOPBACK}")
         except BaseException:
+            if host.started:
+                ray.shutdown()  # also a node whose start failed half-way (none: no-op)
+            else:  # shut down by its thread; its processes are reaped now, and the exit
+                host.abandon()  # of the process does not wait for Ray's shutdown
+                atexit.unregister(ray.shutdown)
             self._close_session()
             raise
         self.token_file, self.session_folder = session.token_file, session.folder
         return context
 
     def _close_session(self) -> None:
-        if ray.is_initialized():
+        if ray.is_initialized() and (self._host is None or self._host.started):
             ray.shutdown()
         if self._session is not None:
             self._session.close()
             self._session = None
             _refresh_ray_auth()
+        if self._host is not None:
+            self._host.close()
+            self._host = None
 
     def capacity(self, resources: Resources) -> int:
         """How many packs of this size the cluster can run at once (at least 1).

@@ -20,10 +20,11 @@ failure does (the finished trials are back-filled later).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -194,6 +195,12 @@ class Live:
         )
 
 
+class Abandoned(KeyboardInterrupt):
+    """A Ctrl-C or SIGTERM during a step that only waits and writes no store (starting
+    Ray): raised by :meth:`Interrupts.abortable` at once, instead of a flag read when the
+    step has ended seconds later."""
+
+
 class Interrupts:
     """Ctrl-C (SIGINT) while a study runs, in the main thread: the first sets
     :attr:`stopping` (submit nothing more, let running packs finish), the second
@@ -201,7 +208,8 @@ class Interrupts:
     driver's loop reads the flags and says what it does: a signal handler only sets them,
     so no write to a store is ever cut in half. SIGTERM sets both flags and
     :attr:`terminated` (a second raises KeyboardInterrupt). Elsewhere than the main thread
-    (where Python cannot take a signal) it does nothing."""
+    (where Python cannot take a signal) it does nothing. Inside :meth:`abortable` the
+    first signal also raises :class:`Abandoned`."""
 
     def __init__(self) -> None:
         self.stopping = False
@@ -213,6 +221,7 @@ class Interrupts:
         self._installed = False
         self._said = 0
         """How many of the Ctrl-Cs have been announced."""
+        self._abortable = False
 
     def __enter__(self) -> Interrupts:
         if threading.current_thread() is threading.main_thread():
@@ -225,6 +234,24 @@ class Interrupts:
         """How the run was interrupted: "terminated" (SIGTERM), "stopped" (Ctrl-C twice:
         the running packs stopped) or "finished" (once: they were let finish)."""
         return "terminated" if self.terminated else "stopped" if self.stop_now else "finished"
+
+    @contextlib.contextmanager
+    def abortable(self) -> Iterator[None]:
+        """A step a signal may cut short (it writes no store; its own cleanup runs as the
+        exception unwinds): a Ctrl-C or SIGTERM inside raises :class:`Abandoned` once, with
+        the flags set as usual, and one that came just before raises it on entry."""
+        if self.stopping:
+            raise Abandoned
+        self._abortable = True
+        try:
+            yield
+        finally:
+            self._abortable = False
+
+    def _abandon(self) -> None:
+        if self._abortable:
+            self._abortable = False  # once: the step's cleanup is not cut in turn
+            raise Abandoned
 
     def take_sigterm(self) -> None:
         """Handle SIGTERM here again: ``ray.init`` installs its own (a silent exit)."""
@@ -264,9 +291,11 @@ class Interrupts:
             self.stop_now = True
         else:
             raise KeyboardInterrupt
+        self._abandon()
 
     def _terminate(self, signum: int, frame: FrameType | None) -> None:
         if self.terminated:
             raise KeyboardInterrupt  # a second SIGTERM: the process must end
         self.terminated = self.stopping = self.stop_now = True
         self._said = max(self._said, 1)  # no "finishing the running trials" note
+        self._abandon()

@@ -15,6 +15,9 @@
   ``~/.ray``. ``RAY_AUTH_MODE=disabled`` is respected with one warning.
 - **Loopback.** ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` for Ray's processes, Ray's own
   switch for a local-only node (its address 127.0.0.1); the executor sets the rest.
+- **Host thread.** :class:`RayHost` runs ``ray.init`` on a thread that lives as long as
+  the embedded Ray (see there), so a Ctrl-C during the seconds of its start is taken at
+  once.
 - **Watchdog.** A small process in a session of its own waits for the driver to end,
   however it ends (SIGKILL included), then kills every process of this user that still
   holds a file of the folder open (Ray's processes log there: gcs_server, raylet, the
@@ -35,9 +38,12 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
 LOOPBACK = "127.0.0.1"
 """The only address an embedded Ray listens on."""
@@ -58,6 +64,85 @@ REAP_SECONDS = 15.0
 
 log = logging.getLogger(__name__)
 _warned_disabled = False
+
+
+class RayHost:
+    """Starts an embedded Ray (``ray.init``) on a thread of its own that lives until
+    :meth:`close`, after ``ray.shutdown``.
+
+    Why a thread: ``ray.init`` spends seconds in calls to the GCS that hold a signal until
+    they return, so on the main thread a Ctrl-C waited for the whole start. Here the main
+    thread only waits on an event, which a signal handler interrupts at once. Why it lives
+    on: Ray's processes are started with a parent-death signal, which Linux sends when
+    the *thread* that started them ends. A start given up (:meth:`abandon`) is shut down by
+    its own thread once ``ray.init`` returns; a later host waits for that (one embedded Ray
+    per process)."""
+
+    _one = threading.Lock()
+    """Held from a host's start until its Ray is shut down."""
+    _given_up: ClassVar[set[RayHost]] = set()
+    """Hosts abandoned whose thread has not ended yet."""
+
+    def __init__(self) -> None:
+        self._started = threading.Event()
+        self._closed = threading.Event()
+        self._abandoned = False
+        self._result: Any = None
+        self._error: BaseException | None = None
+
+    def start(self, init: Callable[[], Any], shutdown: Callable[[], None]) -> Any:
+        """Run ``init`` on the host thread and return what it returns (or raise its
+        error); ``shutdown`` is what an abandoned start calls when ``init`` has returned."""
+        # an abandoned start before this one is shut down first (a failed start of Ray
+        # gives up within a minute)
+        if not RayHost._one.acquire(timeout=REAP_SECONDS + 60):
+            raise RuntimeError("an earlier embedded Ray of this process is still starting")
+        thread = threading.Thread(
+            target=self._host, args=(init, shutdown), name="initstudy-ray", daemon=True
+        )
+        thread.start()
+        while not self._started.wait(0.1):  # a signal handler may raise here, at once
+            pass
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+    def _host(self, init: Callable[[], Any], shutdown: Callable[[], None]) -> None:
+        try:
+            self._result = init()
+        except BaseException as exc:  # raised by start, in the caller's thread
+            self._error = exc
+        self._started.set()
+        self._closed.wait()
+        try:
+            if self._abandoned:
+                shutdown()
+        finally:
+            RayHost._given_up.discard(self)
+            RayHost._one.release()
+
+    @property
+    def started(self) -> bool:
+        """Whether ``init`` has returned (or raised)."""
+        return self._started.is_set()
+
+    def abandon(self) -> None:
+        """Give up a start still in flight: its thread shuts Ray down when ``init``
+        returns (the caller reaps the session's processes meanwhile)."""
+        self._abandoned = True
+        RayHost._given_up.add(self)
+        self._closed.set()
+
+    @classmethod
+    def unwinding(cls) -> bool:
+        """Whether a start given up is still ending on its thread: the process must then
+        end with ``os._exit``, as the interpreter's teardown under Ray's C++ threads can
+        abort it (``std::bad_alloc``)."""
+        return bool(cls._given_up)
+
+    def close(self) -> None:
+        """After ``ray.shutdown``: let the thread end."""
+        self._closed.set()
 
 
 def session_base() -> str:

@@ -47,6 +47,7 @@ SCRIPTS = {
     "vs_tune": ["--quick"],
     "efficiency": ["--quick"],
     "scale": ["--quick"],
+    "ctrl_c": ["--quick"],
 }
 
 
@@ -324,3 +325,16 @@ def test_scale(launched: dict[str, Launched]) -> None:
         "flat overhead",
     ]
     assert doc["targets"][3]["passed"] is None  # one N: nothing to compare
+
+
+def test_ctrl_c(launched: dict[str, Launched]) -> None:
+    stdout, doc = finished(launched, "ctrl_c")
+    points = doc["results"]["points"]
+    assert [p["delay_s"] for p in points] == [1.0, 4.0]
+    for p in points:
+        assert p["returncode"] == 130, p  # every SIGINT ends the run as interrupted
+        assert positive(p["answer_s"]) and positive(p["exit_s"])
+        assert p["answer_s"] <= p["exit_s"] + 1e-9
+        assert p["ray"] in ("up", "not started") and p["left_processes"] >= 0
+    assert [t["name"] for t in doc["targets"]] == ["answer", "exit", "left"]
+    assert "### Ctrl-C during the start of `smoke.yaml`" in stdout

@@ -383,6 +383,29 @@ def test_mlflow_unreachable_at_start_is_refused_unless_offline(
     assert synced.returncode == 0 and "2 runs back-filled" in synced.stdout
 
 
+def test_suite_is_refused_on_unreachable_mlflow_unless_offline(
+    tmp_path: Path,
+    spec: Path,
+    cli_here: Callable[..., Done],
+    in_process_executor: list[InProcessExecutor],
+) -> None:
+    """``suite`` takes ``--offline-tracking`` as ``run`` does: refused on a tracking server
+    that does not answer, run without MLflow with the flag."""
+    folder = tmp_path / "suite"
+    folder.mkdir()
+    (folder / "tiny.yaml").write_text(spec.read_text(encoding="utf-8"), encoding="utf-8")
+    run_dir = tmp_path / "run"
+    uri = f"http://127.0.0.1:{free_port()}"
+    base = ("suite", str(folder), "--run-dir", str(run_dir), "--tracking-uri", uri)
+    done = cli_here(*base)
+    assert done.returncode == 2 and "MLflow cannot be reached" in done.stderr
+    assert not in_process_executor
+    offline = cli_here(*base, "--offline-tracking")
+    assert offline.returncode == 0, offline.stdout + offline.stderr
+    assert "2 trained and 0 logged by this run" in offline.stdout
+    assert (run_dir / "reports" / "suite" / "report.md").is_file()
+
+
 def test_the_api_takes_offline_tracking_too(
     tmp_path: Path, spec: Path, in_process_executor: list[InProcessExecutor]
 ) -> None:

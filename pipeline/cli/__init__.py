@@ -22,6 +22,10 @@ share with the notebook API (:mod:`pipeline.api`). ``main`` is the console scrip
 
 from __future__ import annotations
 
+import atexit
+import gc
+import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -43,6 +47,7 @@ from pipeline.cli.base import (
     one_line,
 )
 from pipeline.frontend import quiet_libraries
+from pipeline.raysession import RayHost
 from pipeline.safeout import term
 
 # The command modules register their commands on ``app`` when imported, in the order
@@ -86,6 +91,9 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     one line and exit 2, like every other bad input, instead of Typer's usage box.
     """
     quiet_libraries()  # MLflow fails fast and quietly, as under the API
+    # The interpreter's last collections walk every object torch, Ray and MLflow made (1-2
+    # s after a run); frozen, they are freed with the process. Registered first, run last.
+    atexit.register(gc.freeze)
     try:
         code = app(args=argv, prog_name="initstudy", standalone_mode=False)
     except typer.TyperException as exc:  # Click's usage errors (Typer vendors Click)
@@ -110,4 +118,10 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
             sys.exit(EXIT_BAD_INPUT)
         err_console.print("interrupted: nothing more was done", highlight=False)
         sys.exit(EXIT_INTERRUPTED)
-    sys.exit(code if isinstance(code, int) else 0)
+    code = code if isinstance(code, int) else 0
+    if RayHost.unwinding():  # a Ray start cut short by Ctrl-C is still ending on its thread
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(code)
+    sys.exit(code)

@@ -125,6 +125,15 @@ TrackingUri = Annotated[
     str | None,
     typer.Option(help="MLflow tracking URI, e.g. http://127.0.0.1:5000 (default: SQLite)."),
 ]
+OfflineTracking = Annotated[
+    bool,
+    typer.Option(
+        "--offline-tracking",
+        metavar="",
+        help="Run without MLflow (refused otherwise when MLflow cannot be reached at"
+        " start); `initstudy sync` logs the results later.",
+    ),
+]
 
 
 def fail_with(exc: Exception) -> NoReturn:

@@ -19,6 +19,7 @@ from pipeline.cli.base import (
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
     STORAGE_SCHEMES,
+    OfflineTracking,
     Overrides,
     RunDir,
     Storage,
@@ -205,15 +206,7 @@ def run(
             help="Start the embedded Ray's dashboard on 127.0.0.1:PORT (off by default).",
         ),
     ] = None,
-    offline_tracking: Annotated[
-        bool,
-        typer.Option(
-            "--offline-tracking",
-            metavar="",
-            help="Run without MLflow (refused otherwise when MLflow cannot be reached at"
-            " start); `initstudy sync` logs the results later.",
-        ),
-    ] = False,
+    offline_tracking: OfflineTracking = False,
     memory: Annotated[
         float | None,
         typer.Option(

@@ -22,6 +22,7 @@ import typer
 
 from pipeline.cli.base import (
     EXIT_FAILED,
+    OfflineTracking,
     RunDir,
     Storage,
     TrackingUri,
@@ -67,6 +68,7 @@ def suite(
     ] = None,
     storage: Storage = None,
     tracking_uri: TrackingUri = None,
+    offline_tracking: OfflineTracking = False,
     address: Annotated[
         str | None, typer.Option(help="Ray cluster address (default: start Ray here).")
     ] = None,
@@ -77,8 +79,8 @@ def suite(
 ) -> None:
     """Run a suite of studies (default: the reproduction suite) and write one report.
 
-    ``--storage``, ``--tracking-uri`` and ``--address`` are ``run``'s: every study of the
-    suite runs on them (a cluster: docs/cluster.md)."""
+    ``--storage``, ``--tracking-uri``, ``--offline-tracking`` and ``--address`` are
+    ``run``'s: every study of the suite runs on them (a cluster: docs/cluster.md)."""
     from pipeline.analysis.suite_report import README_BEGIN, readme_span
     from pipeline.driver import RunOptions
 
@@ -88,6 +90,7 @@ def suite(
         tracking_uri=tracking_uri,
         address=address,
         workers=workers,
+        offline_tracking=offline_tracking,
     )
     check_run_dir(run_dir)  # the reports go under it whatever the stores
     checked(check_run_options, options, cli_option)
