@@ -12,7 +12,15 @@ from typing import Any
 import pytest
 from conftest import Done
 
-from pipeline.analysis.suite_report import README_BEGIN, README_END, readme_block
+from pipeline.analysis.judging import Verdict
+from pipeline.analysis.reproduction_rule import REPRODUCTION_RULE
+from pipeline.analysis.suite_report import (
+    README_BEGIN,
+    README_END,
+    SuiteStudy,
+    readme_block,
+    write_suite_report,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "data" / "suite_tiny"
@@ -122,6 +130,23 @@ def test_a_folder_without_study_files_is_refused(
 ) -> None:
     done = suite(str(make(tmp_path)), "--run-dir", str(tmp_path / "runs"))
     assert done.returncode == 2 and words in done.stderr
+
+
+def test_an_inconclusive_published_result_is_listed_with_the_published_results(
+    tmp_path: Path,
+) -> None:
+    """The kind of a verdict is its rule's: a reproduction judged "inconclusive" is a
+    published result, not a declared comparison."""
+    paper = Verdict("le2015_sgd", "an IRNN learns", "inconclusive", REPRODUCTION_RULE, "e")
+    study = SuiteStudy("le", "le.yaml", "", [paper], trials=4, wall_seconds=1.0,
+                       estimated_cpu_seconds=2.0)  # fmt: skip
+    run = {"command": "initstudy suite", "machine": "m", "commit": "c", "date": "d", "folder": "f"}
+    paths = write_suite_report([study], tmp_path, run | {"wall_seconds": 1.0, "cpus": 2})
+    records = json.loads(paths["verdicts"].read_text(encoding="utf-8"))
+    assert [(r["id"], r["kind"]) for r in records] == [("le2015_sgd", "reproduction")]
+    page = paths["markdown"].read_text(encoding="utf-8")
+    published = page.index("## Published results")
+    assert published < page.index("| le2015_sgd |") < page.index("## The studies")
 
 
 def test_the_readme_results_section_is_rendered_from_the_committed_report() -> None:

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.analysis.condition_map import c4_headline, combine_c4, condition_table
-from pipeline.analysis.judging import NOT_REPRODUCED, REPRODUCED, Verdict
+from pipeline.analysis.judging import Verdict
 from pipeline.analysis.report import Table, _environment
+from pipeline.analysis.reproduction_rule import REPRODUCTION_RULE
 from pipeline.safeout import Markdown, md_code, md_text, replace_file
 
 __all__ = [
@@ -59,7 +60,7 @@ class SuiteStudy:
 
 
 def _kind(verdict: Verdict) -> str:
-    if verdict.verdict in (REPRODUCED, NOT_REPRODUCED):
+    if verdict.rule == REPRODUCTION_RULE:  # "inconclusive" ones too
         return "reproduction"
     if verdict.claim_id[:1] == "C" and verdict.claim_id[1:].isdigit():
         return "claim"
