@@ -22,8 +22,6 @@ share with the notebook API (:mod:`pipeline.api`). ``main`` is the console scrip
 
 from __future__ import annotations
 
-import atexit
-import gc
 import logging
 import os
 import sys
@@ -91,9 +89,6 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     one line and exit 2, like every other bad input, instead of Typer's usage box.
     """
     quiet_libraries()  # MLflow fails fast and quietly, as under the API
-    # The interpreter's last collections walk every object torch, Ray and MLflow made (1-2
-    # s after a run); frozen, they are freed with the process. Registered first, run last.
-    atexit.register(gc.freeze)
     try:
         code = app(args=argv, prog_name="initstudy", standalone_mode=False)
     except typer.TyperException as exc:  # Click's usage errors (Typer vendors Click)
@@ -119,7 +114,10 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         err_console.print("interrupted: nothing more was done", highlight=False)
         sys.exit(EXIT_INTERRUPTED)
     code = code if isinstance(code, int) else 0
-    if RayHost.unwinding():  # a Ray start cut short by Ctrl-C is still ending on its thread
+    # A Ray start cut short by Ctrl-C still ending on its thread: the interpreter's teardown
+    # would abort under it. The stores' last writes are committed; a SQLite store may keep
+    # its write-ahead log beside it, which SQLite applies when it is next opened.
+    if RayHost.unwinding():
         sys.stdout.flush()
         sys.stderr.flush()
         logging.shutdown()
