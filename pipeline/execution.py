@@ -16,7 +16,6 @@ times; since a result depends only on its spec, a retried pack gives the same nu
 from __future__ import annotations
 
 import atexit
-import contextlib
 import logging
 import os
 import socket
@@ -27,11 +26,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import ray
-import ray._private.ray_constants as ray_constants
-from ray._private.parameter import RayParams
-from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]
 
 from models.spec import TrialResult, TrialSpec
+from pipeline.ray_compat import local_only, refresh_auth
 from pipeline.raysession import LOOPBACK, PrivateSession, RayHost
 
 MAX_RETRIES = 3
@@ -227,13 +224,6 @@ class NotPrivate(RuntimeError):
     """An embedded Ray came up on an address other than 127.0.0.1 (it was stopped)."""
 
 
-def _refresh_ray_auth() -> None:
-    """Make this process's Ray see the authentication settings of its environment now:
-    Ray reads them (RayConfig, the token cache) once, at import or first use."""
-    Config.initialize("")
-    AuthenticationTokenLoader.instance().reset_cache()
-
-
 def _stop_abandoned() -> None:
     """Shut down a Ray whose start was given up, once ``ray.init`` has returned (on its
     host thread), and give Ray back the exit hook the giving-up took away."""
@@ -241,29 +231,6 @@ def _stop_abandoned() -> None:
         ray.shutdown()
     finally:
         atexit.register(ray.shutdown, _exiting_interpreter=True)
-
-
-@contextlib.contextmanager
-def _local_only() -> Iterator[None]:
-    """While a new Ray starts: Ray's local-only mode (its node's address 127.0.0.1, not
-    the host's). ``ray.init`` turns a given 127.0.0.1 into the host's address otherwise;
-    the switch is read at import, so it is set on the loaded module here. And its
-    dashboard agent's HTTP port chosen free (0), not Ray's fixed 52365, which a second
-    embedded Ray on the machine would find taken (its agent then runs without its HTTP
-    server); ``ray.init`` has no option for it, so the default is given to RayParams."""
-    before, params = ray_constants.ENABLE_RAY_CLUSTER, RayParams.__init__
-
-    def free_agent_port(self: RayParams, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("dashboard_agent_listen_port", 0)
-        params(self, *args, **kwargs)
-
-    ray_constants.ENABLE_RAY_CLUSTER = False
-    RayParams.__init__ = free_agent_port  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        ray_constants.ENABLE_RAY_CLUSTER = before
-        RayParams.__init__ = params  # type: ignore[method-assign]
 
 
 class RayExecutor:
@@ -349,13 +316,13 @@ class RayExecutor:
         self._host = host = RayHost()
 
         def init() -> Any:
-            with _local_only():
+            with local_only():
                 return ray.init(
                     **kwargs, _node_ip_address=LOOPBACK, _temp_dir=str(session.ray_dir)
                 )
 
         try:
-            _refresh_ray_auth()
+            refresh_auth()
             context = host.start(init, _stop_abandoned)  # a Ctrl-C meanwhile: at once
             ip = ray.util.get_node_ip_address()
             if ip != LOOPBACK:
@@ -377,7 +344,7 @@ class RayExecutor:
         if self._session is not None:
             self._session.close()
             self._session = None
-            _refresh_ray_auth()
+            refresh_auth()
         if self._host is not None:
             self._host.close()
             self._host = None

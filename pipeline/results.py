@@ -33,6 +33,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from models.spec import TrialResult
+from pipeline import optuna_compat as compat
 from pipeline import storage as st
 from pipeline.analysis.efficiency import (
     Efficiency,
@@ -233,7 +234,7 @@ def varying_params(
             continue
         observed = [_native(v) for v in trials[param]]
         try:
-            inside = all(dist._contains(dist.to_internal_repr(v)) for v in observed)
+            inside = all(compat.contains(dist, v) for v in observed)
         except (ValueError, TypeError):
             inside = False
         if not inside:

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from optuna.trial import FrozenTrial, TrialState
 
 from models.spec import TrialResult
+from pipeline import optuna_compat as compat
 from pipeline.exitcodes import EXIT_STORE_CORRUPT as EXIT_STORE_CORRUPT
 from pipeline.urls import canonical_url, folder_lock, redact, sqlite_file, use_wal
 
@@ -349,11 +350,10 @@ def study_counts(study: optuna.Study) -> StudyCounts:
     engine = _engine_of(study)
     if engine is None:
         return _counted(study.get_trials(deepcopy=False), planned)
-    from optuna.storages._rdb import models
-
+    models = compat.rdb_models()
     t = models.TrialModel.__table__
     a = models.TrialUserAttributeModel.__table__
-    mine = t.c.study_id == study._study_id
+    mine = t.c.study_id == compat.study_id(study)
     joined = a.join(t, a.c.trial_id == t.c.trial_id)
     with engine.connect() as conn:
         states = dict(
@@ -398,9 +398,7 @@ def _counted(trials: list[FrozenTrial], planned: object) -> StudyCounts:
 
 def _engine_of(study: optuna.Study) -> Any:
     """The SQLAlchemy engine of a study's RDB storage (None: another kind of storage)."""
-    storage = study._storage
-    storage = getattr(storage, "_backend", storage)  # optuna wraps an RDBStorage in a cache
-    return getattr(storage, "engine", None)
+    return compat.engine(study)
 
 
 def live_keys(study: optuna.Study) -> set[str | None]:
@@ -411,14 +409,13 @@ def live_keys(study: optuna.Study) -> set[str | None]:
     if engine is None:
         trials = study.get_trials(deepcopy=False, states=LIVE_STATES)
         return {t.user_attrs.get(KEY) for t in trials}
-    from optuna.storages._rdb import models
-
+    models = compat.rdb_models()
     t = models.TrialModel.__table__
     a = models.TrialUserAttributeModel.__table__
     query = (
         sa.select(a.c.value_json)
         .select_from(a.join(t, a.c.trial_id == t.c.trial_id))
-        .where(t.c.study_id == study._study_id, t.c.state.in_(LIVE_STATES), a.c.key == KEY)
+        .where(t.c.study_id == compat.study_id(study), t.c.state.in_(LIVE_STATES), a.c.key == KEY)
     )
     with engine.connect() as conn:
         return {json.loads(value) for (value,) in conn.execute(query)}

@@ -34,6 +34,7 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from models.spec import TrialResult
+from pipeline import optuna_compat as compat
 from pipeline import retry, urls
 from pipeline import storage as st
 
@@ -69,7 +70,8 @@ def _stored(t: FrozenTrial | optuna.trial.Trial) -> StoredTrial:
     params = dict(t.params)
     if st.SEED in attrs:
         params["seed"] = attrs[st.SEED]
-    return StoredTrial(t.number, t._trial_id, params, attrs.get(st.KEY), attrs.get(st.RESULT))
+    key, result = attrs.get(st.KEY), attrs.get(st.RESULT)
+    return StoredTrial(t.number, compat.trial_id(t), params, key, result)
 
 
 def _unless_landed(write: Callable[[], object], landed: Callable[[], bool]) -> Callable[[], None]:
@@ -259,11 +261,9 @@ class StudyStore:
     def _frozen(self, *states: TrialState) -> list[FrozenTrial]:
         """The trials in ``states`` (all if none), those from the database alone: Optuna's
         cache loads every trial first (a resume of 100,000 trials reads its RUNNING ones)."""
-        backend: Any = getattr(self.study._storage, "_backend", None)
-        if states and hasattr(backend, "_get_trials"):
-            sid = self.study._study_id
+        if states:
             return self.call(
-                "read the trials", lambda: backend._get_trials(sid, states, set(), -1)
+                "read the trials", lambda: compat.trials_in_states(self.study, states)
             )
         return self.call("read the trials", lambda: self.study.get_trials(False, states=None))
 
@@ -293,16 +293,15 @@ class StudyStore:
             intermediate_values={},
             trial_id=-1,
         )
-        study, created = self.study, []
-        storage: Any = getattr(study._storage, "_backend", study._storage)  # number: no read
+        created: list[FrozenTrial] = []
         self.call(
             "create a grid trial",
             _unless_landed(
-                lambda: created.append(storage._create_new_trial(study._study_id, template)),
+                lambda: created.append(compat.create_trial(self.study, template)),
                 lambda: key in self._live_keys(),
             ),
         )
-        return (created[0].number, created[0]._trial_id) if created else None
+        return (created[0].number, compat.trial_id(created[0])) if created else None
 
     def ask(
         self, distributions: dict[str, BaseDistribution], claimed: Collection[int]
@@ -337,7 +336,7 @@ class StudyStore:
 
         def draw() -> dict[str, Any]:
             live = optuna.trial.Trial(self.study, trial.trial_id)
-            drawn = {name: live._suggest(name, d) for name, d in distributions.items()}
+            drawn = {name: compat.suggest(live, name, d) for name, d in distributions.items()}
             fixed = self.storage.get_trial_system_attrs(trial.trial_id).get("fixed_params") or {}
             return drawn | ({"seed": fixed["seed"]} if "seed" in fixed else {})
 
@@ -390,17 +389,16 @@ class StudyStore:
     def report(self, trial_id: int, epoch: int, value: float) -> None:
         """A trial's intermediate value (its validation loss) at an epoch, as it trains;
         written again with the same value when a retried pack streams that epoch again."""
-        self.call(
-            "report an intermediate value",
-            lambda: self.study._storage.set_trial_intermediate_value(trial_id, epoch, value),
-        )
+        storage = compat.storage(self.study)
+        write = partial(storage.set_trial_intermediate_value, trial_id, epoch, value)
+        self.call("report an intermediate value", write)
 
     def store_error(self, trial_id: int, error: str) -> None:
         """Record why the infrastructure failed a trial."""
         self.call("store an error", lambda: self._set_attr(trial_id, st.ERROR, error))
 
     def _set_attr(self, trial_id: int, key: str, value: Any) -> None:
-        self.study._storage.set_trial_user_attr(trial_id, key, value)
+        compat.storage(self.study).set_trial_user_attr(trial_id, key, value)
 
     # -- finishing a trial -------------------------------------------------------------
 
@@ -412,7 +410,7 @@ class StudyStore:
         sampler's hook). A value that is not finite always goes through ``study.tell``.
         """
         if direct and math.isfinite(value):
-            storage = self.study._storage
+            storage = compat.storage(self.study)  # through Optuna's cache
             self._tell_once(
                 number,
                 trial_id,
@@ -428,7 +426,7 @@ class StudyStore:
     def _tell_once(self, number: int, trial_id: int, tell: Callable[[], object]) -> None:
         """A tell, retried while the storage is down; a retry after a tell that did commit
         before the connection dropped finds the trial finished and tells nothing."""
-        storage = self.study._storage
+        storage = compat.storage(self.study)
 
         def finished() -> bool:
             return storage.get_trial(trial_id).state.is_finished()
@@ -534,15 +532,13 @@ class DriverLock:
         )
 
     def _table(self) -> Any:
-        from optuna.storages._rdb import models
-
-        return models.StudyUserAttributeModel.__table__
+        return compat.rdb_models().StudyUserAttributeModel.__table__
 
     def _read_raw(self) -> str | None:
         """The lock's row as stored (JSON text), None if the study never had one."""
         table = self._table()
         query = sa.select(table.c.value_json).where(
-            table.c.study_id == self.study._study_id, table.c.key == st.DRIVER
+            table.c.study_id == compat.study_id(self.study), table.c.key == st.DRIVER
         )
         with self._engine().connect() as conn:
             value = conn.execute(query).scalar_one_or_none()
@@ -551,13 +547,13 @@ class DriverLock:
     def _swap(self, old: str | None, new: str) -> bool:
         """Write ``new`` as the lock's row if it still is ``old``; whether it was."""
         table = self._table()
-        where = (table.c.study_id == self.study._study_id, table.c.key == st.DRIVER)
+        where = (table.c.study_id == compat.study_id(self.study), table.c.key == st.DRIVER)
         try:
             with self._engine().begin() as conn:
                 if old is None:  # no row yet: the unique (study, key) lets one insert win
                     conn.execute(
                         sa.insert(table).values(
-                            study_id=self.study._study_id, key=st.DRIVER, value_json=new
+                            study_id=compat.study_id(self.study), key=st.DRIVER, value_json=new
                         )
                     )
                     return True

@@ -42,6 +42,7 @@ def dashboard(
     """Start optuna-dashboard on the study's Optuna store and print its URL (Ctrl-C stops)."""
     from pipeline import storage as st
     from pipeline.dashboard import installed, is_loopback, start_dashboard, study_url
+    from pipeline.optuna_compat import study_id_by_name
 
     check_study_name(study)
     if port is not None and not 1 <= port <= 65535:
@@ -52,7 +53,7 @@ def dashboard(
     try:
         store = st.make_storage(url)
         st.load_existing_study(store, study)
-        study_id = store.get_study_id_from_name(study)
+        study_id = study_id_by_name(store, study)
     except st.StudyError as exc:
         fail_with(exc)
     if not is_loopback(host):
