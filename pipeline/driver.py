@@ -230,7 +230,6 @@ def open_store(
         options.storage_url,
         name,
         spec_hash=spec.spec_hash(),
-        legacy_hashes=(spec.legacy_spec_hash(),),  # hashed with its description
         spec_text=spec_text,
         planned=spec.n_trials_planned,
         claim=spec.claim,

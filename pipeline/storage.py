@@ -16,7 +16,7 @@ import json
 import random
 import sqlite3
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -217,11 +217,8 @@ def open_study(
     planned: int,
     claim: str | None,
     sampler: optuna.samplers.BaseSampler,
-    legacy_hashes: Collection[str] = (),
 ) -> optuna.Study:
-    """Create the study, or load it if it exists with the same spec. A study stored under
-    one of ``legacy_hashes`` (the same spec, hashed as an older version did) is the same
-    spec: its stored hash is brought up to date.
+    """Create the study, or load it if it exists with the same spec.
 
     Raises:
         StudyError: the study exists but was created from a different spec.
@@ -247,9 +244,6 @@ def open_study(
         study.set_user_attr(SPEC_TEXT, spec_text)
         study.set_user_attr(PLANNED, planned)
         study.set_user_attr(CLAIM, claim or "")
-        study.set_user_attr(SPEC_HASH, spec_hash)
-        existing = spec_hash
-    if existing in legacy_hashes and existing != spec_hash:
         study.set_user_attr(SPEC_HASH, spec_hash)
         existing = spec_hash
     if existing != spec_hash:

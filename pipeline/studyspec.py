@@ -541,22 +541,13 @@ class StudySpec(StrictModel):
     def spec_hash(self) -> str:
         """sha256 (16 hex) of the canonical JSON of the validated spec (all fields); the
         free-text ``description`` is hashed as if absent, so editing it does not block a
-        resume (studies stored before then carry :meth:`legacy_spec_hash`)."""
-        return self._hash(with_description=False)
-
-    def legacy_spec_hash(self) -> str:
-        """The hash as computed before ``description`` was left out (equal to
-        :meth:`spec_hash` without a description), to accept on resume."""
-        return self._hash(with_description=True)
-
-    def _hash(self, *, with_description: bool) -> str:
+        resume."""
         # claims are judged, not run; a fixed protocol is left out, as before it existed
         # sampler_options: only those given, and none at all when none is (older specs)
         exclude = {"claims", "sampler_options"}
         exclude |= set() if self.protocol.tuned else {"protocol"}
         dumped = self.model_dump(mode="json", exclude=exclude)
-        if not with_description:
-            dumped["description"] = None  # as a spec without one always hashed
+        dumped["description"] = None  # as a spec without one always hashed
         options = options_hash_part(self.sampler_options)
         if options is not None:
             dumped["sampler_options"] = options

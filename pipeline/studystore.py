@@ -124,7 +124,6 @@ class StudyStore:
         sampler: optuna.samplers.BaseSampler | None = None,
         sampler_seed: int = 0,
         note: Callable[[str], None] = lambda _: None,
-        legacy_hashes: Collection[str] = (),
     ) -> StudyStore:
         """Create the study or load it (same spec only); see :func:`storage.open_study`.
 
@@ -151,7 +150,6 @@ class StudyStore:
                 planned=planned,
                 claim=claim,
                 sampler=sampler or optuna.samplers.RandomSampler(seed=sampler_seed),
-                legacy_hashes=legacy_hashes,
             )
         return cls(url, storage, study, note)
 

@@ -242,25 +242,16 @@ def test_a_sampled_studys_failed_trial_is_enqueued_once_with_its_params(
     assert trial.state == TrialState.RUNNING
 
 
-# -- a spec hash an older version computed ---------------------------------------------------
+# -- the spec hash -----------------------------------------------------------------------
 
 
-def test_a_study_stored_under_a_legacy_hash_resumes_and_its_hash_is_brought_up_to_date(
-    tmp_path: Path,
-) -> None:
-    """Specs with a description once hashed it; a study stored so resumes with the spec
-    hashed without it (its stored hash updated), and any other hash is still refused."""
+def test_a_study_stored_under_another_spec_hash_is_refused(tmp_path: Path) -> None:
     url = url_of(tmp_path / "optuna.db")
     open_store(url).close()  # stored under "h1"
     kwargs: dict[str, Any] = {"spec_text": "text", "planned": 3, "claim": None}
     with pytest.raises(st.StudyError, match="different spec"):
         StudyStore.open(url, "s", spec_hash="h2", **kwargs)
-    store = StudyStore.open(url, "s", spec_hash="h2", legacy_hashes=("h1",), **kwargs)
-    assert store.study.user_attrs[st.SPEC_HASH] == "h2"
-    store.close()
-    StudyStore.open(url, "s", spec_hash="h2", **kwargs).close()  # no legacy needed now
-    with pytest.raises(st.StudyError, match="different spec"):
-        StudyStore.open(url, "s", spec_hash="h3", legacy_hashes=("h1",), **kwargs)
+    StudyStore.open(url, "s", spec_hash="h1", **kwargs).close()
 
 
 def test_the_ui_refuses_a_corrupt_mlflow_db_with_the_corrupt_store_code(

@@ -520,18 +520,15 @@ def test_declared_claims_load_and_stay_out_of_the_spec_hash() -> None:
 
 def test_description_is_outside_the_spec_hash() -> None:
     """Editing only the description must not block a resume; a spec without one keeps the
-    hash it always had, and a study stored before has the legacy hash to match."""
+    hash it always had."""
     plain = parse_study_spec(base())
-    assert plain.spec_hash() == plain.legacy_spec_hash() == "e38f17c4eb199c79"
+    assert plain.spec_hash() == "e38f17c4eb199c79"
     one, other = (
         parse_study_spec(base(description="first")),
         parse_study_spec(base(description="2")),
     )
     assert one.spec_hash() == other.spec_hash() == plain.spec_hash()
-    assert one.legacy_spec_hash() != other.legacy_spec_hash() != plain.legacy_spec_hash()
     assert parse_study_spec(base(name="u")).spec_hash() != plain.spec_hash()
-    smoke = load_study_spec(STUDIES / "smoke.yaml")  # its hash before descriptions were left out
-    assert smoke.legacy_spec_hash() == "81d6ef8a568825a1" != smoke.spec_hash()
 
 
 def test_sizes_are_capped_so_the_estimate_stays_finite() -> None:
