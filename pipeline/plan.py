@@ -47,22 +47,14 @@ hidden x (hidden + 1) per time step, forward and backward together, on one CPU c
 WORKER_BYTES = 256 * 2**20
 """Estimate: resident memory of a worker process with PyTorch loaded, before any pack."""
 MEMORY_TERMS = {"train_gates": 3, "train_hidden": 2, "val_hidden": 2, "outputs": 4}
-"""How many float32 tensors of each size :func:`pack_memory_bytes` counts, calibrated on
-the peak resident size of a fresh process training one epoch of ``models.train_pack``
-(its VmHWM) minus the same before the pack, on a 2-core x86-64 VM (commit ab1f17e);
-estimate/measured was 1.42 (rnn_tanh adding, 2 members, batch 64, length 100, hidden 128,
-val 4096: 0.92 GB), 1.72 (rnn_tanh adding, 2 members, batch 256, length 200, hidden 256,
-val 1024: 1.04 GB), 1.65 (lstm copy, 8 members, batch 64, length 100, hidden 128, val
-1024: 1.01 GB), 1.21 (gru charlm, 4 members, hidden 128, length 100, val 2048: 2.18 GB)
-and 1.61 (lstm adding, 2 members, hidden 64, length 100, val 50,000: 3.25 GB): never
-under, at most 1.72x over. Training keeps, per member, sequence and batch row, the input,
-``train_gates`` gate-width tensors (pre-activations, gate outputs, their gradients) and
-``train_hidden`` hidden-width ones for backprop through time; the validation pass (no
-gradients, but the whole validation set at once) the input, for the Elman cells the
-input projection of every step (the fused LSTM and GRU recurrences compute it step by
-step), and ``val_hidden`` hidden-width tensors (the states; the spread statistics go
-through them in small chunks); logits count ``outputs`` times. ``tests/test_packing_plan.py``
-measures the first case again."""
+"""How many float32 tensors of each size :func:`pack_memory_bytes` counts. Training keeps,
+per member, sequence and batch row, the input, ``train_gates`` gate-width tensors
+(pre-activations, gate outputs, their gradients) and ``train_hidden`` hidden-width ones
+for backprop through time; the validation pass (no gradients, but the whole validation
+set at once) the input, for the Elman cells the input projection of every step (the fused
+LSTM and GRU recurrences compute it step by step), and ``val_hidden`` hidden-width tensors;
+logits count ``outputs`` times. The calibration against measured peaks is in
+docs/design.md (memory estimate); ``tests/test_packing_plan.py`` measures one case again."""
 
 
 @dataclass
