@@ -32,15 +32,13 @@ from pipeline.frontend import TRACKING_SCHEMES as TRACKING_SCHEMES
 from pipeline.frontend import SpecInput as SpecInput
 from pipeline.frontend import (
     api_option,
-    check_run_options,
+    before_run,
     check_study_name,
     check_url,
-    design_check,
     load_spec,
     one_line,
     quiet_libraries,
     read_storage,
-    size_warning,
 )
 from pipeline.urls import default_tracking_uri
 
@@ -277,6 +275,7 @@ def run_study(
     yes: bool = False,
     progress: bool = False,
     offline_tracking: bool = False,
+    memory_per_task: float | None = None,
 ) -> Study:
     """Run (or resume) a study, as ``initstudy run`` does, and return it.
 
@@ -288,6 +287,9 @@ def run_study(
     shows the progress bar (off: a notebook is no terminal). MLflow that cannot be reached
     at start refuses the run (a ``StudyError``) unless ``offline_tracking`` (``run
     --offline-tracking``): then nothing is logged, and ``initstudy sync`` logs it later.
+    The checks before anything starts are ``run``'s (:func:`pipeline.frontend.before_run`):
+    a study whose largest pack would need more than ``memory_per_task`` GiB (default: this
+    machine's memory) is refused as ``run --memory-per-task`` refuses it.
     One study runs at a time in a process: a second ``run_study`` from another thread
     while one runs is refused (``StudyBusy``), nothing of it started.
 
@@ -325,12 +327,19 @@ def run_study(
         study_name=study_name,
         offline_tracking=offline_tracking,
     )
-    check_run_options(options, api_option)
-    for line in design_check(parsed, yes, "pass yes=True"):
+    found = before_run(
+        parsed,
+        "spec",
+        options,
+        yes=yes,
+        confirm="pass yes=True",
+        label=api_option,
+        memory_per_task=memory_per_task,
+    )
+    for line in found.warnings:
         warnings.warn(line, stacklevel=2)
-    warning = size_warning(parsed, study_name or parsed.name)
-    if warning is not None and not yes:
-        raise ValueError(f"{warning}; pass yes=True to start it")
+    if found.size is not None and not yes:
+        raise ValueError(f"{found.size}; pass yes=True to start it")
     quiet_libraries()
     reporter = Reporter(enabled=progress)
     picks: list[ArmPick] = []

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -453,6 +454,49 @@ def design_check(spec: StudySpec, yes: bool, confirm: str) -> list[str]:
     if lines and not yes:
         raise SpecError(f"{spec.name}: {'; '.join(lines)}; or {confirm} to run it anyway")
     return lines
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What :func:`before_run` leaves the front end to show."""
+
+    warnings: list[str]
+    """Lines to show as warnings (a design that cannot judge a claim, with ``yes``)."""
+    size: str | None
+    """The study's size warning (more trials or CPU-hours than a confirmation allows):
+    the front end refuses without ``yes`` and notes it with."""
+
+
+def before_run(
+    spec: StudySpec,
+    source: str,
+    options: RunOptions,
+    *,
+    yes: bool,
+    confirm: str,
+    label: Label,
+    memory_per_task: float | None = None,
+) -> Checked:
+    """Every check ``initstudy run`` and :func:`pipeline.api.run_study` make before a
+    study starts, in one order: the run options, the memory of the study's largest pack at
+    the pack size asked for (:func:`check_memory`), and whether its design can judge the
+    claims it lists (:func:`design_check`).
+
+    Raises:
+        ValueError: a bad option or memory size; SpecError: the largest pack would not fit,
+            or the design cannot judge a claim and ``yes`` is not given.
+    """
+    check_run_options(options, label)
+    check_memory(
+        spec,
+        source,
+        pack_size=options.pack_size,
+        memory_per_task=memory_per_task,
+        gpu=options.gpus_per_trial > 0,
+        label=label,
+    )
+    lines = design_check(spec, yes, confirm)
+    return Checked(lines, size_warning(spec, options.study_name or spec.name))
 
 
 NO_PILOT = "no earlier results of this study to estimate the noise from"

@@ -187,3 +187,28 @@ def test_ui_port_out_of_range(port: str, tmp_path: Path, cli_here: Callable[...,
     done = cli_here("ui", "smoke", "--run-dir", str(tmp_path / "runs"), "--port", port)
     _one_error_line(done, f"--port: a port from 1 to 65535, got {port}")
     assert not (tmp_path / "runs").exists()
+
+
+def test_run_and_the_api_refuse_the_same_pack_that_would_not_fit(
+    tmp_path: Path, cli_here: Callable[..., Any], in_process_executor: list[Any]
+) -> None:
+    """One run path: ``run`` and ``api.run_study`` make the same checks before a study
+    starts (``frontend.before_run``), so a pack of 16 that needs more memory than a task
+    may use is refused by both, with the same words, nothing created."""
+    import yaml
+
+    from pipeline import api
+
+    trial = {"task": "adding", "seq_len": 100, "hidden": 128, "val_size": 4096}
+    doc = {"name": "big", "sampler": "grid", "trial": trial, "space": {"seed": list(range(16))}}
+    spec = tmp_path / "big.yaml"
+    spec.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    run_dir = tmp_path / "run"
+    args = ("run", str(spec), "--run-dir", str(run_dir), "--pack-size", "16")
+    done = cli_here(*args, "--memory-per-task", "4")
+    assert done.returncode == 2
+    assert "a pack of 16 adding rnn_tanh trials" in done.stderr
+    with pytest.raises(SpecError, match="a pack of 16 adding rnn_tanh trials") as info:
+        api.run_study(spec, run_dir=run_dir, pack_size=16, memory_per_task=4.0)
+    assert "memory_per_task's 4.0 GiB" in str(info.value)
+    assert not run_dir.exists() and not in_process_executor

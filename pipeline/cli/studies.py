@@ -38,8 +38,7 @@ from pipeline.cli.base import (
     study_tables,
 )
 from pipeline.frontend import (
-    check_memory,
-    check_run_options,
+    before_run,
     cli_option,
     design_check,
     load_spec,
@@ -238,18 +237,18 @@ def run(
         dashboard_port=dashboard,
         offline_tracking=offline_tracking,
     )
-    checked(check_run_options, options, cli_option)
-    checked(
-        check_memory,
+    found = checked(
+        before_run,
         spec,
         str(spec_file),
-        pack_size=pack_size,
+        options,
+        yes=yes,
+        confirm="add --yes",
+        label=cli_option,
         memory_per_task=memory,
-        gpu=gpus_per_trial > 0,
     )
-    _print_warnings(checked(design_check, spec, yes, "add --yes"))
-    warning = _size_warning(spec, study_name or spec.name)
-    if warning is not None:
+    _print_warnings(found.warnings)
+    if (warning := found.size) is not None:
         if not yes:
             fail(f"{warning}; add --yes to start it")
         console.print(f"[yellow]note:[/] {term(warning)}; starting (--yes)", highlight=False)
