@@ -54,6 +54,7 @@ class Study:
         return list(st.load_existing_study(storage, self.name).get_trials())
 
 
+@pytest.mark.slow  # runs a study per case
 @pytest.mark.parametrize(
     ("sampler", "seeds"),
     [
