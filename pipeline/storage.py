@@ -164,7 +164,7 @@ def _unreadable(path: Path) -> str | None:
         try:
             con.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except sqlite3.DatabaseError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc):  # else a writer holds it
+            if is_corruption(exc):  # not a lock, a busy writer or a passing I/O error
                 problem = f"is corrupt ({exc})"
         finally:
             con.close()
@@ -172,6 +172,15 @@ def _unreadable(path: Path) -> str | None:
         for p in created:
             p.unlink(missing_ok=True)
     return problem
+
+
+def is_corruption(exc: sqlite3.Error) -> bool:
+    """Whether SQLite's error says the file itself is damaged (``SQLITE_CORRUPT``,
+    ``SQLITE_NOTADB``). A lock, a busy writer or an I/O error is not: another process may
+    be checkpointing the same store (it removes the -wal file as it closes), and calling a
+    sound store corrupt would tell its user to delete it."""
+    text = str(exc).lower()
+    return "malformed" in text or "not a database" in text
 
 
 CREATE_TRIES = 8

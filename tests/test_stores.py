@@ -161,6 +161,18 @@ def test_a_corrupt_optuna_db_is_refused_and_left_as_it_is(tmp_path: Path, kind: 
     assert refused.value.exit_code == st.EXIT_STORE_CORRUPT == 4
 
 
+def test_only_a_damaged_file_is_called_corrupt() -> None:
+    """A sound store read while another process checkpoints it can fail with "disk I/O
+    error" (its -wal file removed under the reader); that is not corruption, and calling
+    it so would tell the user to delete a good store (the reproduction suite met it)."""
+    import sqlite3
+
+    assert st.is_corruption(sqlite3.DatabaseError("database disk image is malformed"))
+    assert st.is_corruption(sqlite3.DatabaseError("file is not a database"))
+    for passing in ("disk I/O error", "database is locked", "unable to open database file"):
+        assert not st.is_corruption(sqlite3.OperationalError(passing))
+
+
 @pytest.mark.parametrize("kind", ["empty", "random", "garbage", "wal-garbage"])
 def test_a_corrupt_mlflow_db_is_refused(tmp_path: Path, kind: str) -> None:
     db = tmp_path / "mlflow.db"
