@@ -176,7 +176,7 @@ def _label(cell: dict[str, Any]) -> str:
         BELOW: f"below {low:g}x",
         ABOVE: f"above {high:g}x",
         UNBOUNDED: f"unbounded ({cell['than']} cannot train)",
-        AT_LEAST: "only a lower bound (never 'within')",
+        AT_LEAST: "a lower bound only, never 'within'",
         SMALL_N: "undecided (too few trials)",
     }.get(cell["classification"], _undecided(cell))
 
@@ -200,6 +200,8 @@ def _condition_text(conditions: dict[str, Any], varying: set[str]) -> str:
         value = conditions[key]
         if key == "clip":
             parts.append("without clipping" if value is None else f"with clip {_value(value)}")
+        elif key == "max_epochs":
+            parts.append(f"{_value(value)} epochs")
         else:
             parts.append(f"{key} {_value(value)}")
     return " ".join(parts)

@@ -312,6 +312,7 @@ def write_report(
     tuning: Tuning | None = None,
     importances: Importances | None = None,
     efficiency: Efficiency | None = None,
+    interactive: bool = True,
 ) -> dict[str, Path]:
     """Write report.md, report.html, interactive.html, verdicts.json and the :data:`FIGURES`
     into ``out_dir``.
@@ -326,6 +327,8 @@ def write_report(
             (``pipeline.results.param_importances``) if None.
         efficiency: the study's efficiency for the footer, one line
             (``pipeline.results.load_efficiency``); None: no footer.
+        interactive: write interactive.html (plotly.js inline, about 4.7 MB); the suite's
+            committed reports leave it out (``initstudy report STUDY`` writes it).
 
     Returns:
         ``{"markdown": ..., "html": ..., "interactive": ..., "verdicts": ...,
@@ -345,7 +348,9 @@ def write_report(
     files["verdicts"] = write_verdicts(verdicts, out_dir / "verdicts.json")
     if importances is None:
         importances = _importances(tables)
-    files["interactive"], views = write_interactive(tables, out_dir, importances)
+    views = None
+    if interactive:
+        files["interactive"], views = write_interactive(tables, out_dir, importances)
     data = report_data(
         tables, verdicts, speedups, files, tuning, summary, importances, efficiency,
         aft_section(tables),

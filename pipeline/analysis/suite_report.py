@@ -151,13 +151,14 @@ def _tables(studies: Sequence[SuiteStudy], records: list[dict[str, Any]]) -> dic
             {
                 "claim": r["id"],
                 "verdict": r["verdict"],
-                "study": Markdown(f"[{md_text(r['study'])}]({r['study']}/report.md)"),
+                "study": _study_links(r["study"]),
                 "evidence": r["evidence"],
             }
             for r in records
             if r["kind"] == kind
         ]
-        return Table.of(pd.DataFrame(rows, columns=["claim", "verdict", "study", "evidence"]))
+        columns = ["claim", "verdict", "study", "evidence"]
+        return Table.of(pd.DataFrame(rows, columns=columns, dtype=object))  # keep Markdown
 
     cost = pd.DataFrame(
         [
@@ -169,7 +170,8 @@ def _tables(studies: Sequence[SuiteStudy], records: list[dict[str, Any]]) -> dic
                 "validate's bound (1 core)": _minutes(s.estimated_cpu_seconds),
             }
             for s in studies
-        ]
+        ],
+        dtype=object,  # pandas 3 would make the Markdown cells plain (escaped) strings
     )
     return {
         "conditions": Table.of(condition_table(records)),
@@ -178,6 +180,12 @@ def _tables(studies: Sequence[SuiteStudy], records: list[dict[str, Any]]) -> dic
         "comparisons": frame("comparison"),
         "cost": Table.of(cost),
     }
+
+
+def _study_links(studies: str) -> Markdown:
+    """Links to the reports of a record's studies (C4's record names several)."""
+    names = [name.strip() for name in str(studies).split(",") if name.strip()]
+    return Markdown(", ".join(f"[{md_text(n)}]({n}/report.md)" for n in names))
 
 
 def _write(path: Path, text: str) -> None:

@@ -180,7 +180,11 @@ def _write(
         verdicts = judge(tables, spec.claims)  # the file's claims: judged, not run
         efficiency = _efficiency(spec.name, url)
         tuning = _tuning(tables, url)
-        write_report(tables, out / spec.name, verdicts, tuning=tuning, efficiency=efficiency)
+        folder = out / spec.name
+        write_report(
+            tables, folder, verdicts, tuning=tuning, efficiency=efficiency, interactive=False
+        )
+        (folder / "interactive.html").unlink(missing_ok=True)  # an earlier run's, now stale
         outcomes = tables.trials["outcome"].value_counts().to_dict() if len(tables.trials) else {}
         studies.append(
             SuiteStudy(
