@@ -45,13 +45,20 @@ def _children(pid: int, name: str) -> list[str]:
     return found.stdout.split()
 
 
+def _take_sigint() -> None:
+    """In the child: SIGINT's default action, as at a terminal. A shell's background job
+    (``cmd &`` in a script, CI) starts with SIGINT ignored, and an ignored signal stays
+    ignored across exec: Python would never see it before the run installs its handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def one_point(delay: float) -> dict[str, Any]:
     """One run, one SIGINT after ``delay`` seconds; what it did."""
     with tempfile.TemporaryDirectory(prefix="ctrl-c-") as tmp:
         command = [*bc.initstudy_run(SPEC, Path(tmp))]
         proc = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env=bc.child_env(), bufsize=1,
+            env=bc.child_env(), bufsize=1, preexec_fn=_take_sigint,
         )  # fmt: skip
         lines: list[tuple[float, str]] = []
 

@@ -10,14 +10,10 @@ The set of files is always the same: a figure the study's data cannot support is
 written, saying "not enough data: ..." and why. :func:`verdict_table` renders the
 verdicts for the terminal.
 
-Both documents are Jinja2 templates (``templates/report.md`` and ``templates/report.html``,
-the latter autoescaped) rendered from one plain data model, :class:`ReportData`, which
-:func:`report_data` builds from the tables, the statistics and the verdicts.
-
-Its "Study summary" section is :func:`pipeline.analysis.summary.study_summary` and the
-parameter importances of :func:`pipeline.results.param_importances`, which, like the
-interactive page's plots, builds an in-memory Optuna study from the trials table. This
-module imports nothing of Optuna, MLflow or Ray.
+Both documents are Jinja2 templates (``templates/``, HTML autoescaped) rendered from one
+plain data model, :class:`ReportData` (:func:`report_data`). Its "Study summary" is
+:func:`pipeline.analysis.summary.study_summary` with the importances of
+:func:`pipeline.results.param_importances`. This module imports no Optuna, MLflow or Ray.
 """
 
 from __future__ import annotations
@@ -327,8 +323,7 @@ def write_report(
             (``pipeline.results.param_importances``) if None.
         efficiency: the study's efficiency for the footer, one line
             (``pipeline.results.load_efficiency``); None: no footer.
-        interactive: write interactive.html (plotly.js inline, about 4.7 MB); the suite's
-            committed reports leave it out (``initstudy report STUDY`` writes it).
+        interactive: write interactive.html (plotly.js inline, 4.7 MB; the suite's not).
 
     Returns:
         ``{"markdown": ..., "html": ..., "interactive": ..., "verdicts": ...,
