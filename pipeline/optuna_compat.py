@@ -77,7 +77,7 @@ def engine(study: optuna.Study) -> Any:
 def trials_in_states(study: optuna.Study, states: Collection[TrialState]) -> list[FrozenTrial]:
     """The study's trials in ``states``, from the database alone where there is one (the
     cache would load every trial first); else from ``get_trials``."""
-    under: Any = getattr(storage(study), "_backend", None)
+    under = backend(study)
     if hasattr(under, "_get_trials"):
         return list(under._get_trials(study_id(study), tuple(states), set(), -1))
     return study.get_trials(deepcopy=False, states=tuple(states))

@@ -350,7 +350,7 @@ def study_counts(study: optuna.Study) -> StudyCounts:
     count, not a read of every trial, so progress and status stay fast at 100,000
     trials), else from the trials."""
     planned = study.user_attrs.get(PLANNED)
-    engine = _engine_of(study)
+    engine = compat.engine(study)  # None: not a database
     if engine is None:
         return _counted(study.get_trials(deepcopy=False), planned)
     models = compat.rdb_models()
@@ -399,16 +399,11 @@ def _counted(trials: list[FrozenTrial], planned: object) -> StudyCounts:
     )
 
 
-def _engine_of(study: optuna.Study) -> Any:
-    """The SQLAlchemy engine of a study's RDB storage (None: another kind of storage)."""
-    return compat.engine(study)
-
-
 def live_keys(study: optuna.Study) -> set[str | None]:
     """Keys of the study's complete, running and waiting trials: one SQL query on a
     database storage (the key attributes only, not every trial whole), so a resume of a
     100,000-trial grid reads them in a second or so."""
-    engine = _engine_of(study)
+    engine = compat.engine(study)  # None: not a database
     if engine is None:
         trials = study.get_trials(deepcopy=False, states=LIVE_STATES)
         return {t.user_attrs.get(KEY) for t in trials}
